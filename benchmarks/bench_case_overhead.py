@@ -1,0 +1,43 @@
+"""Target: harness overhead per case under 1 ms above plain pytest running the same number of
+parametrized tests, with a zero-latency custom pipeline (tracking off: MLflow has its own benchmark;
+the local results folder is still written)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from _util import PY, alternate, median
+
+N = 2000
+ROUNDS = 5
+
+
+def main() -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        cases = [{"id": f"c{i}", "question": f"question {i}?", "answers": [f"a{i}"], "context": f"a{i} is it"} for i in range(N)]
+        (d / "evals.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases))
+        (d / "zero_pipe.py").write_text("def factory(config):\n    return lambda case: case.context.split()[0]\n")
+        (d / "genai.yaml").write_text(
+            "version: 1\npipeline: zero_pipe:factory\neval:\n  set: evals.jsonl\n"
+            "tracking:\n  enabled: false\n  results_dir: runs\nenv:\n  lock_file: none.lock\n")
+        plain = d / "plain"
+        plain.mkdir()
+        (plain / "test_plain.py").write_text(
+            "import pytest\n\n@pytest.mark.parametrize('i', range(%d))\ndef test_case(i):\n"
+            "    assert ('a%%d is it' %% i).split()[0] == 'a%%d' %% i\n" % N)
+        common = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:anyio"]
+        times = alternate({
+            "plain": common + ["plain"],
+            "genai": common + ["--genai-config", "genai.yaml", "evals.jsonl"],
+        }, d, ROUNDS, env={"PYTHONPATH": str(d)})
+    p, g = median(times["plain"]), median(times["genai"])
+    return {"cases": N, "plain_pytest_s": p, "genai_s": g, "overhead_per_case_ms": (g - p) / N * 1000, "rounds": ROUNDS}
+
+
+if __name__ == "__main__":
+    json.dump(main(), sys.stdout, indent=2)
+    print()

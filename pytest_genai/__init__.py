@@ -1,0 +1,9 @@
+"""pytest-genai: reproducible, gated GenAI evals as pytest items.
+
+Kept light: importing this package (as pytest does for every run) pulls in no heavy library.
+"""
+
+from pytest_genai.types import Answer, Case, CaseResult, Usage
+
+__all__ = ["Answer", "Case", "CaseResult", "Usage"]
+__version__ = "0.1.0"

@@ -1,0 +1,99 @@
+"""Validation against the shipped JSON Schema, with did-you-mean for unknown keys."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterator
+
+from pytest_genai.config.errors import Problem
+from pytest_genai.config.suggest import suggest_key, suggest_name
+from pytest_genai.config.yaml_lines import Lines, line_of
+from pytest_genai.names import KNOWN_METRICS
+
+# Canonical sections whose features have not landed yet: named as such instead of "unknown key".
+LATER_SECTIONS = {"rag": "retrieval arrives with RAG support", "safety": "safety checks arrive with the safety feature"}
+SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return json.loads(resources.files("pytest_genai.config").joinpath("schema.json").read_text("utf-8"))
+
+
+def all_key_paths(node: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
+    node = schema() if node is None else node
+    out: list[str] = []
+    for key, sub in node.get("properties", {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        out.append(path)
+        if isinstance(sub, dict) and sub.get("type") == "object":
+            out.extend(all_key_paths(sub, path))
+    return out
+
+
+def unknown_key_problems(data: Any, lines: Lines) -> list[Problem]:
+    paths = all_key_paths()
+    return list(_unknown(data, schema(), (), lines, paths))
+
+
+def _unknown(data: Any, node: dict[str, Any], prefix: tuple[str, ...], lines: Lines, paths: list[str]) -> Iterator[Problem]:
+    if not isinstance(data, dict):
+        return
+    props: dict[str, Any] = node.get("properties", {})
+    is_gates = prefix == ("gates",)
+    for key, value in data.items():
+        key = str(key)
+        path = prefix + (key,)
+        dotted = ".".join(path)
+        if is_gates:
+            if key not in KNOWN_METRICS:
+                hint = suggest_name(key, KNOWN_METRICS)
+                tip = f" — did you mean 'gates.{hint}'?" if hint else ""
+                yield Problem(dotted, f"unknown metric '{key}'{tip} (known: {', '.join(KNOWN_METRICS)})", line_of(lines, path))
+            continue
+        if key in props:
+            yield from _unknown(value, props[key], path, lines, paths)
+        elif not prefix and key in LATER_SECTIONS:
+            yield Problem(dotted, f"the '{key}' section is not supported by this version of pytest-genai ({LATER_SECTIONS[key]})", line_of(lines, path))
+        elif node.get("additionalProperties") is False:
+            hint = suggest_key(key, props, paths, ".".join(prefix))
+            tip = f" — did you mean '{hint}'?" if hint else ""
+            yield Problem(dotted, f"unknown key '{dotted}'{tip}", line_of(lines, path))
+
+
+def schema_problems(data: Any, lines: Lines) -> list[Problem]:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema())
+    out: list[Problem] = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        if err.validator == "additionalProperties":
+            continue  # reported with a suggestion by unknown_key_problems
+        path = tuple(str(p) for p in err.absolute_path)
+        out.append(Problem(".".join(path), _message(err), line_of(lines, path)))
+    return out
+
+
+def _message(err: Any) -> str:
+    if err.validator == "pattern" and err.absolute_path and err.absolute_path[0] == "gates":
+        return f"{err.instance!r} is not a comparison; write it like '>= 0.6', '<= 1200' or '== 0'"
+    if err.validator == "pattern" and list(err.absolute_path)[-1:] == ["api_key"]:
+        return "must be an environment reference like '${OPENAI_API_KEY}', never the key itself"
+    if err.validator == "pattern" and list(err.absolute_path)[-1:] == ["pipeline"]:
+        return f"{err.instance!r} is neither 'builtin:<name>' nor 'package.module:factory'"
+    return err.message
+
+
+def apply_defaults(data: dict[str, Any], node: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fill schema defaults so the resolved config (and its hash) says every knob explicitly."""
+    node = schema() if node is None else node
+    out = dict(data)
+    for key, sub in node.get("properties", {}).items():
+        if key not in out and "default" in sub:
+            out[key] = json.loads(json.dumps(sub["default"]))
+        if isinstance(out.get(key), dict) and sub.get("type") == "object":
+            out[key] = apply_defaults(out[key], sub)
+    return out

@@ -1,0 +1,206 @@
+"""Hooks active only with --genai-config: collect cases, gather results, gate, track, report."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest.pathlib import bestrelpath
+
+from pytest_genai.items import CaseItem, EvalSetFile
+from pytest_genai.session import EvalSession, RunSummary, capture_env
+from pytest_genai.types import CaseResult
+
+RESULT_ATTR = "genai_result"  # plain data on the report: survives xdist's serialisation
+TAGS_ATTR = "genai_tags"
+# Eval-set tags become markers only when pytest can take them as such and they change nothing.
+_MARKER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_RESERVED_MARKERS = {"skip", "skipif", "xfail", "parametrize", "usefixtures", "filterwarnings"}
+
+
+def is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def marker_tags(tags: tuple[str, ...]) -> list[str]:
+    return [t for t in tags if _MARKER_NAME.match(t) and t not in _RESERVED_MARKERS]
+
+
+class EvalPlugin:
+    def __init__(self, config: pytest.Config, session: EvalSession) -> None:
+        self.config = config
+        self.state = session
+        self.eval_path = session.eval_set.path.resolve()
+        self.file_nodeid = bestrelpath(config.rootpath, self.eval_path)
+        self.selected: set[str] | None = None
+        self.env: Any = None
+        self.git: Any = None
+        self.summary: RunSummary | None = None
+        self.run_dir: Path | None = None
+        self.run_id: str | None = None
+        self.tracking_error: str | None = None
+        self.local_error: str | None = None
+        self.prompt_check_error: str | None = None
+        for tag in sorted({t for c in session.eval_set.cases for t in marker_tags(c.tags)}):
+            config.addinivalue_line("markers", f"{tag}: eval-set tag (pytest-genai)")
+        self._add_eval_set_to_args()
+
+    # -- collection ---------------------------------------------------------------------------
+    def _add_eval_set_to_args(self) -> None:
+        """With no explicit arguments (testpaths or the current folder), collect the eval set too,
+        without naming it. Explicit arguments are an explicit selection and are left alone."""
+        if self.config.args_source == pytest.Config.ArgsSource.ARGS:
+            return
+        invocation_dir = self.config.invocation_params.dir
+        for arg in self.config.args:
+            target = (invocation_dir / arg.split("::", 1)[0]).resolve()
+            if target == self.eval_path or target in self.eval_path.parents:
+                return
+        self.config.args.append(str(self.eval_path))
+
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        if file_path.name == self.eval_path.name and file_path.resolve() == self.eval_path:
+            # An explicit node id keeps ids stable when the eval set lies outside the rootdir.
+            return EvalSetFile.from_parent(parent, path=file_path, nodeid=self.file_nodeid)
+        return None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Build the pipeline once, before the first case, so a bad model pin or factory stops the run
+        with one clear error instead of failing every case (and its load time is not case latency)."""
+        cases = [i for i in session.items if isinstance(i, CaseItem)]
+        self.selected = {i.case.id for i in cases}
+        if self._dry_run() or not cases:
+            return
+        from pytest_genai.config import ConfigError
+
+        try:
+            self.state.pipeline
+        except ConfigError as exc:
+            message = str(exc)
+        except Exception as exc:
+            import traceback
+
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-8:])
+            message = f"building the pipeline {self.state.config.get('pipeline')!r} failed:\n{self.state.config.redact(tb)}"
+        else:
+            return
+        if is_worker(self.config):  # a worker cannot stop the session: each item reports it instead
+            self.state.build_error = message
+            return
+        raise pytest.UsageError(message)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """On the xdist controller, which collects nothing itself: what the workers selected."""
+        prefix = self.file_nodeid + "::"
+        self.selected = {i[len(prefix):] for i in ids if i.startswith(prefix)}
+
+    def _dry_run(self) -> bool:
+        opt = self.config.option
+        return bool(opt.collectonly or getattr(opt, "setuponly", False) or getattr(opt, "setupplan", False))
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        s = self.state
+        prompt = f", prompt {s.prompt.ref} ({s.prompt.hash[:12]})" if s.prompt else ""
+        return [
+            f"genai: config {s.config.path.name} (config_hash {s.config.hash[:12]}), pipeline {s.config.get('pipeline')}{prompt}",
+            f"genai: eval set {self.file_nodeid}: {len(s.eval_set)} cases (sha256 {s.eval_set.sha256[:12]}), seed {s.seed}",
+        ]
+
+    # -- session start: env and prompt-store checks (controller only) ---------------------------
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if is_worker(self.config):
+            return
+        self.env, self.git = capture_env(self.state.config)
+        if self.state.prompt is not None and self.tracking_enabled and not self._dry_run():
+            self._check_prompt_against_store()
+
+    def _check_prompt_against_store(self) -> None:
+        from pytest_genai.prompts import unbumped_edit_message
+        from pytest_genai.tracking.mlflow_store import known_prompt_hash
+
+        prompt = self.state.prompt
+        assert prompt is not None
+        try:
+            known = known_prompt_hash(self.tracking_uri, self.experiment, prompt.id, prompt.version)
+        except Exception as exc:  # an unreachable store must not stop local work; the log step reports it
+            self.prompt_check_error = self.state.config.redact(
+                f"could not check prompt {prompt.ref} against the tracking store: {type(exc).__name__}: {exc}")
+            return
+        msg = unbumped_edit_message(prompt, known, f"the tracking store ({self.experiment})") if known else None
+        if msg:
+            raise pytest.UsageError(msg)
+
+    @property
+    def tracking_enabled(self) -> bool:
+        return bool(self.state.config.get("tracking.enabled", True))
+
+    @property
+    def tracking_uri(self) -> str | None:
+        from pytest_genai.tracking.mlflow_store import resolve_uri
+
+        uri = (self.config.getoption("genai_tracking_uri") or self.state.config.get("tracking.uri")
+               or os.environ.get("MLFLOW_TRACKING_URI") or None)
+        return resolve_uri(uri, self.state.config.base_dir if uri == self.state.config.get("tracking.uri") else Path.cwd())
+
+    @property
+    def experiment(self) -> str:
+        return str(self.state.config.get("tracking.experiment"))
+
+    # -- running ------------------------------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        if call.when == "call" and isinstance(item, CaseItem) and item.result is not None:
+            setattr(report, RESULT_ATTR, item.result.to_dict())
+            setattr(report, TAGS_ATTR, self.state.pipeline_tags())
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, RESULT_ATTR, None)
+        if data is not None and report.when == "call":
+            self.state.add_result(CaseResult.from_dict(data))
+            self.state.worker_tags.update(getattr(report, TAGS_ATTR, None) or {})
+
+    # -- session end: aggregate, write locally, log, gate -------------------------------------
+    @pytest.hookimpl(tryfirst=True)  # before MLflow's own plugin closes its session run: we nest under it
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if is_worker(self.config) or self.env is None or self._dry_run():
+            return
+        if not self.selected and not self.state.results:
+            return  # no case was selected (or collection failed): there is no eval run to record
+        if not self.state.results and exitstatus in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
+            return  # the session stopped before any case ran (e.g. the pipeline did not build)
+        from pytest_genai.tracking.local import new_run_dir, write_run_dir
+
+        stopped = bool(session.shouldstop or session.shouldfail or exitstatus == pytest.ExitCode.INTERRUPTED)
+        enforce = bool(self.config.getoption("genai_enforce_gates"))
+        self.summary = summary = self.state.summarize(self.env, self.git, enforce, self.selected, stopped)
+        root = self.state.config.resolve_path("tracking.results_dir")
+        assert root is not None
+        try:
+            self.run_dir = new_run_dir(root, self.state.config.hash)
+            write_run_dir(self.run_dir, self.state, summary, self.env)
+        except OSError as exc:
+            self.local_error = f"could not write local results under {root}: {exc}"
+        if self.tracking_enabled and self.local_error is None:
+            try:
+                from pytest_genai.tracking.mlflow_store import log_run_dir
+
+                assert self.run_dir is not None
+                self.run_id = log_run_dir(self.run_dir, self.tracking_uri, self.experiment)
+            except Exception as exc:
+                self.tracking_error = self.state.config.redact(f"{type(exc).__name__}: {exc}")
+        failed = (summary.enforced and not summary.gates_passed) or self.tracking_error or self.local_error
+        if failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from pytest_genai.report.terminal import write_summary
+
+        if self.env is not None and not self._dry_run():
+            write_summary(terminalreporter, self)

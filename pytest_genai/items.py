@@ -1,0 +1,83 @@
+"""pytest collection nodes: an eval set file and one item per case."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from pytest_genai.state import STATE_KEY
+from pytest_genai.types import Case, CaseResult
+
+
+class CaseFailure(Exception):
+    def __init__(self, result: CaseResult) -> None:
+        self.result = result
+        super().__init__(result.error or "; ".join(result.expect_failures))
+
+
+class PipelineBuildError(Exception):
+    """The pipeline could not be built on this xdist worker (shown once per item there)."""
+
+
+class EvalSetFile(pytest.File):
+    def collect(self) -> Iterator["CaseItem"]:
+        state = self.config.stash[STATE_KEY]
+        for case in state.eval_set.cases:
+            yield CaseItem.from_parent(self, name=case.id, case=case)
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, case: Case, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.result: CaseResult | None = None
+        from pytest_genai.eval_plugin import marker_tags
+
+        for tag in marker_tags(case.tags):  # `-m` selection by eval-set tag
+            self.add_marker(tag)
+
+    def runtest(self) -> None:
+        state = self.config.stash[STATE_KEY]
+        if state.build_error is not None:
+            raise PipelineBuildError(state.build_error)
+        result = state.run(self.case)
+        self.result = result
+        self.user_properties.extend([
+            ("em", result.em), ("f1", round(result.f1, 6)), ("latency_ms", round(result.latency_ms, 3)),
+            ("input_tokens", result.input_tokens), ("output_tokens", result.output_tokens),
+            ("cost_usd", result.cost_usd), ("seed", result.seed),
+        ])
+        if result.error is not None or result.expect_failures:
+            raise CaseFailure(result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, CaseFailure):
+            return format_case_failure(self.case, excinfo.value.result)
+        if isinstance(excinfo.value, PipelineBuildError):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo, style=style))
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, self.case.line - 1, f"case {self.case.id}"
+
+
+def format_case_failure(case: Case, r: CaseResult) -> str:
+    headline = r.error.strip().splitlines()[-1] if r.error else "; ".join(r.expect_failures)
+    lines = [headline, f"case {case.id} (line {case.line}, seed {r.seed})"]
+    if r.error is not None:
+        lines.append("pipeline raised:")
+        lines += ["    " + ln for ln in r.error.splitlines()]
+    for f in r.expect_failures:
+        lines.append(f"FAILED: {f}")
+    lines += [
+        f"question: {case.question}",
+        f"answer:   {r.answer!r}",
+        f"gold:     {list(case.answers)!r}",
+        f"em={r.em:.0f} f1={r.f1:.3f} latency={r.latency_ms:.1f}ms tokens={r.input_tokens}+{r.output_tokens}",
+    ]
+    if r.prompt:
+        lines.append("rendered prompt:")
+        lines += ["    " + ln for ln in r.prompt.splitlines()]
+    return "\n".join(lines)
+

@@ -1,0 +1,44 @@
+"""The LLM provider interface and a registry by name (lm-eval style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+class LLM(Protocol):
+    model_id: str
+    model_sha256: str | None
+
+    def generate(self, messages: list[Message], *, seed: int) -> Generation: ...
+
+
+class LLMError(Exception):
+    pass
+
+
+ProviderFactory = Callable[[Any], LLM]  # takes the GenaiConfig
+_PROVIDERS: dict[str, str] = {"hf_local": "pytest_genai.llm.hf_local:HFLocalLLM.from_config"}
+
+
+def build_llm(config: Any) -> LLM:
+    name = config.get("llm.provider")
+    target = _PROVIDERS.get(name)
+    if target is None:
+        raise config.error("llm.provider", f"unknown provider {name!r} (known: {', '.join(sorted(_PROVIDERS))})")
+    module_name, attr = target.split(":")
+    import importlib
+
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj(config)

