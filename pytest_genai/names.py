@@ -19,12 +19,13 @@ CORE_METRICS: tuple[str, ...] = (
     "cases_evaluated",
     "env_drift",
     "determinism_rate",
-)
-LATER_METRICS: tuple[str, ...] = (
     "hit_at_k",
     "recall_at_k",
     "mrr",
     "context_use_rate",
+    "cases_with_gold_docs",
+)
+LATER_METRICS: tuple[str, ...] = (
     "pii_flag_rate",
     "toxicity_flag_rate",
     "block_rate",
@@ -49,6 +50,8 @@ TAG_ENV_DRIFT = "env.drift"
 TAG_ENV_PYTHON = "env.python"
 TAG_ENV_PLATFORM = "env.platform"
 TAG_SEED = "genai.seed"
+TAG_INDEX_FINGERPRINT = "index.fingerprint"
+TAG_INDEX_VERSION = "index.version"
 TAG_GATES_PASSED = "genai.gates_passed"
 TAG_PARTIAL = "genai.partial"
 

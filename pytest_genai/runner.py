@@ -7,6 +7,7 @@ import traceback
 from typing import Any
 
 from pytest_genai.evalset import check_expect
+from pytest_genai.metrics.retrieval import context_used, hit_at_k, recall_at_k, reciprocal_rank
 from pytest_genai.metrics.text import em_f1
 from pytest_genai.seeding import apply_seed
 from pytest_genai.types import Answer, Case, CaseResult, Usage
@@ -61,6 +62,7 @@ def run_case(pipeline: Any, case: Case, seed: int, pricing: tuple[float, float],
     if text is not None and case.expect:
         failures = tuple(check_expect(case.expect, text, f1)) + failures
     cost = tokens_in / 1000 * pricing[0] + tokens_out / 1000 * pricing[1]
+    retrieval = _retrieval_scores(case, answer, text)
     return CaseResult(
         id=case.id,
         question=case.question,
@@ -77,7 +79,22 @@ def run_case(pipeline: Any, case: Case, seed: int, pricing: tuple[float, float],
         prompt=answer.prompt if answer is not None else None,
         outputs_agree=agree,
         expect_failures=failures,
+        **retrieval,
     )
+
+
+def _retrieval_scores(case: Case, answer: Answer | None, text: str | None) -> dict[str, Any]:
+    if answer is None:
+        return {}
+    retrieved = tuple(answer.metadata.get("retrieved", ()))
+    out: dict[str, Any] = {"retrieved": retrieved}
+    if answer.contexts and text:
+        out["context_used"] = context_used(text, answer.contexts)
+    if retrieved and case.gold_doc_ids:
+        docs = [r["doc_id"] for r in retrieved]
+        out.update(hit_at_k=hit_at_k(docs, case.gold_doc_ids), recall_at_k=recall_at_k(docs, case.gold_doc_ids),
+                   reciprocal_rank=reciprocal_rank(docs, case.gold_doc_ids))
+    return out
 
 
 def _format_error(exc: BaseException) -> str:

@@ -170,6 +170,7 @@ class EvalSession:
         model_sha = getattr(getattr(self._pipeline, "llm", None), "model_sha256", None)
         if model_sha:
             tags[names.TAG_MODEL_SHA256] = model_sha
+        tags.update(getattr(self._pipeline, "tags", None) or {})  # e.g. index.fingerprint from builtin:rag
         return tags
 
 

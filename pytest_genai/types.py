@@ -57,6 +57,11 @@ class CaseResult:
     prompt: str | None = None
     outputs_agree: bool | None = None  # set when --genai-repeat > 1
     expect_failures: tuple[str, ...] = ()
+    retrieved: tuple[Mapping[str, Any], ...] = ()  # [{chunk_id, doc_id, score}] in rank order (RAG)
+    hit_at_k: float | None = None  # None: not a RAG answer, or the case has no gold_doc_ids
+    recall_at_k: float | None = None
+    reciprocal_rank: float | None = None
+    context_used: bool | None = None  # None: no answer or no retrieved context
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +80,11 @@ class CaseResult:
             "prompt": self.prompt,
             "outputs_agree": self.outputs_agree,
             "expect_failures": list(self.expect_failures),
+            "retrieved": [dict(r) for r in self.retrieved],
+            "hit_at_k": self.hit_at_k,
+            "recall_at_k": self.recall_at_k,
+            "reciprocal_rank": self.reciprocal_rank,
+            "context_used": self.context_used,
         }
 
     @classmethod
@@ -95,4 +105,9 @@ class CaseResult:
             prompt=d.get("prompt"),
             outputs_agree=d.get("outputs_agree"),
             expect_failures=tuple(d.get("expect_failures", ())),
+            retrieved=tuple(d.get("retrieved", ())),
+            hit_at_k=d.get("hit_at_k"),
+            recall_at_k=d.get("recall_at_k"),
+            reciprocal_rank=d.get("reciprocal_rank"),
+            context_used=d.get("context_used"),
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pytest_genai.config.errors import ConfigError, Problem
-from pytest_genai.config.validate import SECRET_REF, apply_defaults, schema_problems, unknown_key_problems
+from pytest_genai.config.validate import SECRET_REF, apply_defaults, schema_problems, semantic_problems, unknown_key_problems
 from pytest_genai.config.yaml_lines import Lines, line_of, load_yaml_with_lines
 
 _URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@:]+:[^/\s@]+@", re.IGNORECASE)
@@ -107,6 +107,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError(path, [Problem("", "the top level must be a mapping of sections (version, pipeline, llm, ...)", 1)])
     problems = unknown_key_problems(data, lines)
     problems += schema_problems(data, lines)
+    problems += semantic_problems(data, lines)
     secrets: dict[str, str] = {}
     _resolve_secrets(data, (), environ, secrets, problems, lines)
     if problems:

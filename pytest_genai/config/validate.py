@@ -14,7 +14,7 @@ from pytest_genai.config.yaml_lines import Lines, line_of
 from pytest_genai.names import KNOWN_METRICS
 
 # Canonical sections whose features have not landed yet: named as such instead of "unknown key".
-LATER_SECTIONS = {"rag": "retrieval arrives with RAG support", "safety": "safety checks arrive with the safety feature"}
+LATER_SECTIONS = {"safety": "safety checks arrive with the safety feature"}
 SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -42,6 +42,7 @@ def unknown_key_problems(data: Any, lines: Lines) -> list[Problem]:
 def _unknown(data: Any, node: dict[str, Any], prefix: tuple[str, ...], lines: Lines, paths: list[str]) -> Iterator[Problem]:
     if not isinstance(data, dict):
         return
+    node = next((b for b in node.get("oneOf", []) if b.get("type") == "object"), node)  # `index: {type: hnsw, ...}`
     props: dict[str, Any] = node.get("properties", {})
     is_gates = prefix == ("gates",)
     for key, value in data.items():
@@ -85,6 +86,24 @@ def _message(err: Any) -> str:
     if err.validator == "pattern" and list(err.absolute_path)[-1:] == ["pipeline"]:
         return f"{err.instance!r} is neither 'builtin:<name>' nor 'package.module:factory'"
     return err.message
+
+
+def semantic_problems(data: Any, lines: Lines) -> list[Problem]:
+    """Rules a JSON Schema cannot say."""
+    out: list[Problem] = []
+    rag = data.get("rag") if isinstance(data, dict) else None
+    if isinstance(rag, dict):
+        size, overlap = rag.get("chunk_size", 128), rag.get("chunk_overlap", 16)
+        if isinstance(size, int) and isinstance(overlap, int) and overlap >= size:
+            out.append(Problem("rag.chunk_overlap", f"must be smaller than rag.chunk_size ({overlap} >= {size})",
+                               line_of(lines, ("rag", "chunk_overlap")) or line_of(lines, ("rag", "chunk_size"))))
+        reranker = rag.get("reranker")
+        if isinstance(reranker, dict) and reranker.get("type") == "cross_encoder" and "path" not in reranker:
+            out.append(Problem("rag.reranker.path", "a cross_encoder reranker needs the path of a local model folder",
+                               line_of(lines, ("rag", "reranker"))))
+    if isinstance(data, dict) and data.get("pipeline") == "builtin:rag" and "rag" not in data:
+        out.append(Problem("rag", "pipeline builtin:rag needs a rag section (at least rag.corpus)", line_of(lines, ("pipeline",))))
+    return out
 
 
 def apply_defaults(data: dict[str, Any], node: dict[str, Any] | None = None) -> dict[str, Any]:

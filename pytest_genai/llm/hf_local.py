@@ -118,14 +118,20 @@ class HFLocalLLM:
         return self.tokenizer(text, return_tensors="pt")
 
 
-def load_model(weights: Path, sha256: str) -> tuple[Any, Any]:
-    """Load weights; a GGUF file is dequantised once and cached as safetensors keyed by its sha256."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline by default: never reach a hub
+def quiet_transformers() -> None:
+    """Offline by default (never reach a hub), and no progress bars in the test output."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+
+
+def load_model(weights: Path, sha256: str) -> tuple[Any, Any]:
+    """Load weights; a GGUF file is dequantised once and cached as safetensors keyed by its sha256."""
+    quiet_transformers()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     if weights.is_dir():
         return _load_dir(weights)
     cached = cache_root() / "models" / sha256

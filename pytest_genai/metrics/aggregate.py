@@ -42,6 +42,15 @@ def aggregate(results: Sequence[CaseResult], cases_total: int) -> dict[str, floa
         "cost_per_question_usd": cost / n if n else float("nan"),
         "error_rate": (n - len(ok)) / n if n else float("nan"),
     }
+    with_gold = [r for r in results if r.hit_at_k is not None]
+    if with_gold:  # cases without gold_doc_ids are left out of the retrieval metrics (and counted)
+        metrics["hit_at_k"] = mean([r.hit_at_k for r in with_gold])  # type: ignore[misc]
+        metrics["recall_at_k"] = mean([r.recall_at_k for r in with_gold])  # type: ignore[misc]
+        metrics["mrr"] = mean([r.reciprocal_rank for r in with_gold])  # type: ignore[misc]
+        metrics["cases_with_gold_docs"] = float(len(with_gold))
+    grounded = [r.context_used for r in results if r.context_used is not None]
+    if grounded:
+        metrics["context_use_rate"] = sum(grounded) / len(grounded)
     repeated = [r.outputs_agree for r in results if r.outputs_agree is not None]
     if repeated:
         metrics["determinism_rate"] = sum(repeated) / len(repeated)

@@ -16,7 +16,10 @@ class Pipeline(Protocol):
     def __call__(self, case: Case) -> Union[Answer, str]: ...
 
 
-_BUILTINS: dict[str, str] = {"llm": "pytest_genai.pipelines.llm:LLMPipeline.from_config"}
+_BUILTINS: dict[str, str] = {
+    "llm": "pytest_genai.pipelines.llm:LLMPipeline.from_config",
+    "rag": "pytest_genai.pipelines.rag:RAGPipeline.from_config",
+}
 
 
 def build_pipeline(config: Any, prompt: Any) -> Pipeline:

@@ -47,6 +47,14 @@ def write_run_dir(run_dir: Path, session: Any, summary: Any, env: Any) -> None:
     with (run_dir / "renders.jsonl").open("w", encoding="utf-8") as fh:
         for r in summary.results:
             fh.write(json.dumps({"id": r.id, "prompt": r.prompt}, ensure_ascii=False) + "\n")
+    fingerprint = summary.tags.get("index.fingerprint")
+    if fingerprint:
+        from pytest_genai.rag.index import index_dir
+
+        manifest = index_dir(fingerprint) / "manifest.json"
+        if manifest.is_file():
+            (run_dir / "index").mkdir()
+            shutil.copyfile(manifest, run_dir / "index" / "manifest.json")
     (run_dir / "env").mkdir()
     (run_dir / "env" / "installed.txt").write_text(env.installed_text(), "utf-8")
     if env.lock_path is not None:

@@ -1,0 +1,66 @@
+"""`builtin:rag`: retrieve `rag.retriever_k` chunks, render the prompt with them and the question, ask the LLM."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_genai.llm import LLM, build_llm
+from pytest_genai.prompts import PromptTemplate, render_as_text
+from pytest_genai.rag.retrieval import BuildInfo, Hit, Retriever, build_retriever
+from pytest_genai.seeding import case_seed
+from pytest_genai.types import Answer, Case, Usage
+
+
+@dataclass
+class RAGPipeline:
+    retriever: Retriever
+    llm: LLM
+    prompt: PromptTemplate
+    seed: int
+    max_context_tokens: int
+    build_info: BuildInfo
+
+    @classmethod
+    def from_config(cls, config: Any, prompt: PromptTemplate | None) -> "RAGPipeline":
+        if prompt is None:
+            raise config.error("prompt", "builtin:rag needs a prompt: set prompt.id and prompt.version")
+        retriever, info = build_retriever(config)
+        return cls(retriever, build_llm(config), prompt, int(config.get("seed")), int(config.get("rag.max_context_tokens")), info)
+
+    def __call__(self, case: Case) -> Answer:
+        started = time.perf_counter()
+        hits = self._within_budget(self.retriever.retrieve(case.question))
+        retrieval_ms = (time.perf_counter() - started) * 1000
+        contexts = [h.chunk.text for h in hits]
+        messages = self.prompt.render({
+            "question": case.question, "contexts": contexts, "context": "\n\n".join(contexts), "case": case,
+        })
+        started = time.perf_counter()
+        gen = self.llm.generate(messages, seed=case_seed(self.seed, case.id))
+        return Answer(
+            text=gen.text,
+            contexts=tuple(contexts),
+            usage=Usage(gen.input_tokens, gen.output_tokens),
+            timings={"retrieval_ms": retrieval_ms, "llm_ms": (time.perf_counter() - started) * 1000},
+            prompt=render_as_text(messages),
+            metadata={"retrieved": [{"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "score": round(h.score, 6)} for h in hits]},
+        )
+
+    def _within_budget(self, hits: list[Hit]) -> list[Hit]:
+        """Chunks in rank order while they fit in rag.max_context_tokens (always at least the first)."""
+        kept, used = [], 0
+        for h in hits:
+            if kept and used + h.chunk.n_tokens > self.max_context_tokens:
+                break
+            kept.append(h)
+            used += h.chunk.n_tokens
+        return kept
+
+    @property
+    def tags(self) -> dict[str, str]:
+        idx = self.retriever.index
+        return {"index.fingerprint": idx.fingerprint, "index.version": idx.version,
+                "index.cache": "hit" if self.build_info.loaded_from_cache else "built",
+                "rag.embed_model_sha256": self.retriever.embedder.sha256}

@@ -1,0 +1,148 @@
+"""Retrieval: embed the question, search the index, rerank (none, MMR, or a local cross-encoder)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_genai.rag.chunking import Chunk, chunk_documents
+from pytest_genai.rag.corpus import CorpusError, load_corpus
+from pytest_genai.rag.embedding import Embedder, EmbeddingError, model_dim, resolve_embedder
+from pytest_genai.rag.index import VectorIndex, build_index, fingerprint, index_params, load_index
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    score: float
+    rank: int
+
+
+def reranker_params(spec: Any) -> dict[str, Any]:
+    spec = {"type": spec} if isinstance(spec, str) else dict(spec)
+    if spec["type"] == "mmr":
+        return {"type": "mmr", "lambda": float(spec.get("lambda", 0.5)), "fetch_k": int(spec.get("fetch_k", 20))}
+    if spec["type"] == "cross_encoder":
+        return {"type": "cross_encoder", "path": str(spec["path"]), "fetch_k": int(spec.get("fetch_k", 20))}
+    return {"type": "none"}
+
+
+@dataclass
+class Retriever:
+    embedder: Embedder
+    index: VectorIndex
+    k: int
+    reranker: dict[str, Any]
+    cross_encoder: Any = None
+
+    def retrieve(self, question: str) -> list[Hit]:
+        query = self.embedder.encode([question])[0]
+        if self.reranker["type"] == "none":
+            ids, scores = self.index.search(query, self.k)
+            return [Hit(self.index.chunks[i], s, r) for r, (i, s) in enumerate(zip(ids, scores))]
+        fetch = min(max(self.reranker["fetch_k"], self.k), len(self.index.chunks))
+        ids, scores = self.index.search(query, fetch)
+        if self.reranker["type"] == "mmr":
+            picked = mmr(query, self.index.vectors, ids, scores, self.k, self.reranker["lambda"])
+            return [Hit(self.index.chunks[i], s, r) for r, (i, s) in enumerate(picked)]
+        ranked = self.cross_encoder.rank(question, [(i, self.index.chunks[i].text) for i in ids])[: self.k]
+        return [Hit(self.index.chunks[i], s, r) for r, (i, s) in enumerate(ranked)]
+
+
+def mmr(query: Any, vectors: Any, ids: list[int], scores: list[float], k: int, lam: float) -> list[tuple[int, float]]:
+    """Maximal marginal relevance: relevance to the query minus redundancy with what is already picked.
+    Returns (chunk index, query similarity) in pick order; ties break by the search order."""
+    selected: list[int] = []
+    sims = {i: s for i, s in zip(ids, scores)}
+    remaining = list(ids)
+    while remaining and len(selected) < k:
+        best, best_val = remaining[0], float("-inf")
+        for i in remaining:
+            redundancy = max((float(vectors[i] @ vectors[j]) for j in selected), default=0.0)
+            val = lam * sims[i] - (1 - lam) * redundancy
+            if val > best_val:
+                best, best_val = i, val
+        selected.append(best)
+        remaining.remove(best)
+    return [(i, sims[i]) for i in selected]
+
+
+@dataclass
+class CrossEncoder:
+    """A local sequence-classification model (e.g. an ms-marco cross-encoder folder); never downloaded."""
+
+    tokenizer: Any
+    model: Any
+
+    @classmethod
+    def load(cls, path: str) -> "CrossEncoder":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+        model.eval()
+        return cls(tok, model)
+
+    def rank(self, question: str, items: list[tuple[int, str]]) -> list[tuple[int, float]]:
+        import torch
+
+        enc = self.tokenizer([question] * len(items), [t for _, t in items], padding=True, truncation=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = self.model(**enc).logits[:, 0]
+        scored = [(i, float(s)) for (i, _), s in zip(items, logits)]
+        return sorted(scored, key=lambda p: -p[1])
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    seconds_embedding: float
+    loaded_from_cache: bool
+
+
+def build_retriever(config: Any) -> tuple[Retriever, BuildInfo]:
+    """From the `rag:` section; every invalid combination is a ConfigError naming its key."""
+    rag = config.get("rag")
+    base = config.base_dir
+    try:
+        docs = load_corpus(rag["corpus"], base)
+    except CorpusError as exc:
+        raise config.error("rag.corpus", str(exc)) from None
+    try:
+        path = resolve_embedder(rag["embed_model"], base)
+    except EmbeddingError as exc:
+        raise config.error("rag.embed_model", str(exc)) from None
+    dim = model_dim(path)
+    if rag["embed_dim"] != dim:
+        raise config.error("rag.embed_dim", f"is {rag['embed_dim']} but {rag['embed_model']} produces {dim}-dimensional vectors")
+    if rag.get("reranker") not in (None, "none") and reranker_params(rag["reranker"])["type"] == "cross_encoder":
+        ce_path = config.resolve_path("rag.reranker.path")
+        if ce_path is None or not ce_path.is_dir():
+            raise config.error("rag.reranker.path", f"the cross-encoder folder {ce_path} does not exist")
+    embedder = Embedder.load(rag["embed_model"], base)
+    pinned = rag.get("embed_model_sha256")
+    if pinned and pinned != embedder.sha256:
+        raise config.error("rag.embed_model_sha256", f"weights at {embedder.path} have sha256 {embedder.sha256}, not the pinned {pinned}")
+    if rag["chunk_size"] > embedder.max_length - 2:
+        raise config.error("rag.chunk_size", f"is {rag['chunk_size']} tokens but {rag['embed_model']} reads at most "
+                                            f"{embedder.max_length - 2} (plus 2 special tokens): longer chunks would be cut")
+    params = index_params(rag["index"])
+    fp = fingerprint(docs, rag, rag["embed_model"], embedder.sha256, dim, params)
+    pinned_fp = rag.get("index_fingerprint")
+    if pinned_fp and pinned_fp not in (fp["fingerprint"], fp["version"]):
+        raise config.error("rag.index_fingerprint", f"the index would be {fp['version']} ({fp['fingerprint']}), not the pinned "
+                                                    f"{pinned_fp}: the corpus or a retrieval setting changed")
+    index = load_index(fp["fingerprint"])
+    embed_seconds = 0.0
+    if index is None:
+        chunks = chunk_documents(docs, embedder.tokenizer, rag["splitter"], rag["chunk_size"], rag["chunk_overlap"])
+        started = time.perf_counter()
+        vectors = embedder.encode([c.text for c in chunks])
+        embed_seconds = time.perf_counter() - started
+        index = build_index(fp, chunks, vectors, embed_seconds)
+    if rag["retriever_k"] > len(index.chunks):
+        raise config.error("rag.retriever_k", f"is {rag['retriever_k']} but the corpus has only {len(index.chunks)} chunks")
+    rerank = reranker_params(rag.get("reranker") or "none")
+    cross = CrossEncoder.load(str(config.resolve_path("rag.reranker.path"))) if rerank["type"] == "cross_encoder" else None
+    return Retriever(embedder, index, rag["retriever_k"], rerank, cross), BuildInfo(embed_seconds, index.loaded_from_cache)
+
