@@ -10,14 +10,25 @@ Message = dict[str, str]
 
 @dataclass(frozen=True)
 class Generation:
+    """One model answer. The first three fields are positional; the rest are optional provenance:
+    `system_fingerprint` (the backend build, when the provider reports one), `latency_ms` (as
+    measured by the provider, or as recorded when `cached`), `cached` (served by the response cache)."""
+
     text: str
     input_tokens: int
     output_tokens: int
+    system_fingerprint: str | None = None
+    latency_ms: float | None = None
+    cached: bool = False
 
 
 class LLM(Protocol):
-    model_id: str
-    model_sha256: str | None
+    # Read-only members: plain attributes, frozen dataclass fields and properties (a cache wrapper) all fit.
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def model_sha256(self) -> str | None: ...
 
     def generate(self, messages: list[Message], *, seed: int) -> Generation: ...
 
@@ -27,7 +38,10 @@ class LLMError(Exception):
 
 
 ProviderFactory = Callable[[Any], LLM]  # takes the GenaiConfig
-_PROVIDERS: dict[str, str] = {"hf_local": "pytest_genai.llm.hf_local:HFLocalLLM.from_config"}
+_PROVIDERS: dict[str, str] = {
+    "hf_local": "pytest_genai.llm.hf_local:HFLocalLLM.from_config",
+    "openai_compatible": "pytest_genai.llm.openai_compatible:OpenAICompatibleLLM.from_config",
+}
 
 
 def build_llm(config: Any) -> LLM:

@@ -1,0 +1,1 @@
+"""Test helpers shipped with pytest-genai (a deterministic OpenAI-compatible stub server)."""
