@@ -79,6 +79,7 @@ class EvalPlugin:
 
         try:
             self.state.pipeline
+            self.state.prefetch([i.case for i in cases])
         except ConfigError as exc:
             message = str(exc)
         except Exception as exc:
@@ -169,6 +170,7 @@ class EvalPlugin:
     # -- session end: aggregate, write locally, log, gate -------------------------------------
     @pytest.hookimpl(tryfirst=True)  # before MLflow's own plugin closes its session run: we nest under it
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.state.shutdown()
         if is_worker(self.config) or self.env is None or self._dry_run():
             return
         if not self.selected and not self.state.results:
@@ -185,6 +187,7 @@ class EvalPlugin:
         try:
             self.run_dir = new_run_dir(root, self.state.config.hash)
             write_run_dir(self.run_dir, self.state, summary, self.env)
+            self._export_cassette()
         except OSError as exc:
             self.local_error = f"could not write local results under {root}: {exc}"
         if self.tracking_enabled and self.local_error is None:
@@ -198,6 +201,19 @@ class EvalPlugin:
         failed = (summary.enforced and not summary.gates_passed) or self.tracking_error or self.local_error
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _export_cassette(self) -> None:
+        """After a record run (all workers done), the cache becomes a cassette in the repo and an artifact."""
+        rt = self.state.runtime
+        if rt.cache_mode != "record" or rt.cassette is None or rt.cache_path is None or not rt.cache_path.is_file():
+            return
+        import shutil
+
+        from pytest_genai.llm.cache import export_cassette
+
+        export_cassette(rt.cache_path, rt.cassette)
+        assert self.run_dir is not None
+        shutil.copyfile(rt.cassette, self.run_dir / rt.cassette.name)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_genai.report.terminal import write_summary

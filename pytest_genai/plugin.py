@@ -3,6 +3,7 @@ options and fixtures live here; everything else is imported only when --genai-co
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="enforce gates on a partial run (-k, --lf, deselection) too")
     group.addoption("--genai-repeat", metavar="N", type=int, default=1,
                     help="run each case N times with its seed; items whose outputs differ fail")
+    group.addoption("--genai-cache", metavar="MODE", default="off", choices=("off", "read-write", "record", "replay"),
+                    help="LLM response cache: off (default), read-write, record (always call, store), "
+                         "replay (never call the provider; a miss fails the case)")
+    group.addoption("--genai-cache-path", metavar="PATH", default=None,
+                    help="the cache's sqlite file (default: .pytest-genai/cache.sqlite3 next to the config)")
+    group.addoption("--genai-cassette", metavar="PATH", default=None,
+                    help="with record: export the cache to this JSONL file after the run; with replay: replay from it")
+    group.addoption("--genai-concurrency", metavar="N", type=int, default=None,
+                    help="cases run concurrently on a pool of N (overrides llm.concurrency); results do not depend on N")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,11 +45,37 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--genai-repeat must be at least 1 (got {repeat})")
     try:
         genai_config = load_config(config.invocation_params.dir / path)
-        state = EvalSession.from_config(genai_config, repeat=repeat)
+        state = EvalSession.from_config(genai_config, repeat=repeat, runtime=_runtime(config, genai_config))
     except (ConfigError, SessionSetupError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(EvalPlugin(config, state), "genai-eval")
+
+
+def _runtime(config: pytest.Config, genai_config: Any) -> Any:
+    from pytest_genai.runtime import Runtime
+
+    concurrency = config.getoption("genai_concurrency") or int(genai_config.get("llm.concurrency") or 1)
+    if concurrency < 1:
+        raise pytest.UsageError(f"--genai-concurrency must be at least 1 (got {concurrency})")
+    mode = config.getoption("genai_cache")
+    invocation = config.invocation_params.dir
+    cache_path = config.getoption("genai_cache_path")
+    cassette = config.getoption("genai_cassette")
+    if cassette and mode not in ("record", "replay"):
+        raise pytest.UsageError("--genai-cassette goes with --genai-cache=record (export) or --genai-cache=replay (replay from it)")
+    path = invocation / cache_path if cache_path else genai_config.base_dir / ".pytest-genai" / "cache.sqlite3"
+    cassette_path = invocation / cassette if cassette else None
+    if mode == "replay" and cassette_path is not None:
+        if not cassette_path.is_file():
+            raise pytest.UsageError(f"--genai-cassette {cassette_path}: no such file")
+        import tempfile
+
+        from pytest_genai.llm.cache import import_cassette
+
+        path = Path(tempfile.mkdtemp(prefix="genai-replay-")) / "cache.sqlite3"  # per process: xdist-safe
+        import_cassette(cassette_path, path)
+    return Runtime(mode, path, cassette_path, concurrency)
 
 
 def _state(config: pytest.Config) -> Any:

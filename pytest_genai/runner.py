@@ -13,8 +13,9 @@ from pytest_genai.seeding import apply_seed
 from pytest_genai.types import Answer, Case, CaseResult, Usage
 
 
-def call_pipeline(pipeline: Any, case: Case, seed: int) -> tuple[Answer | None, float, str | None]:
-    apply_seed(seed)
+def call_pipeline(pipeline: Any, case: Case, seed: int, seed_globals: bool = True) -> tuple[Answer | None, float, str | None]:
+    if seed_globals:  # not from a thread pool: the global RNGs are process-wide
+        apply_seed(seed)
     started = time.perf_counter()
     try:
         out = pipeline(case)
@@ -25,7 +26,9 @@ def call_pipeline(pipeline: Any, case: Case, seed: int) -> tuple[Answer | None, 
         return Answer(text=out), latency_ms, None
     if isinstance(out, Answer):
         problem = _check_answer(out)
-        return (None, latency_ms, problem) if problem else (out, latency_ms, None)
+        if problem:
+            return None, latency_ms, problem
+        return out, (out.latency_ms if out.latency_ms is not None else latency_ms), None
     return None, latency_ms, f"TypeError: the pipeline returned {type(out).__name__}; return a str or pytest_genai.Answer"
 
 
@@ -38,8 +41,9 @@ def _check_answer(answer: Answer) -> str | None:
     return None
 
 
-def run_case(pipeline: Any, case: Case, seed: int, pricing: tuple[float, float], repeat: int = 1) -> CaseResult:
-    answer, latency_ms, error = call_pipeline(pipeline, case, seed)
+def run_case(pipeline: Any, case: Case, seed: int, pricing: tuple[float, float], repeat: int = 1,
+             seed_globals: bool = True) -> CaseResult:
+    answer, latency_ms, error = call_pipeline(pipeline, case, seed, seed_globals)
     usage = answer.usage if answer is not None else Usage()
     tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
     agree: bool | None = None
@@ -48,7 +52,7 @@ def run_case(pipeline: Any, case: Case, seed: int, pricing: tuple[float, float],
         assert answer is not None
         outputs = [answer.text]
         for _ in range(repeat - 1):
-            again, _, err = call_pipeline(pipeline, case, seed)
+            again, _, err = call_pipeline(pipeline, case, seed, seed_globals)
             if again is not None:  # every call is paid for: tokens and cost count all repeats
                 tokens_in += again.usage.input_tokens
                 tokens_out += again.usage.output_tokens
@@ -87,7 +91,8 @@ def _retrieval_scores(case: Case, answer: Answer | None, text: str | None) -> di
     if answer is None:
         return {}
     retrieved = tuple(answer.metadata.get("retrieved", ()))
-    out: dict[str, Any] = {"retrieved": retrieved}
+    out: dict[str, Any] = {"retrieved": retrieved, "cached": answer.metadata.get("cached"),
+                           "system_fingerprint": answer.metadata.get("system_fingerprint")}
     if answer.contexts and text:
         out["context_used"] = context_used(text, answer.contexts)
     if retrieved and case.gold_doc_ids:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from pytest_genai.evalset import EvalSet, load_eval_set
 from pytest_genai.gates import GateResult, evaluate_gates
 from pytest_genai.metrics import aggregate
 from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
+from pytest_genai.runtime import Runtime
 from pytest_genai.seeding import case_seed
 from pytest_genai.tracking.envlock import EnvReport, compare_env
 from pytest_genai.tracking.gitinfo import GitInfo, git_info
@@ -49,14 +51,17 @@ class EvalSession:
     eval_set: EvalSet
     prompt: PromptTemplate | None
     repeat: int = 1
+    runtime: Runtime = field(default_factory=Runtime)
     results: dict[str, CaseResult] = field(default_factory=dict)
     worker_tags: dict[str, str] = field(default_factory=dict)
     build_error: str | None = None  # set on an xdist worker whose pipeline failed to build
     _pipeline: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _futures: dict[str, Future[CaseResult]] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_config(cls, config: GenaiConfig, repeat: int = 1) -> "EvalSession":
+    def from_config(cls, config: GenaiConfig, repeat: int = 1, runtime: Runtime | None = None) -> "EvalSession":
         from pytest_genai.evalset import EvalSetError
 
         eval_path = config.resolve_path("eval.set")
@@ -86,7 +91,7 @@ class EvalSession:
                 raise SessionSetupError(str(config.error("prompt.id", str(exc)))) from None
             if msg:
                 raise SessionSetupError(msg)
-        return cls(config, eval_set, prompt, repeat)
+        return cls(config, eval_set, prompt, repeat, runtime or Runtime())
 
     @property
     def seed(self) -> int:
@@ -102,7 +107,7 @@ class EvalSession:
             if self._pipeline is None:
                 from pytest_genai.pipelines import build_pipeline
 
-                self._pipeline = build_pipeline(self.config, self.prompt)
+                self._pipeline = build_pipeline(self.config, self.prompt, self.runtime)
             return self._pipeline
 
     @property
@@ -110,10 +115,35 @@ class EvalSession:
         return (float(self.config.get("llm.pricing.input_per_1k_tokens", 0.0) or 0.0),
                 float(self.config.get("llm.pricing.output_per_1k_tokens", 0.0) or 0.0))
 
+    @property
+    def concurrency(self) -> int:
+        """Local models run one case at a time: torch already uses every core, and its RNG is global."""
+        if self.config.get("llm.provider") == "hf_local" and str(self.config.get("pipeline")).startswith("builtin:"):
+            return 1
+        return max(1, self.runtime.concurrency)
+
+    def prefetch(self, cases: list[Case]) -> None:
+        """Start the selected cases on a bounded pool; items then report one by one in collection order."""
+        if self.concurrency <= 1 or len(cases) <= 1:
+            return
+        self.pipeline  # built once, before the threads start
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="genai-case")
+        for case in cases:
+            self._futures[case.id] = self._pool.submit(self._run, case, False)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)  # -x or Ctrl-C: queued cases never start
+            self._pool = None
+
     def run(self, case: Case) -> CaseResult:
+        future = self._futures.pop(case.id, None)
+        return future.result() if future is not None else self._run(case, True)
+
+    def _run(self, case: Case, seed_globals: bool) -> CaseResult:
         from pytest_genai.runner import run_case
 
-        result = run_case(self.pipeline, case, self.seed_for(case), self.pricing, self.repeat)
+        result = run_case(self.pipeline, case, self.seed_for(case), self.pricing, self.repeat, seed_globals)
         if self.config.secrets:  # a pipeline may echo its key in an error or an answer
             redact = self.config.redact
             result = replace(result, error=redact(result.error), answer=redact(result.answer), prompt=redact(result.prompt))
@@ -157,11 +187,22 @@ class EvalSession:
         }
         if git.commit != "unknown":
             tags[names.TAG_MLFLOW_GIT_COMMIT] = git.commit
+        tags.update(self.cache_tags())
         if self.prompt is not None:
             tags[names.TAG_PROMPT_ID] = self.prompt.id
             tags[names.TAG_PROMPT_VERSION] = self.prompt.version
             tags[names.TAG_PROMPT_HASH] = self.prompt.hash
         tags.update(self.pipeline_tags())
+        return tags
+
+    def cache_tags(self) -> dict[str, str]:
+        answered = [r for r in self.results.values() if r.cached is not None]
+        hits = sum(bool(r.cached) for r in answered)
+        source = "measured" if hits == 0 else ("recorded" if hits == len(answered) else "mixed")
+        tags = {"genai.cache_mode": self.runtime.cache_mode, "genai.latency_source": source,
+                "genai.concurrency": str(self.concurrency)}
+        if self.runtime.cache_mode != "off":
+            tags.update({"genai.cache_hits": str(hits), "genai.cache_misses": str(len(answered) - hits)})
         return tags
 
     def pipeline_tags(self) -> dict[str, str]:

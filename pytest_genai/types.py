@@ -36,6 +36,7 @@ class Answer:
     timings: Mapping[str, float] = field(default_factory=dict)
     prompt: str | None = None  # the rendered prompt, kept for failure reports and artifacts
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    latency_ms: float | None = None  # set when the pipeline knows better than the wall clock (a replayed answer)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class CaseResult:
     recall_at_k: float | None = None
     reciprocal_rank: float | None = None
     context_used: bool | None = None  # None: no answer or no retrieved context
+    cached: bool | None = None  # served by the response cache (None: the pipeline does not say)
+    system_fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +88,8 @@ class CaseResult:
             "recall_at_k": self.recall_at_k,
             "reciprocal_rank": self.reciprocal_rank,
             "context_used": self.context_used,
+            "cached": self.cached,
+            "system_fingerprint": self.system_fingerprint,
         }
 
     @classmethod
@@ -110,4 +115,6 @@ class CaseResult:
             recall_at_k=d.get("recall_at_k"),
             reciprocal_rank=d.get("reciprocal_rank"),
             context_used=d.get("context_used"),
+            cached=d.get("cached"),
+            system_fingerprint=d.get("system_fingerprint"),
         )

@@ -22,14 +22,14 @@ _BUILTINS: dict[str, str] = {
 }
 
 
-def build_pipeline(config: Any, prompt: Any) -> Pipeline:
+def build_pipeline(config: Any, prompt: Any, runtime: Any = None) -> Pipeline:
     spec: str = config.get("pipeline")
     if spec.startswith("builtin:"):
         name = spec.split(":", 1)[1]
         if name not in _BUILTINS:
             raise config.error("pipeline", f"unknown built-in pipeline {spec!r} (known: {', '.join('builtin:' + b for b in _BUILTINS)})")
         factory = _resolve(_BUILTINS[name])
-        return factory(config, prompt)
+        return factory(config, prompt, runtime)
     base = str(config.base_dir)
     if base not in sys.path:  # a factory next to the config imports like a conftest would
         sys.path.insert(0, base)

@@ -6,8 +6,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_genai.llm import LLM, build_llm
+from pytest_genai.llm import LLM
 from pytest_genai.prompts import PromptTemplate, render_as_text
+from pytest_genai.runtime import Runtime, generation_provenance, make_llm
 from pytest_genai.seeding import case_seed
 from pytest_genai.types import Answer, Case, Usage
 
@@ -19,10 +20,10 @@ class LLMPipeline:
     seed: int
 
     @classmethod
-    def from_config(cls, config: Any, prompt: PromptTemplate | None) -> "LLMPipeline":
+    def from_config(cls, config: Any, prompt: PromptTemplate | None, runtime: Runtime | None = None) -> "LLMPipeline":
         if prompt is None:
             raise config.error("prompt", "builtin:llm needs a prompt: set prompt.id and prompt.version")
-        return cls(build_llm(config), prompt, int(config.get("seed")))
+        return cls(make_llm(config, runtime), prompt, int(config.get("seed")))
 
     def __call__(self, case: Case) -> Answer:
         messages = self.prompt.render({"question": case.question, "context": case.context or "", "case": case})
@@ -35,4 +36,6 @@ class LLMPipeline:
             usage=Usage(gen.input_tokens, gen.output_tokens),
             timings={"llm_ms": llm_ms},
             prompt=render_as_text(messages),
+            metadata=generation_provenance(gen),
+            latency_ms=gen.latency_ms,  # the provider's own measure; in replay the recorded one
         )

@@ -6,8 +6,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_genai.llm import LLM, build_llm
+from pytest_genai.llm import LLM
 from pytest_genai.prompts import PromptTemplate, render_as_text
+from pytest_genai.runtime import Runtime, generation_provenance, make_llm
 from pytest_genai.rag.retrieval import BuildInfo, Hit, Retriever, build_retriever
 from pytest_genai.seeding import case_seed
 from pytest_genai.types import Answer, Case, Usage
@@ -23,11 +24,11 @@ class RAGPipeline:
     build_info: BuildInfo
 
     @classmethod
-    def from_config(cls, config: Any, prompt: PromptTemplate | None) -> "RAGPipeline":
+    def from_config(cls, config: Any, prompt: PromptTemplate | None, runtime: Runtime | None = None) -> "RAGPipeline":
         if prompt is None:
             raise config.error("prompt", "builtin:rag needs a prompt: set prompt.id and prompt.version")
         retriever, info = build_retriever(config)
-        return cls(retriever, build_llm(config), prompt, int(config.get("seed")), int(config.get("rag.max_context_tokens")), info)
+        return cls(retriever, make_llm(config, runtime), prompt, int(config.get("seed")), int(config.get("rag.max_context_tokens")), info)
 
     def __call__(self, case: Case) -> Answer:
         started = time.perf_counter()
@@ -39,13 +40,16 @@ class RAGPipeline:
         })
         started = time.perf_counter()
         gen = self.llm.generate(messages, seed=case_seed(self.seed, case.id))
+        llm_ms = (time.perf_counter() - started) * 1000
         return Answer(
             text=gen.text,
             contexts=tuple(contexts),
             usage=Usage(gen.input_tokens, gen.output_tokens),
-            timings={"retrieval_ms": retrieval_ms, "llm_ms": (time.perf_counter() - started) * 1000},
+            timings={"retrieval_ms": retrieval_ms, "llm_ms": llm_ms},
             prompt=render_as_text(messages),
-            metadata={"retrieved": [{"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "score": round(h.score, 6)} for h in hits]},
+            metadata={"retrieved": [{"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "score": round(h.score, 6)} for h in hits],
+                      **generation_provenance(gen)},
+            latency_ms=retrieval_ms + gen.latency_ms if gen.latency_ms is not None else None,
         )
 
     def _within_budget(self, hits: list[Hit]) -> list[Hit]:
