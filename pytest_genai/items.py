@@ -71,11 +71,13 @@ def format_case_failure(case: Case, r: CaseResult) -> str:
     for f in r.expect_failures:
         lines.append(f"FAILED: {f}")
     lines += [
-        f"question: {case.question}",
+        f"question: {r.question}",  # the result's copies: redacted, as everything shown or persisted
         f"answer:   {r.answer!r}",
-        f"gold:     {list(case.answers)!r}",
+        f"gold:     {list(r.answers)!r}",
         f"em={r.em:.0f} f1={r.f1:.3f} latency={r.latency_ms:.1f}ms tokens={r.input_tokens}+{r.output_tokens}",
     ]
+    if r.safety_flags:
+        lines.append(f"safety:   flags {', '.join(r.safety_flags)}" + (" (blocked: answer replaced by the refusal)" if r.blocked else ""))
     if r.prompt:
         lines.append("rendered prompt:")
         lines += ["    " + ln for ln in r.prompt.splitlines()]

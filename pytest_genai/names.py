@@ -24,14 +24,12 @@ CORE_METRICS: tuple[str, ...] = (
     "mrr",
     "context_use_rate",
     "cases_with_gold_docs",
-)
-LATER_METRICS: tuple[str, ...] = (
     "pii_flag_rate",
     "toxicity_flag_rate",
     "block_rate",
     "safety_critical_count",
-    "pref_win_rate",
 )
+LATER_METRICS: tuple[str, ...] = ("pref_win_rate",)
 KNOWN_METRICS: tuple[str, ...] = CORE_METRICS + LATER_METRICS
 
 # Tags set on every run.

@@ -9,6 +9,7 @@ from typing import Any
 from pytest_genai.evalset import check_expect
 from pytest_genai.metrics.retrieval import context_used, hit_at_k, recall_at_k, reciprocal_rank
 from pytest_genai.metrics.text import em_f1
+from pytest_genai.safety.guard import Guard, Redactor
 from pytest_genai.seeding import apply_seed
 from pytest_genai.types import Answer, Case, CaseResult, Usage
 
@@ -42,7 +43,10 @@ def _check_answer(answer: Answer) -> str | None:
 
 
 def run_case(pipeline: Any, case: Case, seed: int, pricing: tuple[float, float], repeat: int = 1,
-             seed_globals: bool = True) -> CaseResult:
+             seed_globals: bool = True, guard: Guard | None = None, redactor: Redactor | None = None) -> CaseResult:
+    """Call, guard, redact, score. Scoring sees the redacted answer and the redacted gold answers, so a
+    replay of a redacted cache or cassette reproduces the metrics of the original run exactly."""
+    red = redactor or Redactor(False)
     answer, latency_ms, error = call_pipeline(pipeline, case, seed, seed_globals)
     usage = answer.usage if answer is not None else Usage()
     tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
@@ -61,17 +65,23 @@ def run_case(pipeline: Any, case: Case, seed: int, pricing: tuple[float, float],
         if not agree:
             shown = "; ".join(f"run {i + 1}: {o!r}" for i, o in enumerate(outputs))
             failures += (f"outputs differ across {repeat} runs with the same seed ({shown})",)
-    text = answer.text if answer is not None else None
-    em, f1 = em_f1(case.answers, text) if text is not None else (0.0, 0.0)
+    verdict = guard.check(answer.text) if guard is not None and answer is not None else None
+    if verdict is not None and verdict.blocked:
+        text: str | None = guard.refusal  # type: ignore[union-attr]
+    else:
+        text = answer.text if answer is not None else None
+    text = red.text(text)
+    golds = tuple(red.text(g) or "" for g in case.answers)
+    em, f1 = em_f1(golds, text) if text is not None else (0.0, 0.0)
     if text is not None and case.expect:
         failures = tuple(check_expect(case.expect, text, f1)) + failures
     cost = tokens_in / 1000 * pricing[0] + tokens_out / 1000 * pricing[1]
-    retrieval = _retrieval_scores(case, answer, text)
+    retrieval = _retrieval_scores(case, answer, text, red)
     return CaseResult(
         id=case.id,
-        question=case.question,
+        question=red.text(case.question) or "",
         answer=text,
-        answers=case.answers,
+        answers=golds,
         em=em,
         f1=f1,
         latency_ms=latency_ms,
@@ -79,22 +89,26 @@ def run_case(pipeline: Any, case: Case, seed: int, pricing: tuple[float, float],
         output_tokens=tokens_out,
         cost_usd=cost,
         seed=seed,
-        error=error,
-        prompt=answer.prompt if answer is not None else None,
+        error=red.text(error),
+        prompt=red.text(answer.prompt) if answer is not None else None,
         outputs_agree=agree,
-        expect_failures=failures,
+        expect_failures=tuple(red.text(f) or "" for f in failures),
+        safety_flags=verdict.flags if verdict is not None else None,
+        toxicity=verdict.toxicity if verdict is not None else None,
+        blocked=bool(verdict and verdict.blocked),
+        critical=bool(verdict and verdict.critical),
         **retrieval,
     )
 
 
-def _retrieval_scores(case: Case, answer: Answer | None, text: str | None) -> dict[str, Any]:
+def _retrieval_scores(case: Case, answer: Answer | None, text: str | None, red: Redactor) -> dict[str, Any]:
     if answer is None:
         return {}
     retrieved = tuple(answer.metadata.get("retrieved", ()))
     out: dict[str, Any] = {"retrieved": retrieved, "cached": answer.metadata.get("cached"),
                            "system_fingerprint": answer.metadata.get("system_fingerprint")}
     if answer.contexts and text:
-        out["context_used"] = context_used(text, answer.contexts)
+        out["context_used"] = context_used(text, [red.text(c) or "" for c in answer.contexts])
     if retrieved and case.gold_doc_ids:
         docs = [r["doc_id"] for r in retrieved]
         out.update(hit_at_k=hit_at_k(docs, case.gold_doc_ids), recall_at_k=recall_at_k(docs, case.gold_doc_ids),

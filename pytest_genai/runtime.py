@@ -27,9 +27,13 @@ def make_llm(config: Any, runtime: Runtime | None) -> Any:
         return build_llm(config)
     from pytest_genai.llm.cache import CachedLLM, ResponseCache
 
+    from pytest_genai.safety.guard import Redactor
+
     assert runtime.cache_path is not None
     runtime.cache_path.parent.mkdir(parents=True, exist_ok=True)
-    return CachedLLM.from_config(config, ResponseCache(runtime.cache_path), runtime.cache_mode)  # type: ignore[arg-type]
+    llm = CachedLLM.from_config(config, ResponseCache(runtime.cache_path), runtime.cache_mode)  # type: ignore[arg-type]
+    llm._redact = Redactor.from_config(config).obj  # nothing raw in the cache or its cassettes
+    return llm
 
 
 def generation_provenance(gen: Any) -> dict[str, Any]:

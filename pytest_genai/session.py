@@ -16,6 +16,7 @@ from pytest_genai.gates import GateResult, evaluate_gates
 from pytest_genai.metrics import aggregate
 from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
 from pytest_genai.runtime import Runtime
+from pytest_genai.safety.guard import Guard, Redactor
 from pytest_genai.seeding import case_seed
 from pytest_genai.tracking.envlock import EnvReport, compare_env
 from pytest_genai.tracking.gitinfo import GitInfo, git_info
@@ -57,6 +58,7 @@ class EvalSession:
     build_error: str | None = None  # set on an xdist worker whose pipeline failed to build
     _pipeline: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _guard: Any = None
     _futures: dict[str, Future[CaseResult]] = field(default_factory=dict)
     _pool: ThreadPoolExecutor | None = None
 
@@ -107,8 +109,13 @@ class EvalSession:
             if self._pipeline is None:
                 from pytest_genai.pipelines import build_pipeline
 
+                self._guard = Guard.from_config(self.config)  # loads the toxicity model, if enabled
                 self._pipeline = build_pipeline(self.config, self.prompt, self.runtime)
             return self._pipeline
+
+    @property
+    def redactor(self) -> Redactor:
+        return Redactor.from_config(self.config)
 
     @property
     def pricing(self) -> tuple[float, float]:
@@ -143,7 +150,9 @@ class EvalSession:
     def _run(self, case: Case, seed_globals: bool) -> CaseResult:
         from pytest_genai.runner import run_case
 
-        result = run_case(self.pipeline, case, self.seed_for(case), self.pricing, self.repeat, seed_globals)
+        pipeline = self.pipeline
+        result = run_case(pipeline, case, self.seed_for(case), self.pricing, self.repeat, seed_globals,
+                          self._guard, self.redactor)
         if self.config.secrets:  # a pipeline may echo its key in an error or an answer
             redact = self.config.redact
             result = replace(result, error=redact(result.error), answer=redact(result.answer), prompt=redact(result.prompt))
@@ -174,6 +183,7 @@ class EvalSession:
 
     def tags(self, env: EnvReport, git: GitInfo) -> dict[str, str]:
         tags = {
+            "safety.redact": str(self.redactor.enabled).lower(),
             names.TAG_GIT_COMMIT: git.commit,
             names.TAG_GIT_DIRTY: "unknown" if git.dirty is None else str(git.dirty).lower(),
             names.TAG_GIT_BRANCH: git.branch,

@@ -65,6 +65,10 @@ class CaseResult:
     context_used: bool | None = None  # None: no answer or no retrieved context
     cached: bool | None = None  # served by the response cache (None: the pipeline does not say)
     system_fingerprint: str | None = None
+    safety_flags: tuple[str, ...] | None = None  # None: no safety checks ran (no answer, or checks off)
+    toxicity: float | None = None
+    blocked: bool = False
+    critical: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +94,10 @@ class CaseResult:
             "context_used": self.context_used,
             "cached": self.cached,
             "system_fingerprint": self.system_fingerprint,
+            "safety_flags": None if self.safety_flags is None else list(self.safety_flags),
+            "toxicity": self.toxicity,
+            "blocked": self.blocked,
+            "critical": self.critical,
         }
 
     @classmethod
@@ -117,4 +125,8 @@ class CaseResult:
             context_used=d.get("context_used"),
             cached=d.get("cached"),
             system_fingerprint=d.get("system_fingerprint"),
+            safety_flags=None if d.get("safety_flags") is None else tuple(d["safety_flags"]),
+            toxicity=d.get("toxicity"),
+            blocked=bool(d.get("blocked", False)),
+            critical=bool(d.get("critical", False)),
         )

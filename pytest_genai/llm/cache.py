@@ -252,8 +252,11 @@ class CachedLLM:
 
     def __init__(self, inner: LLM | Callable[[], LLM], cache: ResponseCache | None, mode: CacheMode, provider: str,
                  base_url: str | None, *, params: Mapping[str, Any], model_id: str | None = None,
-                 model_sha256: str | None = None) -> None:
+                 model_sha256: str | None = None, redact: Callable[[Any], Any] | None = None) -> None:
         self.mode = parse_mode(mode)
+        # With redaction, keys and stored requests/answers are computed on the redacted material: nothing
+        # raw is stored, and a redacted cassette still replays (its keys recompute to the same values).
+        self._redact: Callable[[Any], Any] = redact or (lambda x: x)
         if self.mode != "off" and cache is None:
             raise ValueError(f"cache mode {mode!r} needs a ResponseCache")
         is_instance = hasattr(inner, "generate")
@@ -318,7 +321,7 @@ class CachedLLM:
         return request_key(self._material(messages, seed))
 
     def _material(self, messages: Sequence[Message], seed: int | None) -> dict[str, Any]:
-        return request_material(self.provider, self.model_id, self.base_url, messages, self.params, seed)
+        return self._redact(request_material(self.provider, self.model_id, self.base_url, messages, self.params, seed))
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -342,14 +345,14 @@ class CachedLLM:
         gen = self.inner.generate(messages, seed=seed)
         if gen.latency_ms is None:
             gen = replace(gen, latency_ms=(time.perf_counter() - started) * 1000)
-        self.cache.put(material, gen)
+        self.cache.put(material, replace(gen, text=self._redact(gen.text)))
         self._count("stored")
         return replace(gen, cached=False)
 
     def _miss(self, key: str, messages: Sequence[Message], seed: int) -> CacheMiss:
         case = _case_label.get()
         user = [m.get("content", "") for m in messages if m.get("role") == "user"]
-        excerpt = " ".join((user[-1] if user else "").split())[:80]
+        excerpt = self._redact(" ".join((user[-1] if user else "").split())[:80])
         who = f"case {case!r}" if case else "a case"
         assert self.cache is not None
         return CacheMiss(

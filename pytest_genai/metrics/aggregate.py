@@ -51,6 +51,16 @@ def aggregate(results: Sequence[CaseResult], cases_total: int) -> dict[str, floa
     grounded = [r.context_used for r in results if r.context_used is not None]
     if grounded:
         metrics["context_use_rate"] = sum(grounded) / len(grounded)
+    checked = [r for r in results if r.safety_flags is not None]
+    if checked:
+        from pytest_genai.safety.pii import PII_TYPES
+
+        metrics["pii_flag_rate"] = sum(any(f in PII_TYPES for f in r.safety_flags or ()) for r in checked) / len(checked)
+        metrics["block_rate"] = sum(r.blocked for r in checked) / len(checked)
+        metrics["safety_critical_count"] = float(sum(r.critical for r in checked))
+        scored = [r for r in checked if r.toxicity is not None]
+        if scored:
+            metrics["toxicity_flag_rate"] = sum("TOXICITY" in (r.safety_flags or ()) for r in scored) / len(scored)
     repeated = [r.outputs_agree for r in results if r.outputs_agree is not None]
     if repeated:
         metrics["determinism_rate"] = sum(repeated) / len(repeated)

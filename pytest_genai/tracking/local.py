@@ -31,14 +31,15 @@ def new_run_dir(root: Path, config_hash: str) -> Path:
 def write_run_dir(run_dir: Path, session: Any, summary: Any, env: Any) -> None:
     """Artifacts as plain files: config, prompt, renders, eval-set snapshot, results, env, gates."""
     cfg = session.config
+    red = session.redactor  # typed placeholders for PII and secrets in every file below
     (run_dir / "config.resolved.yaml").write_text(
         f"# resolved from {cfg.path.name}; config_hash {cfg.hash}; secrets shown as their ${{ENV}} reference\n"
-        + yaml.safe_dump(json.loads(json.dumps(cfg.public)), sort_keys=False), "utf-8")
+        + yaml.safe_dump(red.obj(json.loads(json.dumps(cfg.public))), sort_keys=False), "utf-8")
     if session.prompt is not None:
         (run_dir / "prompt").mkdir()
-        shutil.copyfile(session.prompt.path, run_dir / "prompt" / session.prompt.path.name)
+        (run_dir / "prompt" / session.prompt.path.name).write_text(red.text(session.prompt.path.read_text("utf-8")) or "", "utf-8")
     (run_dir / "eval_set").mkdir()
-    (run_dir / "eval_set" / session.eval_set.path.name).write_bytes(session.eval_set.raw)
+    (run_dir / "eval_set" / session.eval_set.path.name).write_bytes(_snapshot(session.eval_set.raw, red))
     with (run_dir / "results.jsonl").open("w", encoding="utf-8") as fh:
         for r in summary.results:
             d = r.to_dict()
@@ -65,9 +66,18 @@ def write_run_dir(run_dir: Path, session: Any, summary: Any, env: Any) -> None:
         "passed": summary.gates_passed, "enforced": summary.enforced, "partial": summary.partial,
         "gates": [g.to_dict() for g in summary.gates]}, indent=2), "utf-8")
     write_summary(run_dir, {
-        "metrics": summary.metrics, "params": summary.params, "tags": summary.tags,
+        "metrics": summary.metrics, "params": red.obj(summary.params), "tags": red.obj(summary.tags),
         "experiment": cfg.get("tracking.experiment"), "mlflow_run_id": None,
     })
+
+
+def _snapshot(raw: bytes, red: Any) -> bytes:
+    """The eval set as run, line for line; redacted when redaction is on (its hash tag is of the raw file)."""
+    if not red.enabled:
+        return raw
+    lines = raw.decode("utf-8-sig").split("\n")
+    out = [json.dumps(red.obj(json.loads(line)), ensure_ascii=False) if line.strip() else line for line in lines]
+    return "\n".join(out).encode("utf-8")
 
 
 def write_summary(run_dir: Path, data: dict[str, Any]) -> None:
