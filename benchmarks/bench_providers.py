@@ -103,7 +103,7 @@ def promptfoo_problem(env: dict[str, str]) -> tuple[str | None, str | None]:
     if shutil.which("npx") is None:
         return None, "npx not found on PATH (promptfoo needs Node.js and npm)"
     if not (PROMPTFOO_DIR / "node_modules" / ".bin" / "promptfoo").exists():
-        return None, f"promptfoo is not installed: run `npm ci --prefix {PROMPTFOO_DIR.relative_to(REPO)}`"
+        return None, f"promptfoo is not installed: run `npm ci --prefix {PROMPTFOO_DIR}`"
     try:
         proc = subprocess.run(["npx", "--no-install", "promptfoo", "--version"], cwd=PROMPTFOO_DIR, capture_output=True,
                               text=True, timeout=120, env={**os.environ, **env})
@@ -168,11 +168,12 @@ def bench_concurrency(d: Path, env: dict[str, str]) -> dict[str, Any]:
             except (RuntimeError, OSError, ValueError, KeyError) as exc:
                 if not name.startswith("promptfoo"):
                     raise
-                pf_error = f"{name}: {exc}"
+                text = str(exc)
+                pf_error = f"{name}: {text if len(text) < 1600 else text[:400] + ' [...] ' + text[-1200:]}"
         if pf_error:
             print(f"bench_providers: skipping promptfoo, its warm-up run failed: {pf_error}", file=sys.stderr)
             variants = {k: v for k, v in variants.items() if not k.startswith("promptfoo")}
-            pf_skip, pf_version = pf_error[-2000:], None
+            pf_skip, pf_version = pf_error, None
         times: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(ROUNDS):
             for name, (cmd, stub, n, check) in variants.items():
@@ -187,6 +188,8 @@ def bench_concurrency(d: Path, env: dict[str, str]) -> dict[str, Any]:
         "genai_zero_latency_200_s": med["genai_0ms_200"],
         "genai_eval_s": med["genai_100ms_200"] - med["genai_0ms_1"],
         "genai_ratio_to_ideal": (med["genai_100ms_200"] - med["genai_0ms_1"]) / ideal,
+        # Lenient view: the 200 zero-latency cases as "start-up" also subtract the per-case cost.
+        "genai_total_minus_zero_latency_200_s": med["genai_100ms_200"] - med["genai_0ms_200"],
         "times_s": times,
     }
     if pf_version:
@@ -197,6 +200,7 @@ def bench_concurrency(d: Path, env: dict[str, str]) -> dict[str, Any]:
             "promptfoo_zero_latency_200_s": med["promptfoo_0ms_200"],
             "promptfoo_eval_s": med["promptfoo_100ms_200"] - med["promptfoo_0ms_1"],
             "promptfoo_ratio_to_ideal": (med["promptfoo_100ms_200"] - med["promptfoo_0ms_1"]) / ideal,
+            "promptfoo_total_minus_zero_latency_200_s": med["promptfoo_100ms_200"] - med["promptfoo_0ms_200"],
         })
     else:
         result["promptfoo_skipped"] = pf_skip

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_case_overhead  # noqa: E402
 import bench_mlflow_logging  # noqa: E402
 import bench_model_load  # noqa: E402
+import bench_providers  # noqa: E402
 import bench_startup  # noqa: E402
 
 
@@ -24,6 +25,7 @@ def main() -> None:
         "case_overhead": bench_case_overhead.main(),
         "mlflow_logging": bench_mlflow_logging.main(),
         "model_load": bench_model_load.main(),
+        "providers": bench_providers.main(),
     }
     out = Path(__file__).resolve().parent / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")

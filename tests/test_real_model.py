@@ -64,3 +64,49 @@ def test_wrong_weights_pin_is_a_clear_error(example: Path, pytester: pytest.Pyte
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "llm.model_sha256:" in err and "not the pinned 0000" in err and "the model changed" in err
+
+
+@pytest.fixture
+def rag_example(pytester: pytest.Pytester, mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory,
+                monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The bundled RAG example (whole corpus), on its first questions, with a fresh index cache."""
+    cfg = yaml.safe_load((REPO / "genai.yaml").read_text())
+    shutil.copytree(REPO / "prompts", pytester.path / "prompts")
+    shutil.copytree(REPO / "corpus", pytester.path / "corpus")
+    lines = (REPO / cfg["eval"]["set"]).read_text().splitlines()[:SUBSET]
+    (pytester.path / "evals.jsonl").write_text("\n".join(lines) + "\n")
+    cfg["eval"] = {"set": "evals.jsonl"}
+    cfg["tracking"] = {"uri": mlflow_uri, "experiment": "rag", "results_dir": "runs"}
+    cfg["gates"] = {"error_rate": "== 0", "hit_at_k": ">= 0", "safety_critical_count": "== 0"}
+    cfg.setdefault("env", {})["lock_file"] = str(REPO / "requirements.lock")
+    (pytester.path / "genai.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # a fresh index cache, but the converted SmolLM2 weights reused (the conversion is tested above)
+    cache = tmp_path_factory.mktemp("genai-cache")
+    from pytest_genai.cache_dir import cache_root
+
+    if (cache_root() / "models").is_dir():
+        (cache / "models").symlink_to(cache_root() / "models")
+    monkeypatch.setenv("PYTEST_GENAI_CACHE_DIR", str(cache))
+    return pytester.path
+
+
+def test_rag_example_end_to_end_builds_then_reuses_the_index(rag_example: Path, pytester: pytest.Pytester, mlflow_uri: str) -> None:
+    first = pytester.runpytest_subprocess("--genai-config", "genai.yaml")
+    assert first.ret == 0, first.stdout.str()
+    second = pytester.runpytest_subprocess("--genai-config", "genai.yaml")
+    assert second.ret == 0, second.stdout.str()
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("rag").experiment_id], order_by=["attributes.start_time ASC"])
+    assert [r.data.tags["index.cache"] for r in runs] == ["built", "hit"]  # the second run embedded nothing
+    assert runs[0].data.tags["index.fingerprint"] == runs[1].data.tags["index.fingerprint"]
+    assert runs[0].data.tags["index.version"].startswith("idx-")
+    assert {"hit_at_k", "recall_at_k", "mrr", "context_use_rate", "safety_critical_count"} <= set(runs[0].data.metrics)
+    manifest = json.loads(Path(client.download_artifacts(runs[0].info.run_id, "index/manifest.json")).read_text())
+    assert manifest["fingerprint"] == runs[0].data.tags["index.fingerprint"] and manifest["documents"] == 28
+    results = [json.loads(x) for x in Path(client.download_artifacts(runs[1].info.run_id, "results.jsonl")).read_text().splitlines()]
+    gold = [json.loads(x)["gold_doc_ids"] for x in (rag_example / "evals.jsonl").read_text().splitlines()]
+    for r, g in zip(results, gold):
+        assert len(r["retrieved"]) >= 1 and all({"chunk_id", "doc_id", "score"} <= set(x) for x in r["retrieved"])
+        assert r["hit_at_k"] == float(any(x["doc_id"] in g for x in r["retrieved"]))
+    first_answers = [json.loads(x)["answer"] for x in (sorted((rag_example / "runs").iterdir())[0] / "results.jsonl").read_text().splitlines()]
+    assert first_answers == [r["answer"] for r in results]
