@@ -13,7 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_case_overhead  # noqa: E402
 import bench_mlflow_logging  # noqa: E402
 import bench_model_load  # noqa: E402
+import bench_pii_detectors  # noqa: E402
 import bench_providers  # noqa: E402
+import bench_rag  # noqa: E402
 import bench_startup  # noqa: E402
 
 
@@ -26,6 +28,8 @@ def main() -> None:
         "mlflow_logging": bench_mlflow_logging.main(),
         "model_load": bench_model_load.main(),
         "providers": bench_providers.main(),
+        "rag": bench_rag.main(),
+        "pii_detectors": bench_pii_detectors.main(),
     }
     out = Path(__file__).resolve().parent / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
