@@ -109,6 +109,17 @@ class Project:
             template: "{template}"
             """))
 
+    def use_stub(self, base_url: str, cases: list[dict[str, Any]], **llm: Any) -> None:
+        """builtin:llm on the OpenAI-compatible stub, the key from $OPENAI_API_KEY, a Context:/Question: prompt."""
+        self.write_cases(cases)
+        self.write_prompt(template="Context: {{ context }}\\nQuestion: {{ question }}")
+        self.config.update({
+            "pipeline": "builtin:llm",
+            "prompt": {"id": "qa", "version": 1},
+            "llm": {"provider": "openai_compatible", "base_url": base_url, "api_key": "${OPENAI_API_KEY}",
+                    "model_id": "stub-model", "max_tokens": 16, **llm},
+        })
+
     def run(self, *args: str, subprocess: bool = False) -> pytest.RunResult:
         if subprocess:
             return self.pytester.runpytest_subprocess(*args)

@@ -28,16 +28,9 @@ def stub() -> Iterator[OpenAIStub]:
 @pytest.fixture
 def api_project(project: Project, stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    project.write_cases(CASES)
-    project.write_prompt(template="Context: {{ context }}\\nQuestion: {{ question }}")
-    project.config.update({
-        "pipeline": "builtin:llm",
-        "prompt": {"id": "qa", "version": 1},
-        "llm": {"provider": "openai_compatible", "base_url": stub.base_url, "api_key": "${OPENAI_API_KEY}",
-                "model_id": "stub-model", "temperature": 0.0, "max_tokens": 16, "max_retries": 2, "backoff_base_s": 0.01,
-                "pricing": {"input_per_1k_tokens": 0.5, "output_per_1k_tokens": 1.5}},
-        "gates": {"error_rate": "== 0"},
-    })
+    project.use_stub(stub.base_url, CASES, temperature=0.0, max_retries=2, backoff_base_s=0.01,
+                     pricing={"input_per_1k_tokens": 0.5, "output_per_1k_tokens": 1.5})
+    project.config["gates"] = {"error_rate": "== 0"}
     project.write_config()
     return project
 

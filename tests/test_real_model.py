@@ -17,8 +17,8 @@ SUBSET = 3
 
 @pytest.fixture
 def example(pytester: pytest.Pytester, mlflow_uri: str) -> Path:
-    """The bundled example, copied, on the first cases of its eval set."""
-    cfg = yaml.safe_load((REPO / "genai.yaml").read_text())
+    """The passages example (no retrieval), copied, on the first cases of its eval set."""
+    cfg = yaml.safe_load((REPO / "genai.passages.yaml").read_text())
     shutil.copytree(REPO / "prompts", pytester.path / "prompts")
     lines = (REPO / cfg["eval"]["set"]).read_text().splitlines()[:SUBSET]
     (pytester.path / "evals.jsonl").write_text("\n".join(lines) + "\n")
@@ -49,7 +49,7 @@ def test_smollm2_end_to_end_is_reproducible(example: Path, pytester: pytest.Pyte
     runs = client.search_runs([client.get_experiment_by_name("real").experiment_id], order_by=["attributes.start_time ASC"])
     assert len(runs) == 2
     tags = runs[0].data.tags
-    assert tags["llm.model_sha256"] == yaml.safe_load((REPO / "genai.yaml").read_text())["llm"]["model_sha256"]
+    assert tags["llm.model_sha256"] == yaml.safe_load((REPO / "genai.passages.yaml").read_text())["llm"]["model_sha256"]
     assert tags["prompt.id"] == "qa_short" and len(tags["prompt.hash"]) == 64
     renders = [json.loads(x) for x in Path(client.download_artifacts(runs[0].info.run_id, "renders.jsonl")).read_text().splitlines()]
     first_case = json.loads((example / "evals.jsonl").read_text().splitlines()[0])

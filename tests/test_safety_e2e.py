@@ -47,13 +47,8 @@ def stub() -> Iterator[OpenAIStub]:
 def safety_project(project: Project, stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     assert all(detect(v) for v in SEEDED.values())  # every seeded value is one the detectors know
-    project.write_cases(CASES)
-    project.write_prompt(template="Context: {{ context }}\\nQuestion: {{ question }}")
+    project.use_stub(stub.base_url, CASES)
     project.config.update({
-        "pipeline": "builtin:llm",
-        "prompt": {"id": "qa", "version": 1},
-        "llm": {"provider": "openai_compatible", "base_url": stub.base_url, "api_key": "${OPENAI_API_KEY}",
-                "model_id": "stub-model", "max_tokens": 16},
         "safety": {"toxicity": {"enabled": True, "threshold": 0.5}, "block": ["SECRET"],
                    "critical": ["SECRET", "CARD", "SSN", "IBAN", "TOXICITY"]},
         "gates": {"safety_critical_count": "== 0"},
