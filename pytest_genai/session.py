@@ -129,9 +129,29 @@ class EvalSession:
             return 1
         return max(1, self.runtime.concurrency)
 
+    @property
+    def batch_size(self) -> int:
+        """hf_local batches greedy generation (llm.batch_size); batches follow collection order."""
+        size = int(self.config.get("llm.batch_size") or 1)
+        batchable = (self.config.get("llm.provider") == "hf_local" and self.repeat == 1
+                     and float(self.config.get("llm.temperature") or 0) == 0
+                     and hasattr(getattr(self.pipeline, "llm", None), "generate_batch") and hasattr(self.pipeline, "batch"))
+        return size if size > 1 and batchable else 1
+
     def prefetch(self, cases: list[Case]) -> None:
-        """Start the selected cases on a bounded pool; items then report one by one in collection order."""
-        if self.concurrency <= 1 or len(cases) <= 1:
+        """Start the selected cases on a bounded pool (or in batches, one thread); items then report one
+        by one in collection order."""
+        if len(cases) <= 1:
+            return
+        if self.batch_size > 1:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="genai-batch")
+            for i in range(0, len(cases), self.batch_size):
+                chunk = cases[i:i + self.batch_size]
+                future = self._pool.submit(self._run_batch, chunk)
+                for case in chunk:
+                    self._futures[case.id] = future
+            return
+        if self.concurrency <= 1:
             return
         self.pipeline  # built once, before the threads start
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="genai-case")
@@ -145,14 +165,33 @@ class EvalSession:
 
     def run(self, case: Case) -> CaseResult:
         future = self._futures.pop(case.id, None)
-        return future.result() if future is not None else self._run(case, True)
+        if future is None:
+            return self._run(case, True)
+        result = future.result()
+        return result[case.id] if isinstance(result, dict) else result
 
-    def _run(self, case: Case, seed_globals: bool) -> CaseResult:
+    def _run(self, case: Case, seed_globals: bool, pipeline: Any = None) -> CaseResult:
         from pytest_genai.runner import run_case
 
-        pipeline = self.pipeline
-        result = run_case(pipeline, case, self.seed_for(case), self.pricing, self.repeat, seed_globals,
+        result = run_case(pipeline or self.pipeline, case, self.seed_for(case), self.pricing, self.repeat, seed_globals,
                           self._guard, self.redactor)
+        return self._scrub(result)
+
+    def _run_batch(self, cases: list[Case]) -> dict[str, CaseResult]:
+        """Generate for the whole batch, then score each case as usual; a failed batch fails its cases."""
+        try:
+            answers: dict[str, Any] = dict(zip([c.id for c in cases], self.pipeline.batch(cases)))
+        except Exception as exc:  # noqa: BLE001 - becomes each case's error, like a failing pipeline call
+            failure = exc
+
+            def pipeline(case: Case) -> Any:
+                raise failure
+        else:
+            def pipeline(case: Case) -> Any:
+                return answers[case.id]
+        return {c.id: self._run(c, False, pipeline) for c in cases}
+
+    def _scrub(self, result: CaseResult) -> CaseResult:
         if self.config.secrets:  # a pipeline may echo its key in an error or an answer
             redact = self.config.redact
             result = replace(result, error=redact(result.error), answer=redact(result.answer), prompt=redact(result.prompt))
@@ -222,6 +261,8 @@ class EvalSession:
         if model_sha:
             tags[names.TAG_MODEL_SHA256] = model_sha
         tags.update(getattr(self._pipeline, "tags", None) or {})  # e.g. index.fingerprint from builtin:rag
+        if self._pipeline is not None:
+            tags["genai.batch_size"] = str(self.batch_size)
         return tags
 
 

@@ -102,14 +102,40 @@ class HFLocalLLM:
             out = self.model.generate(**enc, **kwargs)
         n_in = int(enc["input_ids"].shape[1])
         new = out[0][n_in:]
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return Generation(text=text, input_tokens=n_in, output_tokens=self._n_out(new))
+
+    def generate_batch(self, batch: list[list[Message]], *, seeds: list[int]) -> list[Generation]:
+        """Greedy generation for several prompts in one forward pass per step (left padding, attention
+        mask). With sampling (temperature > 0) each case needs its own seeded RNG: one at a time then."""
+        import torch
+
+        if self.temperature > 0 or len(batch) == 1:
+            return [self.generate(m, seed=s) for m, s in zip(batch, seeds)]
+        tok = self.tokenizer
+        texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) if tok.chat_template
+                 else "\n\n".join(x["content"] for x in m) for m in batch]
+        side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not tok.chat_template)
+        finally:
+            tok.padding_side = side
+        with torch.inference_mode():
+            out = self.model.generate(**enc, max_new_tokens=self.max_tokens, do_sample=False, temperature=None,
+                                      top_p=None, top_k=None, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        width = int(enc["input_ids"].shape[1])
+        lengths = enc["attention_mask"].sum(dim=1).tolist()
+        return [Generation(tok.decode(row[width:], skip_special_tokens=True).strip(), int(n_in), self._n_out(row[width:]))
+                for row, n_in in zip(out, lengths)]
+
+    def _n_out(self, new: Any) -> int:
         eos = self.tokenizer.eos_token_id
-        n_out = int(new.shape[0])
         if eos is not None:
             hits = (new == eos).nonzero()
             if len(hits):
-                n_out = int(hits[0][0]) + 1  # count the EOS a provider would bill, not padding after it
-        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        return Generation(text=text, input_tokens=n_in, output_tokens=n_out)
+                return int(hits[0][0]) + 1  # count the EOS a provider would bill, not padding after it
+        return int(new.shape[0])
 
     def _encode(self, messages: list[Message]) -> Any:
         if self.tokenizer.chat_template:

@@ -31,6 +31,20 @@ class RAGPipeline:
         return cls(retriever, make_llm(config, runtime), prompt, int(config.get("seed")), int(config.get("rag.max_context_tokens")), info)
 
     def __call__(self, case: Case) -> Answer:
+        hits, messages, retrieval_ms = self._prepare(case)
+        started = time.perf_counter()
+        gen = self.llm.generate(messages, seed=case_seed(self.seed, case.id))
+        return self._answer(hits, messages, gen, retrieval_ms, (time.perf_counter() - started) * 1000)
+
+    def batch(self, cases: list[Case]) -> list[Answer]:
+        """Retrieval per case, then one batched generation (hf_local, llm.batch_size)."""
+        prepared = [self._prepare(c) for c in cases]
+        started = time.perf_counter()
+        gens = self.llm.generate_batch([p[1] for p in prepared], seeds=[case_seed(self.seed, c.id) for c in cases])  # type: ignore[attr-defined]
+        llm_ms = (time.perf_counter() - started) * 1000
+        return [self._answer(h, m, g, r_ms, llm_ms, batch=len(cases)) for (h, m, r_ms), g in zip(prepared, gens)]
+
+    def _prepare(self, case: Case) -> tuple[list[Hit], list[dict[str, str]], float]:
         started = time.perf_counter()
         hits = self._within_budget(self.retriever.retrieve(case.question))
         retrieval_ms = (time.perf_counter() - started) * 1000
@@ -38,18 +52,20 @@ class RAGPipeline:
         messages = self.prompt.render({
             "question": case.question, "contexts": contexts, "context": "\n\n".join(contexts), "case": case,
         })
-        started = time.perf_counter()
-        gen = self.llm.generate(messages, seed=case_seed(self.seed, case.id))
-        llm_ms = (time.perf_counter() - started) * 1000
+        return hits, messages, retrieval_ms
+
+    def _answer(self, hits: list[Hit], messages: list[dict[str, str]], gen: Any, retrieval_ms: float, llm_ms: float,
+                batch: int = 1) -> Answer:
+        llm_latency = gen.latency_ms if gen.latency_ms is not None else (llm_ms if batch > 1 else None)
         return Answer(
             text=gen.text,
-            contexts=tuple(contexts),
+            contexts=tuple(h.chunk.text for h in hits),
             usage=Usage(gen.input_tokens, gen.output_tokens),
-            timings={"retrieval_ms": retrieval_ms, "llm_ms": llm_ms},
+            timings={"retrieval_ms": retrieval_ms, "llm_ms": llm_ms, "batch_size": batch},
             prompt=render_as_text(messages),
             metadata={"retrieved": [{"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "score": round(h.score, 6)} for h in hits],
                       **generation_provenance(gen)},
-            latency_ms=retrieval_ms + gen.latency_ms if gen.latency_ms is not None else None,
+            latency_ms=retrieval_ms + llm_latency if llm_latency is not None else None,
         )
 
     def _within_budget(self, hits: list[Hit]) -> list[Hit]:
