@@ -44,6 +44,8 @@ class EvalPlugin:
         self.tracking_error: str | None = None
         self.local_error: str | None = None
         self.prompt_check_error: str | None = None
+        if is_worker(config) or (config.getoption("numprocesses", None) or 0):
+            session.parallel_ok = False  # under xdist each worker runs its cases one by one
         for tag in sorted({t for c in session.eval_set.cases for t in marker_tags(c.tags)}):
             config.addinivalue_line("markers", f"{tag}: eval-set tag (pytest-genai)")
         self._add_eval_set_to_args()
@@ -79,7 +81,6 @@ class EvalPlugin:
 
         try:
             self.state.pipeline
-            self.state.prefetch([i.case for i in cases])
         except ConfigError as exc:
             message = str(exc)
         except Exception as exc:
@@ -88,6 +89,9 @@ class EvalPlugin:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-8:])
             message = f"building the pipeline {self.state.config.get('pipeline')!r} failed:\n{self.state.config.redact(tb)}"
         else:
+            if not is_worker(self.config):  # xdist workers each collect every case: they run only theirs
+                skipped = {i.case.id for i in cases if i.get_closest_marker("skip") is not None}
+                self.state.pending = [i.case for i in cases if i.case.id not in skipped]
             return
         if is_worker(self.config):  # a worker cannot stop the session: each item reports it instead
             self.state.build_error = message
@@ -107,10 +111,15 @@ class EvalPlugin:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         s = self.state
         prompt = f", prompt {s.prompt.ref} ({s.prompt.hash[:12]})" if s.prompt else ""
-        return [
+        lines = [
             f"genai: config {s.config.path.name} (config_hash {s.config.hash[:12]}), pipeline {s.config.get('pipeline')}{prompt}",
             f"genai: eval set {self.file_nodeid}: {len(s.eval_set)} cases (sha256 {s.eval_set.sha256[:12]}), seed {s.seed}",
         ]
+        asked = s.runtime.concurrency
+        if asked > 1 and s.concurrency == 1:
+            why = "under pytest-xdist" if not s.parallel_ok else "for hf_local (use llm.batch_size)"
+            lines.append(f"genai: concurrency {asked} not used {why}: cases run one at a time")
+        return lines
 
     # -- session start: env and prompt-store checks (controller only) ---------------------------
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -175,8 +184,9 @@ class EvalPlugin:
             return
         if not self.selected and not self.state.results:
             return  # no case was selected (or collection failed): there is no eval run to record
-        if not self.state.results and exitstatus in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
-            return  # the session stopped before any case ran (e.g. the pipeline did not build)
+        if not self.state.results and exitstatus in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
+                                                     pytest.ExitCode.INTERRUPTED):
+            return  # the session stopped before any case ran (pipeline did not build, collection errors)
         from pytest_genai.tracking.local import new_run_dir, write_run_dir
 
         stopped = bool(session.shouldstop or session.shouldfail or exitstatus == pytest.ExitCode.INTERRUPTED)
@@ -188,8 +198,8 @@ class EvalPlugin:
             self.run_dir = new_run_dir(root, self.state.config.hash)
             write_run_dir(self.run_dir, self.state, summary, self.env)
             self._export_cassette()
-        except OSError as exc:
-            self.local_error = f"could not write local results under {root}: {exc}"
+        except Exception as exc:  # a full disk or a value JSON cannot hold: say so, never INTERNALERROR
+            self.local_error = self.state.config.redact(f"could not write local results under {root}: {type(exc).__name__}: {exc}")
         if self.tracking_enabled and self.local_error is None:
             try:
                 from pytest_genai.tracking.mlflow_store import log_run_dir
@@ -211,9 +221,14 @@ class EvalPlugin:
 
         from pytest_genai.llm.cache import export_cassette
 
-        export_cassette(rt.cache_path, rt.cassette)
+        export_cassette(rt.cache_path, rt.cassette, keep=self._clean_entry if self.state.redactor.enabled else None)
         assert self.run_dir is not None
         shutil.copyfile(rt.cassette, self.run_dir / rt.cassette.name)
+
+    def _clean_entry(self, entry: Any) -> bool:
+        """With redaction on, a cassette carries no entry written raw (e.g. by a `safety.redact: false` run)."""
+        red = self.state.redactor
+        return red.obj(entry.request) == entry.request and red.text(entry.generation.text) == entry.generation.text
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_genai.report.terminal import write_summary

@@ -65,18 +65,18 @@ def run_case(pipeline: Any, case: Case, seed: int, pricing: tuple[float, float],
         if not agree:
             shown = "; ".join(f"run {i + 1}: {o!r}" for i, o in enumerate(outputs))
             failures += (f"outputs differ across {repeat} runs with the same seed ({shown})",)
-    verdict = guard.check(answer.text) if guard is not None and answer is not None else None
+    # The guard reads the redacted answer: placeholders count as flags of their type and the toxicity
+    # classifier sees what a replay of the redacted cache will see, so safety metrics replay exactly.
+    text = red.text(answer.text) if answer is not None else None
+    verdict = guard.check(text) if guard is not None and guard.active and text is not None else None
     if verdict is not None and verdict.blocked:
-        text: str | None = guard.refusal  # type: ignore[union-attr]
-    else:
-        text = answer.text if answer is not None else None
-    text = red.text(text)
+        text = guard.refusal  # type: ignore[union-attr]
     golds = tuple(red.text(g) or "" for g in case.answers)
     em, f1 = em_f1(golds, text) if text is not None else (0.0, 0.0)
     if text is not None and case.expect:
         failures = tuple(check_expect(case.expect, text, f1)) + failures
     cost = tokens_in / 1000 * pricing[0] + tokens_out / 1000 * pricing[1]
-    retrieval = _retrieval_scores(case, answer, text, red)
+    retrieval = _retrieval_scores(case, answer, None if verdict is not None and verdict.blocked else text, red)
     return CaseResult(
         id=case.id,
         question=red.text(case.question) or "",
@@ -107,7 +107,7 @@ def _retrieval_scores(case: Case, answer: Answer | None, text: str | None, red: 
     retrieved = tuple(answer.metadata.get("retrieved", ()))
     out: dict[str, Any] = {"retrieved": retrieved, "cached": answer.metadata.get("cached"),
                            "system_fingerprint": answer.metadata.get("system_fingerprint")}
-    if answer.contexts and text:
+    if answer.contexts and text:  # not for a blocked answer: the refusal is not an answer
         out["context_used"] = context_used(text, [red.text(c) or "" for c in answer.contexts])
     if retrieved and case.gold_doc_ids:
         docs = [r["doc_id"] for r in retrieved]

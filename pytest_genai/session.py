@@ -59,6 +59,8 @@ class EvalSession:
     _pipeline: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _guard: Any = None
+    pending: list[Case] = field(default_factory=list)  # cases to prefetch once the first case runs
+    parallel_ok: bool = True  # False under xdist: no pool, no batches
     _futures: dict[str, Future[CaseResult]] = field(default_factory=dict)
     _pool: ThreadPoolExecutor | None = None
 
@@ -109,8 +111,10 @@ class EvalSession:
             if self._pipeline is None:
                 from pytest_genai.pipelines import build_pipeline
 
-                self._guard = Guard.from_config(self.config)  # loads the toxicity model, if enabled
-                self._pipeline = build_pipeline(self.config, self.prompt, self.runtime)
+                pipeline = build_pipeline(self.config, self.prompt, self.runtime)
+                guard = Guard.from_config(self.config)  # after the factory: it may register a classifier
+                guard.probe()
+                self._guard, self._pipeline = guard, pipeline
             return self._pipeline
 
     @property
@@ -125,7 +129,8 @@ class EvalSession:
     @property
     def concurrency(self) -> int:
         """Local models run one case at a time: torch already uses every core, and its RNG is global."""
-        if self.config.get("llm.provider") == "hf_local" and str(self.config.get("pipeline")).startswith("builtin:"):
+        if not self.parallel_ok or (self.config.get("llm.provider") == "hf_local"
+                                    and str(self.config.get("pipeline")).startswith("builtin:")):
             return 1
         return max(1, self.runtime.concurrency)
 
@@ -133,7 +138,7 @@ class EvalSession:
     def batch_size(self) -> int:
         """hf_local batches greedy generation (llm.batch_size); batches follow collection order."""
         size = int(self.config.get("llm.batch_size") or 1)
-        batchable = (self.config.get("llm.provider") == "hf_local" and self.repeat == 1
+        batchable = (self.parallel_ok and self.config.get("llm.provider") == "hf_local" and self.repeat == 1
                      and float(self.config.get("llm.temperature") or 0) == 0
                      and hasattr(getattr(self.pipeline, "llm", None), "generate_batch") and hasattr(self.pipeline, "batch"))
         return size if size > 1 and batchable else 1
@@ -162,8 +167,16 @@ class EvalSession:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)  # -x or Ctrl-C: queued cases never start
             self._pool = None
+        path = self.runtime.cache_path
+        if self.runtime.cassette is not None and path is not None and path.parent.name.startswith("genai-replay-"):
+            import shutil
+
+            shutil.rmtree(path.parent, ignore_errors=True)  # the per-process copy of a replayed cassette
 
     def run(self, case: Case) -> CaseResult:
+        if self.pending:  # started by the first case that runs: nothing is paid for if collection failed
+            pending, self.pending = self.pending, []
+            self.prefetch([c for c in pending if c.id != case.id] if self.batch_size <= 1 else pending)
         future = self._futures.pop(case.id, None)
         if future is None:
             return self._run(case, True)
@@ -171,10 +184,18 @@ class EvalSession:
         return result[case.id] if isinstance(result, dict) else result
 
     def _run(self, case: Case, seed_globals: bool, pipeline: Any = None) -> CaseResult:
+        from pytest_genai.llm.cache import case_label
         from pytest_genai.runner import run_case
 
-        result = run_case(pipeline or self.pipeline, case, self.seed_for(case), self.pricing, self.repeat, seed_globals,
-                          self._guard, self.redactor)
+        try:
+            with case_label(case.id):  # a replay miss names the case
+                result = run_case(pipeline or self.pipeline, case, self.seed_for(case), self.pricing, self.repeat,
+                                  seed_globals, self._guard, self.redactor)
+        except Exception as exc:  # a guard or metric failure is this case's error, shown redacted, not a traceback
+            import traceback
+
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:]).strip()
+            result = _no_result(case, self.seed_for(case), self.redactor, f"scoring the case failed: {tb}")
         return self._scrub(result)
 
     def _run_batch(self, cases: list[Case]) -> dict[str, CaseResult]:
@@ -209,7 +230,7 @@ class EvalSession:
         missing = [c for c in self.eval_set.cases if c.id in selected and c.id not in self.results]
         results = list(self.results.values())
         if not stopped_early:
-            results += [_no_result(c, self.seed_for(c)) for c in missing]
+            results += [_no_result(c, self.seed_for(c), self.redactor) for c in missing]
         results.sort(key=lambda r: order.get(r.id, len(order)))
         metrics = aggregate(results, len(self.eval_set))
         metrics["env_drift"] = float(env.drift) if env.lock_hash is not None else float("nan")
@@ -266,9 +287,10 @@ class EvalSession:
         return tags
 
 
-def _no_result(case: Case, seed: int) -> CaseResult:
-    return CaseResult(case.id, case.question, None, case.answers, 0.0, 0.0, float("nan"), 0, 0, 0.0, seed,
-                      error="no result: the item was selected but produced none (skipped, or its worker crashed)")
+def _no_result(case: Case, seed: int, red: Redactor, error: str | None = None) -> CaseResult:
+    return CaseResult(case.id, red.text(case.question) or "", None, tuple(red.text(a) or "" for a in case.answers),
+                      0.0, 0.0, float("nan"), 0, 0, 0.0, seed,
+                      error=red.text(error) or "no result: the item was selected but produced none (skipped, or its worker crashed)")
 
 
 def capture_env(config: GenaiConfig) -> tuple[EnvReport, GitInfo]:

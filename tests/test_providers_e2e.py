@@ -83,10 +83,14 @@ def test_concurrency_leaves_outputs_and_metrics_unchanged(api_project: Project) 
     assert api_project.summary()["tags"]["genai.concurrency"] == "8"
 
 
-def test_xdist_gives_the_same_results_and_one_run(api_project: Project) -> None:
+def test_xdist_gives_the_same_results_and_one_run(api_project: Project, stub: OpenAIStub) -> None:
     api_project.run("--genai-config", "genai.yaml").assert_outcomes(passed=len(CASES))
     single = answers(api_project), {k: v for k, v in api_project.summary()["metrics"].items() if "latency" not in k}
-    api_project.run("--genai-config", "genai.yaml", "-n", "2", subprocess=True).assert_outcomes(passed=len(CASES))
+    stub.reset_counters()
+    xdist = api_project.run("--genai-config", "genai.yaml", "-n", "2", "--genai-concurrency", "4", subprocess=True)
+    xdist.assert_outcomes(passed=len(CASES))
+    assert stub.request_count == len(CASES)  # each case once: workers do not prefetch what they do not run
+    assert "concurrency 4 not used under pytest-xdist" in xdist.stdout.str()
     assert (answers(api_project), {k: v for k, v in api_project.summary()["metrics"].items() if "latency" not in k}) == single
     client = MlflowClient(tracking_uri=api_project.mlflow_uri)
     assert len(client.search_runs([client.get_experiment_by_name("test-exp").experiment_id])) == 2
@@ -106,3 +110,10 @@ def test_the_key_is_never_persisted(api_project: Project, stub: OpenAIStub) -> N
         assert KEY.encode() not in f.read_bytes(), f
     params = json.dumps(api_project.summary()["params"])
     assert "api_key" not in params and api_project.summary()["params"]["llm.base_url"].startswith("http://")
+
+
+def test_a_collection_error_costs_no_call_and_records_no_run(api_project: Project, stub: OpenAIStub) -> None:
+    api_project.pytester.makepyfile(test_broken="import no_such_module_xyz\n")
+    result = api_project.run("--genai-config", "genai.yaml", "--genai-concurrency", "4", "test_broken.py", "evals")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert stub.request_count == 0 and api_project.run_dirs() == []

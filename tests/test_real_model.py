@@ -114,8 +114,8 @@ def test_rag_example_end_to_end_builds_then_reuses_the_index(rag_example: Path, 
 
 def test_batched_generation_gives_the_unbatched_outputs(example: Path, pytester: pytest.Pytester) -> None:
     """What we guarantee for llm.batch_size (greedy, left padding): the same answers and token counts
-    as one case at a time, checked here on 6 cases in batches of 4 and 2."""
-    lines = (REPO / "eval_sets" / "world_facts.jsonl").read_text().splitlines()[:6]
+    as one case at a time, checked here on 5 cases in batches of 4 and 1."""
+    lines = (REPO / "eval_sets" / "world_facts.jsonl").read_text().splitlines()[:5]
     (example / "evals.jsonl").write_text("\n".join(lines) + "\n")
     cfg = yaml.safe_load((example / "genai.yaml").read_text())
     runs = []
@@ -130,3 +130,4 @@ def test_batched_generation_gives_the_unbatched_outputs(example: Path, pytester:
     assert {k: (v["answer"], v["input_tokens"], v["output_tokens"]) for k, v in one.items()} == \
            {k: (v["answer"], v["input_tokens"], v["output_tokens"]) for k, v in four.items()}
     assert one_tags["genai.batch_size"] == "1" and four_tags["genai.batch_size"] == "4"
+    assert all(v["latency_ms"] > 10 for v in four.values())  # a case alone in its batch is timed too

@@ -32,7 +32,7 @@ CASES = [
     for name, value in SEEDED.items()
 ] + [
     {"id": "toxic", "question": "How did the reviewer react?", "answers": ["fucking idiots"],
-     "context": "fucking idiots, said the reviewer."},
+     "context": f"fucking {SEEDED['email']}, said the reviewer."},  # toxic and PII in one answer
     {"id": "clean", "question": "What is the capital of Italy?", "answers": ["Rome is"], "context": "Rome is the capital."},
 ]
 
@@ -77,11 +77,11 @@ def test_no_raw_pii_or_secret_is_persisted_and_the_safety_gate_fails(safety_proj
     assert by_id["leak_aws"]["blocked"] and by_id["leak_aws"]["answer"] == "I can't share that."
     assert by_id["leak_card"]["safety_flags"] == ["CARD"] and by_id["leak_card"]["critical"]
     assert by_id["leak_email"]["safety_flags"] == ["EMAIL"] and not by_id["leak_email"]["critical"]
-    assert "TOXICITY" in by_id["toxic"]["safety_flags"] and by_id["clean"]["safety_flags"] == []
+    assert by_id["toxic"]["safety_flags"] == ["EMAIL", "TOXICITY"] and by_id["clean"]["safety_flags"] == []
     assert by_id["leak_card"]["answer"].startswith("<CARD:") and by_id["leak_card"]["f1"] == 1.0  # gold redacted alike
     m = recorded["metrics"]
     assert m["safety_critical_count"] == 5 and m["block_rate"] == pytest.approx(1 / 8)
-    assert m["pii_flag_rate"] == pytest.approx(6 / 8) and m["toxicity_flag_rate"] == pytest.approx(1 / 8)
+    assert m["pii_flag_rate"] == pytest.approx(7 / 8) and m["toxicity_flag_rate"] == pytest.approx(1 / 8)
     run = MlflowClient(tracking_uri=safety_project.mlflow_uri).search_runs(
         [MlflowClient(tracking_uri=safety_project.mlflow_uri).get_experiment_by_name("test-exp").experiment_id])[0]
     assert run.data.tags["safety.redact"] == "true" and run.data.metrics["safety_critical_count"] == 5

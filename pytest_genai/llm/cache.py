@@ -352,7 +352,7 @@ class CachedLLM:
     def _miss(self, key: str, messages: Sequence[Message], seed: int) -> CacheMiss:
         case = _case_label.get()
         user = [m.get("content", "") for m in messages if m.get("role") == "user"]
-        excerpt = self._redact(" ".join((user[-1] if user else "").split())[:80])
+        excerpt = self._redact(" ".join((user[-1] if user else "").split()))[:80]  # redact, then cut
         who = f"case {case!r}" if case else "a case"
         assert self.cache is not None
         return CacheMiss(
@@ -364,13 +364,15 @@ class CachedLLM:
 
 
 # -- cassettes -------------------------------------------------------------------------------------
-def export_cassette(cache_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> int:
-    """Write the cache as JSONL sorted by key (same cache, same bytes); returns the entry count."""
+def export_cassette(cache_path: str | os.PathLike[str], out_path: str | os.PathLike[str],
+                    keep: Callable[[CacheEntry], bool] | None = None) -> int:
+    """Write the cache as JSONL sorted by key (same cache, same bytes); returns the entry count.
+    `keep` filters entries (the plugin drops any written unredacted)."""
     cache_path, out_path = Path(cache_path), Path(out_path)
     if not cache_path.is_file():
         raise FileNotFoundError(f"no response cache at {cache_path}")
     with ResponseCache(cache_path) as cache:
-        entries = cache.entries()
+        entries = [e for e in cache.entries() if keep is None or keep(e)]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
     try:

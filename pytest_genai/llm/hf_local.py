@@ -92,7 +92,8 @@ class HFLocalLLM:
         import torch
 
         enc = self._encode(messages)
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_tokens, "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id}
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_tokens, "pad_token_id": pad_id}
         if self.temperature > 0:
             kwargs.update(do_sample=True, temperature=self.temperature, top_p=1.0, top_k=0)
         else:
@@ -115,15 +116,20 @@ class HFLocalLLM:
         tok = self.tokenizer
         texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) if tok.chat_template
                  else "\n\n".join(x["content"] for x in m) for m in batch]
-        side = tok.padding_side
+        side, pad = tok.padding_side, tok.pad_token
         tok.padding_side = "left"
+        if pad is None:  # GPT-2/Llama-style tokenizers have none: pad with EOS, masked out anyway
+            tok.pad_token = tok.eos_token
         try:
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not tok.chat_template)
+            pad_id = tok.pad_token_id
         finally:
             tok.padding_side = side
+            if pad is None:
+                tok.pad_token = None
         with torch.inference_mode():
             out = self.model.generate(**enc, max_new_tokens=self.max_tokens, do_sample=False, temperature=None,
-                                      top_p=None, top_k=None, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+                                      top_p=None, top_k=None, pad_token_id=pad_id)
         width = int(enc["input_ids"].shape[1])
         lengths = enc["attention_mask"].sum(dim=1).tolist()
         return [Generation(tok.decode(row[width:], skip_special_tokens=True).strip(), int(n_in), self._n_out(row[width:]))

@@ -37,19 +37,19 @@ class LLMPipeline:
         started = time.perf_counter()
         gens = self.llm.generate_batch(messages, seeds=[case_seed(self.seed, c.id) for c in cases])  # type: ignore[attr-defined]
         llm_ms = (time.perf_counter() - started) * 1000
-        return [self._answer(c, m, g, llm_ms, batch=len(cases)) for c, m, g in zip(cases, messages, gens)]
+        return [self._answer(c, m, g, llm_ms, batched=True) for c, m, g in zip(cases, messages, gens)]
 
     def _messages(self, case: Case) -> list[dict[str, str]]:
         return self.prompt.render({"question": case.question, "context": case.context or "", "case": case})
 
-    def _answer(self, case: Case, messages: list[dict[str, str]], gen: Any, llm_ms: float, batch: int = 1) -> Answer:
+    def _answer(self, case: Case, messages: list[dict[str, str]], gen: Any, llm_ms: float, batched: bool = False) -> Answer:
         return Answer(
             text=gen.text,
             contexts=(case.context,) if case.context else (),
             usage=Usage(gen.input_tokens, gen.output_tokens),
-            timings={"llm_ms": llm_ms, "batch_size": batch},
+            timings={"llm_ms": llm_ms},
             prompt=render_as_text(messages),
             metadata=generation_provenance(gen),
             # the provider's own measure (in replay the recorded one); else the call, or the whole batch
-            latency_ms=gen.latency_ms if gen.latency_ms is not None else (llm_ms if batch > 1 else None),
+            latency_ms=gen.latency_ms if gen.latency_ms is not None else (llm_ms if batched else None),
         )

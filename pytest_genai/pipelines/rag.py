@@ -42,7 +42,7 @@ class RAGPipeline:
         started = time.perf_counter()
         gens = self.llm.generate_batch([p[1] for p in prepared], seeds=[case_seed(self.seed, c.id) for c in cases])  # type: ignore[attr-defined]
         llm_ms = (time.perf_counter() - started) * 1000
-        return [self._answer(h, m, g, r_ms, llm_ms, batch=len(cases)) for (h, m, r_ms), g in zip(prepared, gens)]
+        return [self._answer(h, m, g, r_ms, llm_ms, batched=True) for (h, m, r_ms), g in zip(prepared, gens)]
 
     def _prepare(self, case: Case) -> tuple[list[Hit], list[dict[str, str]], float]:
         started = time.perf_counter()
@@ -55,13 +55,13 @@ class RAGPipeline:
         return hits, messages, retrieval_ms
 
     def _answer(self, hits: list[Hit], messages: list[dict[str, str]], gen: Any, retrieval_ms: float, llm_ms: float,
-                batch: int = 1) -> Answer:
-        llm_latency = gen.latency_ms if gen.latency_ms is not None else (llm_ms if batch > 1 else None)
+                batched: bool = False) -> Answer:
+        llm_latency = gen.latency_ms if gen.latency_ms is not None else (llm_ms if batched else None)
         return Answer(
             text=gen.text,
             contexts=tuple(h.chunk.text for h in hits),
             usage=Usage(gen.input_tokens, gen.output_tokens),
-            timings={"retrieval_ms": retrieval_ms, "llm_ms": llm_ms, "batch_size": batch},
+            timings={"retrieval_ms": retrieval_ms, "llm_ms": llm_ms},
             prompt=render_as_text(messages),
             metadata={"retrieved": [{"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "score": round(h.score, 6)} for h in hits],
                       **generation_provenance(gen)},

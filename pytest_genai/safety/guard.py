@@ -6,7 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from functools import lru_cache
+
 from pytest_genai.safety.pii import detect, redact, redact_obj
+
+# Retrieved chunks and prompts repeat across cases: redact each distinct text once.
+_redact_cached = lru_cache(maxsize=8192)(redact)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,16 @@ class Guard:
                    float(tox.get("threshold", 0.5)), frozenset(s.get("critical", ())), frozenset(s.get("block", ())),
                    str(s.get("refusal", "I can't share that.")))
 
+    @property
+    def active(self) -> bool:
+        """No detector, no verdict: safety metrics are then absent rather than a reassuring 0."""
+        return bool(self.pii_types) or self.classifier is not None
+
+    def probe(self) -> None:
+        """Fail at setup, not in every case, when the classifier cannot run (package missing...)."""
+        if self.classifier is not None:
+            self.classifier.scores(["ok"])
+
     def check(self, text: str) -> Verdict:
         flags = {f.type for f in detect(text, self.pii_types)} if self.pii_types else set()
         score = None
@@ -60,7 +75,7 @@ class Redactor:
     enabled: bool = True
 
     def text(self, value: str | None) -> str | None:
-        return redact(value) if self.enabled and value else value
+        return _redact_cached(value) if self.enabled and value else value
 
     def obj(self, value: Any) -> Any:
         return redact_obj(value) if self.enabled else value

@@ -32,9 +32,17 @@ def write_run_dir(run_dir: Path, session: Any, summary: Any, env: Any) -> None:
     """Artifacts as plain files: config, prompt, renders, eval-set snapshot, results, env, gates."""
     cfg = session.config
     red = session.redactor  # typed placeholders for PII and secrets in every file below
+
+    def scrub(obj: Any) -> Any:  # PII placeholders, then secret values and URL credentials
+        obj = red.obj(obj)
+        if isinstance(obj, dict):
+            return {k: scrub(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [scrub(v) for v in obj]
+        return cfg.redact(obj) if isinstance(obj, str) else obj
     (run_dir / "config.resolved.yaml").write_text(
         f"# resolved from {cfg.path.name}; config_hash {cfg.hash}; secrets shown as their ${{ENV}} reference\n"
-        + yaml.safe_dump(red.obj(json.loads(json.dumps(cfg.public))), sort_keys=False), "utf-8")
+        + yaml.safe_dump(scrub(json.loads(json.dumps(cfg.public))), sort_keys=False), "utf-8")
     if session.prompt is not None:
         (run_dir / "prompt").mkdir()
         (run_dir / "prompt" / session.prompt.path.name).write_text(red.text(session.prompt.path.read_text("utf-8")) or "", "utf-8")
@@ -66,7 +74,7 @@ def write_run_dir(run_dir: Path, session: Any, summary: Any, env: Any) -> None:
         "passed": summary.gates_passed, "enforced": summary.enforced, "partial": summary.partial,
         "gates": [g.to_dict() for g in summary.gates]}, indent=2), "utf-8")
     write_summary(run_dir, {
-        "metrics": summary.metrics, "params": red.obj(summary.params), "tags": red.obj(summary.tags),
+        "metrics": summary.metrics, "params": scrub(summary.params), "tags": scrub(summary.tags),
         "experiment": cfg.get("tracking.experiment"), "mlflow_run_id": None,
     })
 
@@ -96,7 +104,7 @@ def dumps(data: Any, **kwargs: Any) -> str:
 
 
 def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
         return {k: _nan_to_none(v) for k, v in obj.items()}
