@@ -47,7 +47,6 @@ def bare_throughput(texts: list[str], path: Path, batch_size: int) -> float:
 def main() -> dict[str, float]:
     sys.path.insert(0, str(REPO))
     import faiss
-    import numpy as np
 
     from pytest_genai.rag.chunking import Chunk
     from pytest_genai.rag.embedding import Embedder

@@ -31,9 +31,8 @@ def make_llm(config: Any, runtime: Runtime | None) -> Any:
 
     assert runtime.cache_path is not None
     runtime.cache_path.parent.mkdir(parents=True, exist_ok=True)
-    llm = CachedLLM.from_config(config, ResponseCache(runtime.cache_path), runtime.cache_mode)  # type: ignore[arg-type]
-    llm._redact = Redactor.from_config(config).obj  # nothing raw in the cache or its cassettes
-    return llm
+    return CachedLLM.from_config(config, ResponseCache(runtime.cache_path), runtime.cache_mode,  # type: ignore[arg-type]
+                                 redact=Redactor.from_config(config).obj)  # nothing raw in the cache or its cassettes
 
 
 def generation_provenance(gen: Any) -> dict[str, Any]:

@@ -277,7 +277,8 @@ class CachedLLM:
 
     @classmethod
     def from_config(cls, config: Any, cache: ResponseCache | None, mode: CacheMode,
-                    inner: LLM | Callable[[], LLM] | None = None) -> "CachedLLM":
+                    inner: LLM | Callable[[], LLM] | None = None,
+                    redact: Callable[[Any], Any] | None = None) -> "CachedLLM":
         """Keyed from the config; the provider is built lazily with `build_llm(config)` unless given.
         A base_url given as `${ENV}` is keyed by that reference, never by its secret value."""
         from pytest_genai.llm.base import build_llm
@@ -290,7 +291,7 @@ class CachedLLM:
             base_url = (config.public.get("llm") or {}).get("base_url")
         return cls(inner if inner is not None else factory, cache, mode, str(config.get("llm.provider")), base_url,
                    params=generation_params(config), model_id=str(config.get("llm.model_id")),
-                   model_sha256=config.get("llm.model_sha256"))
+                   model_sha256=config.get("llm.model_sha256"), redact=redact)
 
     @property
     def inner(self) -> LLM:
