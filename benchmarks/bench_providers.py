@@ -183,25 +183,11 @@ def bench_concurrency(d: Path, env: dict[str, str]) -> dict[str, Any]:
     ideal = N * LATENCY_MS / 1000 / CONCURRENCY
     result: dict[str, Any] = {
         "cases": N, "latency_ms": LATENCY_MS, "concurrency": CONCURRENCY, "ideal_s": ideal, "rounds": ROUNDS,
-        "genai_total_s": med["genai_100ms_200"],
-        "genai_startup_s": med["genai_0ms_1"],
-        "genai_zero_latency_200_s": med["genai_0ms_200"],
-        "genai_eval_s": med["genai_100ms_200"] - med["genai_0ms_1"],
-        "genai_ratio_to_ideal": (med["genai_100ms_200"] - med["genai_0ms_1"]) / ideal,
-        # Lenient view: the 200 zero-latency cases as "start-up" also subtract the per-case cost.
-        "genai_total_minus_zero_latency_200_s": med["genai_100ms_200"] - med["genai_0ms_200"],
+        **_summary("genai", med, ideal),
         "times_s": times,
     }
     if pf_version:
-        result.update({
-            "promptfoo_version": pf_version,
-            "promptfoo_total_s": med["promptfoo_100ms_200"],
-            "promptfoo_startup_s": med["promptfoo_0ms_1"],
-            "promptfoo_zero_latency_200_s": med["promptfoo_0ms_200"],
-            "promptfoo_eval_s": med["promptfoo_100ms_200"] - med["promptfoo_0ms_1"],
-            "promptfoo_ratio_to_ideal": (med["promptfoo_100ms_200"] - med["promptfoo_0ms_1"]) / ideal,
-            "promptfoo_total_minus_zero_latency_200_s": med["promptfoo_100ms_200"] - med["promptfoo_0ms_200"],
-        })
+        result.update({"promptfoo_version": pf_version, **_summary("promptfoo", med, ideal)})
     else:
         result["promptfoo_skipped"] = pf_skip
     return result
@@ -231,6 +217,20 @@ def bench_replay(d: Path, env: dict[str, str]) -> dict[str, Any]:
     total, startup = median(times["replay_2000"]), median(times["replay_1"])
     return {"cases": N_REPLAY, "record_s": record_s, "replay_total_s": total, "replay_startup_s": startup,
             "replay_per_case_ms": (total - startup) / N_REPLAY * 1000, "rounds": REPLAY_ROUNDS, "times_s": times}
+
+
+def _summary(tool: str, med: dict[str, float], ideal: float) -> dict[str, float]:
+    """One tool's numbers from the medians: total, start-up (1 case at 0 ms), and the eval in between."""
+    total, startup, zero = med[f"{tool}_100ms_200"], med[f"{tool}_0ms_1"], med[f"{tool}_0ms_200"]
+    return {
+        f"{tool}_total_s": total,
+        f"{tool}_startup_s": startup,
+        f"{tool}_zero_latency_200_s": zero,
+        f"{tool}_eval_s": total - startup,
+        f"{tool}_ratio_to_ideal": (total - startup) / ideal,
+        # Lenient view: the 200 zero-latency cases as "start-up" also subtract the per-case cost.
+        f"{tool}_total_minus_zero_latency_200_s": total - zero,
+    }
 
 
 def main() -> dict[str, Any]:

@@ -6,6 +6,7 @@ import platform
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from pytest_genai import names
@@ -58,6 +59,7 @@ class EvalSession:
     _pipeline: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _guard: Any = None
+    _pipeline_tags: dict[str, str] | None = None
     pending: list[Case] = field(default_factory=list)  # cases to prefetch once the first case runs
     parallel_ok: bool = True  # False under xdist: no pool, no batches
     _futures: dict[str, Future[CaseResult]] = field(default_factory=dict)
@@ -116,7 +118,7 @@ class EvalSession:
                 self._guard, self._pipeline = guard, pipeline
             return self._pipeline
 
-    @property
+    @cached_property
     def redactor(self) -> Redactor:
         return Redactor.from_config(self.config)
 
@@ -276,14 +278,20 @@ class EvalSession:
 
     def pipeline_tags(self) -> dict[str, str]:
         """Tags only the process that built the pipeline knows; xdist workers send them with results."""
-        tags = dict(self.worker_tags)
-        model_sha = getattr(getattr(self._pipeline, "llm", None), "model_sha256", None)
-        if model_sha:
-            tags[names.TAG_MODEL_SHA256] = model_sha
-        tags.update(getattr(self._pipeline, "tags", None) or {})  # e.g. index.fingerprint from builtin:rag
-        if self._pipeline is not None:
+        return {**self.worker_tags, **self._built_tags()}
+
+    def _built_tags(self) -> dict[str, str]:
+        if self._pipeline is None:
+            return {}
+        if self._pipeline_tags is None:  # the pipeline is built once: so are its tags
+            tags: dict[str, str] = {}
+            model_sha = getattr(getattr(self._pipeline, "llm", None), "model_sha256", None)
+            if model_sha:
+                tags[names.TAG_MODEL_SHA256] = model_sha
+            tags.update(getattr(self._pipeline, "tags", None) or {})  # e.g. index.fingerprint from builtin:rag
             tags["genai.batch_size"] = str(self.batch_size)
-        return tags
+            self._pipeline_tags = tags
+        return self._pipeline_tags
 
 
 def _no_result(case: Case, seed: int, red: Redactor, error: str | None = None) -> CaseResult:

