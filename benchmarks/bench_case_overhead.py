@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _util import PY, alternate, median
+from _util import PY, alternate, median, record
 
 N = 2000
 ROUNDS = 5
@@ -39,5 +39,5 @@ def main() -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    json.dump(main(), sys.stdout, indent=2)
+    json.dump(record("case_overhead", main()), sys.stdout, indent=2)
     print()

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _util import REPO
+from _util import REPO, record
 
 N = 10_000
 ROUNDS = 5
@@ -68,5 +68,5 @@ def main() -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    json.dump(main(), sys.stdout, indent=2)
+    json.dump(record("mlflow_logging", main()), sys.stdout, indent=2)
     print()

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _util import PY, REPO
+from _util import PY, REPO, record
 
 WARM_ROUNDS = 3
 SNIPPET = """
@@ -47,5 +47,5 @@ def main() -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    json.dump(main(), sys.stdout, indent=2)
+    json.dump(record("model_load", main()), sys.stdout, indent=2)
     print()

@@ -5,7 +5,8 @@ string and type, TP when the type is labelled and detected, FP when detected but
 labelled but not detected (how many findings, and their spans, are not scored). Throughput is `detect`
 over the whole sample, all types, median of 5 runs. Also checks the redaction contract on every string:
 `detect(redact(t))` flags the same types as many times as `detect(t)`, and `redact` is idempotent.
-Prints a markdown report and writes it to `benchmarks/pii_detectors.md`."""
+Prints a markdown report and writes it to `benchmarks/pii_detectors.md`; run alone, it records the
+`pii_detectors` entry of results.json."""
 
 from __future__ import annotations
 
@@ -137,4 +138,6 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from _util import record
+
+    record("pii_detectors", main())

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import yaml
 
-from _util import PY, REPO, median, time_command
+from _util import PY, REPO, median, record, time_command
 
 sys.path.insert(0, str(REPO))
 from pytest_genai.testing.openai_stub import OpenAIStub, StubBehaviour  # noqa: E402
@@ -244,5 +244,5 @@ def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    json.dump(main(), sys.stdout, indent=2)
+    json.dump(record("providers", main()), sys.stdout, indent=2)
     print()

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _util import REPO
+from _util import REPO, record
 
 N_CHUNKS = 10_000
 THROUGHPUT_TEXTS = 2_000
@@ -101,5 +101,5 @@ def main() -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    json.dump(main(), sys.stdout, indent=2)
+    json.dump(record("rag", main()), sys.stdout, indent=2)
     print()

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _util import PY, alternate, median
+from _util import PY, alternate, median, record
 
 ROUNDS = 21
 
@@ -27,5 +27,5 @@ def main() -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    json.dump(main(), sys.stdout, indent=2)
+    json.dump(record("startup", main()), sys.stdout, indent=2)
     print()

@@ -1,11 +1,9 @@
-"""Runs every benchmark in one go (same machine state) and writes benchmarks/results.json."""
+"""`make bench`: runs every benchmark in one go (same machine state), records each in benchmarks/results.json as
+soon as it finishes (with this command and its time), then renders the tables from results.json (render.py)."""
 
 from __future__ import annotations
 
-import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -17,23 +15,29 @@ import bench_pii_detectors  # noqa: E402
 import bench_providers  # noqa: E402
 import bench_rag  # noqa: E402
 import bench_startup  # noqa: E402
+import bench_toxicity  # noqa: E402
+import render  # noqa: E402
+from _util import REPO, command_line, record  # noqa: E402
+
+BENCHMARKS = {
+    "startup": bench_startup.main,
+    "case_overhead": bench_case_overhead.main,
+    "mlflow_logging": bench_mlflow_logging.main,
+    "model_load": bench_model_load.main,
+    "providers": bench_providers.main,
+    "rag": bench_rag.main,
+    "pii_detectors": bench_pii_detectors.main,
+    "toxicity": bench_toxicity.main,
+}
 
 
 def main() -> None:
-    results = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
-        "startup": bench_startup.main(),
-        "case_overhead": bench_case_overhead.main(),
-        "mlflow_logging": bench_mlflow_logging.main(),
-        "model_load": bench_model_load.main(),
-        "providers": bench_providers.main(),
-        "rag": bench_rag.main(),
-        "pii_detectors": bench_pii_detectors.main(),
-    }
-    out = Path(__file__).resolve().parent / "results.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    command = command_line()
+    for name, run in BENCHMARKS.items():
+        print(f"== {name}", flush=True)
+        entry = record(name, run(), command=command)
+        print(f"   recorded at {entry['when']}", flush=True)
+    sys.exit(render.main(["--readme", str(REPO / "README.md")]))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The `pytest-genai` command: validate a config, lock prompts, upload a run folder kept locally."""
+"""The `pytest-genai` command: validate a config, lock prompts, show a stored run, upload a run folder kept locally."""
 
 from __future__ import annotations
 
@@ -17,16 +17,20 @@ def main(argv: list[str] | None = None) -> int:
     lp.add_argument("--force", action="store_true", help="overwrite a locked id@version whose hash differs")
     up = sub.add_parser("upload", help="log a local run folder to MLflow (after a tracking outage)")
     up.add_argument("run_dir")
-    up.add_argument("--tracking-uri", default=None)
+    up.add_argument("--tracking-uri", default=None, help="default: the URI the run was meant for (recorded in run.json)")
     up.add_argument("--experiment", default=None)
+    sh = sub.add_parser("show", help="print a run's summary table: a run folder or an MLflow run id")
+    sh.add_argument("run", metavar="RUN_DIR_OR_MLFLOW_RUN_ID")
+    sh.add_argument("--tracking-uri", default=None, help="for an MLflow run id (default: MLFLOW_TRACKING_URI)")
     args = parser.parse_args(argv)
     from pytest_genai.config import ConfigError
     from pytest_genai.prompts import PromptError
+    from pytest_genai.runlog import RunLogError
     from pytest_genai.session import SessionSetupError
 
     try:
-        return {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload}[args.command](args)
-    except (ConfigError, PromptError, SessionSetupError, OSError) as exc:
+        return {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show}[args.command](args)
+    except (ConfigError, PromptError, SessionSetupError, RunLogError, OSError) as exc:
         print(f"pytest-genai {args.command}: {exc}", file=sys.stderr)
         return 2
 
@@ -67,20 +71,65 @@ def _lock_prompts(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    from pytest_genai.tracking.local import read_summary
+    from pytest_genai.runlog import read_run
     from pytest_genai.tracking.mlflow_store import log_run_dir
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "summary.json").is_file():
-        print(f"pytest-genai upload: {run_dir} is not a pytest-genai run folder (no summary.json)", file=sys.stderr)
-        return 2
-    summary = read_summary(run_dir)
-    if summary.get("mlflow_run_id"):
-        print(f"{run_dir} was already logged as run {summary['mlflow_run_id']}", file=sys.stderr)
+    record = read_run(run_dir, with_results=False)
+    if record.tracking.run_id:
+        print(f"{run_dir} was already logged as run {record.tracking.run_id}", file=sys.stderr)
         return 1
-    run_id = log_run_dir(run_dir, args.tracking_uri, args.experiment or summary.get("experiment") or "pytest-genai")
-    print(f"logged {run_dir} as MLflow run {run_id}")
+    if record.schema_version < 2:
+        print(f"pytest-genai upload: {run_dir} was written by pytest-genai 0.1 (summary.json); re-run the eval to log it",
+              file=sys.stderr)
+        return 2
+    uri = args.tracking_uri or record.tracking.uri
+    if uri and "***" in uri:
+        print("pytest-genai upload: the recorded tracking URI had credentials (masked); pass --tracking-uri", file=sys.stderr)
+        return 2
+    run_id = log_run_dir(run_dir, uri, args.experiment or record.tracking.experiment or "pytest-genai")
+    print(f"logged {run_dir} as MLflow run {run_id} (tracking uri {uri or 'MLflow default'})")
     return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    """The same table as the end of a session, from a run folder or from an MLflow run's artifacts."""
+    from pytest_genai.report.terminal import summary_lines, tracking_lines, verdict_lines
+    from pytest_genai.runlog import read_run
+
+    path = Path(args.run)
+    if path.is_dir():
+        record, where = read_run(path), path
+    else:
+        record, where = _record_from_mlflow(args.run, args.tracking_uri)
+    p = record.provenance
+    print(f"run {where}: status {record.status}, {p.pipeline}, config_hash {p.config_hash[:12]}, "
+          f"eval set {p.eval_set_hash[:12]}, git {p.git_commit[:12]}")
+    for line in summary_lines(record) + tracking_lines(record, where) + verdict_lines(record):
+        print(line.text)
+    return 0 if record.passed else 1
+
+
+def _record_from_mlflow(run_id: str, uri: str | None):  # type: ignore[no-untyped-def]
+    import tempfile
+
+    from pytest_genai.runlog import RunLogError, read_run
+    from pytest_genai.tracking.mlflow_store import _client, _quiet
+
+    with _quiet():
+        client = _client(uri)
+        try:
+            client.get_run(run_id)
+        except Exception as exc:
+            raise RunLogError(f"{run_id} is neither a run folder nor an MLflow run in {uri or 'the default store'}: "
+                              f"{type(exc).__name__}") from None
+        dest = Path(tempfile.mkdtemp(prefix="genai-show-"))
+        for name in ("run.json", "results.jsonl"):
+            try:
+                client.download_artifacts(run_id, name, str(dest))
+            except Exception:
+                pass
+    return read_run(dest), f"mlflow:{run_id}"
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ import pytest
 from _pytest.pathlib import bestrelpath
 
 from pytest_genai.items import CaseItem, EvalSetFile
-from pytest_genai.session import EvalSession, RunSummary, capture_env
+from pytest_genai.session import EvalSession, capture_env
 from pytest_genai.types import CaseResult
 
 RESULT_ATTR = "genai_result"  # plain data on the report: survives xdist's serialisation
-TAGS_ATTR = "genai_tags"
+WORKER_TAGS = "genai_pipeline_tags"  # sent once per worker in workeroutput (xdist's way), not with every report
 # Eval-set tags become markers only when pytest can take them as such and they change nothing.
 _MARKER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RESERVED_MARKERS = {"skip", "skipif", "xfail", "parametrize", "usefixtures", "filterwarnings"}
@@ -38,14 +38,15 @@ class EvalPlugin:
         self.selected: set[str] | None = None
         self.env: Any = None
         self.git: Any = None
-        self.summary: RunSummary | None = None
+        self.record: Any = None
         self.run_dir: Path | None = None
         self.run_id: str | None = None
         self.tracking_error: str | None = None
         self.local_error: str | None = None
         self.prompt_check_error: str | None = None
-        if is_worker(config) or (config.getoption("numprocesses", None) or 0):
-            session.parallel_ok = False  # under xdist each worker runs its cases one by one
+        self.workers = int(config.getoption("numprocesses", None) or 0) if not is_worker(config) else 0
+        session.under_xdist = is_worker(config) or bool(self.workers)
+        session.hook = config.hook
         for tag in sorted({t for c in session.eval_set.cases for t in marker_tags(c.tags)}):
             config.addinivalue_line("markers", f"{tag}: eval-set tag (pytest-genai)")
         self._add_eval_set_to_args()
@@ -79,16 +80,17 @@ class EvalPlugin:
             return
         from pytest_genai.config import ConfigError
 
+        san = self.state.sanitizer
         try:
             self.state.pipeline
         except ConfigError as exc:
-            message = str(exc)
+            message = san.text(str(exc))
         except Exception as exc:
-            import traceback
-
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-8:])
-            message = f"building the pipeline {self.state.config.get('pipeline')!r} failed:\n{self.state.config.redact(tb)}"
+            message = f"building the pipeline {self.state.config.get('pipeline')!r} failed:\n{san.exception(exc, 8)}"
         else:
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None and not is_worker(self.config):
+                tr.write_line(f"genai: execution plan: {self.state.plan.describe()}")
             if not is_worker(self.config):  # xdist workers each collect every case: they run only theirs
                 skipped = {i.case.id for i in cases if i.get_closest_marker("skip") is not None}
                 self.state.pending = [i.case for i in cases if i.case.id not in skipped]
@@ -115,33 +117,64 @@ class EvalPlugin:
             f"genai: config {s.config.path.name} (config_hash {s.config.hash[:12]}), pipeline {s.config.get('pipeline')}{prompt}",
             f"genai: eval set {self.file_nodeid}: {len(s.eval_set)} cases (sha256 {s.eval_set.sha256[:12]}), seed {s.seed}",
         ]
-        asked = s.runtime.concurrency
-        if asked > 1 and s.concurrency == 1:
-            why = "under pytest-xdist" if not s.parallel_ok else "for hf_local (use llm.batch_size)"
-            lines.append(f"genai: concurrency {asked} not used {why}: cases run one at a time")
+        if self.workers:
+            lines.append("genai: execution plan: pytest-xdist workers, each running its share one case at a time")
+        if not s.sanitizer.redact_pii:
+            lines.append("genai: safety.redact is false: PII is kept as is in results (secrets are still masked)")
+        elif not s.sanitizer.keyed:
+            lines.append("genai: redaction placeholders are UNKEYED (set safety.redact_key: ${ENV} to key them); tagged genai.redaction=unkeyed")
+        if s.prompt_lock_note:
+            lines.append(f"genai: {s.prompt_lock_note}")
         return lines
 
     # -- session start: env and prompt-store checks (controller only) ---------------------------
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Fail fast on what can be checked before any case runs: the lock, the results folder, the store."""
         if is_worker(self.config):
             return
-        self.env, self.git = capture_env(self.state.config)
-        if self.state.prompt is not None and self.tracking_enabled and not self._dry_run():
+        from pytest_genai.tracking.envlock import EnvLockError
+
+        cfg = self.state.config
+        try:
+            self.env, self.git = capture_env(cfg)
+        except EnvLockError as exc:
+            raise pytest.UsageError(f"{exc} (env.lock_file in {cfg.path.name})") from None
+        if self._dry_run():
+            return
+        from pytest_genai.tracking.local import check_results_dir
+
+        root = cfg.resolve_path("tracking.results_dir")
+        assert root is not None
+        problem = check_results_dir(root)
+        if problem:
+            raise pytest.UsageError(str(cfg.error("tracking.results_dir", f"cannot write run folders under {root}: {problem}")))
+        if self.tracking_enabled:
+            from pytest_genai.tracking.mlflow_store import check_store
+
+            problem = check_store(self.tracking_uri)
+            if problem:
+                infra = self.state.sanitizer.secrets_only()
+                where = infra.text(self.tracking_uri or "MLflow's default store")
+                raise pytest.UsageError(
+                    f"the MLflow tracking store {where} cannot be used: {infra.text(problem)}. Start it, fix "
+                    "tracking.uri / --genai-tracking-uri, or set tracking.enabled: false (results are kept locally)")
+        if self.state.prompt is not None and self.tracking_enabled:
             self._check_prompt_against_store()
 
     def _check_prompt_against_store(self) -> None:
         from pytest_genai.prompts import unbumped_edit_message
-        from pytest_genai.tracking.mlflow_store import known_prompt_hash
+        from pytest_genai.tracking.mlflow_store import known_prompt_hashes
 
         prompt = self.state.prompt
         assert prompt is not None
         try:
-            known = known_prompt_hash(self.tracking_uri, self.experiment, prompt.id, prompt.version)
+            known = known_prompt_hashes(self.tracking_uri, self.experiment, prompt.id, prompt.version)
         except Exception as exc:  # an unreachable store must not stop local work; the log step reports it
-            self.prompt_check_error = self.state.config.redact(
+            self.prompt_check_error = self.state.sanitizer.text(
                 f"could not check prompt {prompt.ref} against the tracking store: {type(exc).__name__}: {exc}")
             return
-        msg = unbumped_edit_message(prompt, known, f"the tracking store ({self.experiment})") if known else None
+        other = sorted(known - {prompt.hash})
+        msg = unbumped_edit_message(prompt, other[0], f"the tracking store ({self.experiment})") if other else None
         if msg:
             raise pytest.UsageError(msg)
 
@@ -167,39 +200,50 @@ class EvalPlugin:
         report = yield
         if call.when == "call" and isinstance(item, CaseItem) and item.result is not None:
             setattr(report, RESULT_ATTR, item.result.to_dict())
-            setattr(report, TAGS_ATTR, self.state.pipeline_tags())
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, RESULT_ATTR, None)
         if data is not None and report.when == "call":
             self.state.add_result(CaseResult.from_dict(data))
-            self.state.worker_tags.update(getattr(report, TAGS_ATTR, None) or {})
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """On the xdist controller: the tags only a worker that built the pipeline knows."""
+        self.state.worker_tags.update(getattr(node, "workeroutput", {}).get(WORKER_TAGS) or {})
 
     # -- session end: aggregate, write locally, log, gate -------------------------------------
     @pytest.hookimpl(tryfirst=True)  # before MLflow's own plugin closes its session run: we nest under it
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.state.shutdown()
-        if is_worker(self.config) or self.env is None or self._dry_run():
+        if is_worker(self.config):
+            if hasattr(self.config, "workeroutput"):
+                self.config.workeroutput[WORKER_TAGS] = self.state.pipeline_tags()
+            return
+        if self.env is None or self._dry_run():
             return
         if not self.selected and not self.state.results:
             return  # no case was selected (or collection failed): there is no eval run to record
         if not self.state.results and exitstatus in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
                                                      pytest.ExitCode.INTERRUPTED):
             return  # the session stopped before any case ran (pipeline did not build, collection errors)
+        from pytest_genai.runlog import Tracking, write_record
         from pytest_genai.tracking.local import new_run_dir, write_run_dir
 
         stopped = bool(session.shouldstop or session.shouldfail or exitstatus == pytest.ExitCode.INTERRUPTED)
         enforce = bool(self.config.getoption("genai_enforce_gates"))
-        self.summary = summary = self.state.summarize(self.env, self.git, enforce, self.selected, stopped)
+        san = self.state.sanitizer
+        tracking = Tracking(uri=san.secrets_only().text(self.tracking_uri), experiment=self.experiment)
+        self.record = record = self.state.finish(self.env, self.git, enforce=enforce, selected=self.selected,
+                                                 stopped_early=stopped, tracking=tracking, workers=self.workers)
         root = self.state.config.resolve_path("tracking.results_dir")
         assert root is not None
         try:
             self.run_dir = new_run_dir(root, self.state.config.hash)
-            write_run_dir(self.run_dir, self.state, summary, self.env)
+            write_run_dir(self.run_dir, self.state, record, self.env)
             self._export_cassette()
         except Exception as exc:  # a full disk or a value JSON cannot hold: say so, never INTERNALERROR
-            self.local_error = self.state.config.redact(f"could not write local results under {root}: {type(exc).__name__}: {exc}")
+            self.local_error = san.text(f"could not write local results under {root}: {type(exc).__name__}: {exc}")
         if self.tracking_enabled and self.local_error is None:
             try:
                 from pytest_genai.tracking.mlflow_store import log_run_dir
@@ -207,8 +251,20 @@ class EvalPlugin:
                 assert self.run_dir is not None
                 self.run_id = log_run_dir(self.run_dir, self.tracking_uri, self.experiment)
             except Exception as exc:
-                self.tracking_error = self.state.config.redact(f"{type(exc).__name__}: {exc}")
-        failed = (summary.enforced and not summary.gates_passed) or self.tracking_error or self.local_error
+                self.tracking_error = san.text(f"{type(exc).__name__}: {str(exc)[:500]}")
+                try:
+                    from pytest_genai.runlog import read_run
+
+                    assert self.run_dir is not None
+                    write_record(self.run_dir, read_run(self.run_dir, False).with_tracking(error=self.tracking_error))
+                except Exception:
+                    pass
+        if self.run_dir is not None and self.local_error is None:
+            from pytest_genai.runlog import read_run
+
+            self.record = record = read_run(self.run_dir)
+            self.config.hook.pytest_genai_run_finished(record=record, run_dir=self.run_dir)
+        failed = (record.gates_enforced and not record.gates_passed) or record.errors or self.tracking_error or self.local_error
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -221,17 +277,17 @@ class EvalPlugin:
 
         from pytest_genai.llm.cache import export_cassette
 
-        export_cassette(rt.cache_path, rt.cassette, keep=self._clean_entry if self.state.redactor.enabled else None)
+        export_cassette(rt.cache_path, rt.cassette, keep=self._clean_entry)
         assert self.run_dir is not None
         shutil.copyfile(rt.cassette, self.run_dir / rt.cassette.name)
 
     def _clean_entry(self, entry: Any) -> bool:
         """With redaction on, a cassette carries no entry written raw (e.g. by a `safety.redact: false` run)."""
-        red = self.state.redactor
-        return red.obj(entry.request) == entry.request and red.text(entry.generation.text) == entry.generation.text
+        san = self.state.sanitizer
+        return san.obj(entry.request) == entry.request and san.text(entry.generation.text) == entry.generation.text
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from pytest_genai.report.terminal import write_summary
+        from pytest_genai.report.terminal import write_session_summary
 
         if self.env is not None and not self._dry_run():
-            write_summary(terminalreporter, self)
+            write_session_summary(terminalreporter, self)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 import operator
 import re
-from dataclasses import dataclass
 from typing import Callable, Mapping
+
+from pytest_genai.runlog import Gate
+
+GateResult = Gate  # the run record's gate verdict
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -19,18 +22,6 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 _GATE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
 
 
-@dataclass(frozen=True)
-class GateResult:
-    metric: str
-    expression: str
-    value: float | None
-    passed: bool
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        return {"metric": self.metric, "gate": self.expression, "value": self.value, "passed": self.passed, "reason": self.reason}
-
-
 def parse_gate(expression: str) -> tuple[str, float]:
     m = _GATE.match(expression)
     if not m:
@@ -38,15 +29,15 @@ def parse_gate(expression: str) -> tuple[str, float]:
     return m.group(1), float(m.group(2))
 
 
-def evaluate_gates(gates: Mapping[str, str], metrics: Mapping[str, float]) -> list[GateResult]:
-    out: list[GateResult] = []
+def evaluate_gates(gates: Mapping[str, str], metrics: Mapping[str, float]) -> list[Gate]:
+    out: list[Gate] = []
     for metric, expression in gates.items():
         op, threshold = parse_gate(expression)
         value = metrics.get(metric)
         if value is None:
-            out.append(GateResult(metric, expression, None, False, "not computed by this run"))
+            out.append(Gate(metric, expression, None, False, "not computed by this run"))
         elif isinstance(value, float) and math.isnan(value):
-            out.append(GateResult(metric, expression, value, False, "no data (NaN)"))
+            out.append(Gate(metric, expression, value, False, "no data (NaN)"))
         else:
-            out.append(GateResult(metric, expression, value, _OPS[op](value, threshold)))
+            out.append(Gate(metric, expression, value, _OPS[op](value, threshold)))
     return out

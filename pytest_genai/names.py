@@ -2,35 +2,7 @@
 
 from __future__ import annotations
 
-# Metrics this release computes, plus the ones later features add (so gates on them are
-# not typos, and a gate on a metric the run did not compute fails loudly instead).
-CORE_METRICS: tuple[str, ...] = (
-    "em",
-    "f1",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "latency_p99_ms",
-    "tokens_input_total",
-    "tokens_output_total",
-    "cost_total_usd",
-    "cost_per_question_usd",
-    "error_rate",
-    "cases_total",
-    "cases_evaluated",
-    "env_drift",
-    "determinism_rate",
-    "hit_at_k",
-    "recall_at_k",
-    "mrr",
-    "context_use_rate",
-    "cases_with_gold_docs",
-    "pii_flag_rate",
-    "toxicity_flag_rate",
-    "block_rate",
-    "safety_critical_count",
-)
-LATER_METRICS: tuple[str, ...] = ("pref_win_rate",)
-KNOWN_METRICS: tuple[str, ...] = CORE_METRICS + LATER_METRICS
+# Metric names live in the metric registry (pytest_genai/metrics/registry.py, built-ins in builtin.py).
 
 # Tags set on every run.
 TAG_GIT_COMMIT = "git_commit"
@@ -52,6 +24,11 @@ TAG_INDEX_FINGERPRINT = "index.fingerprint"
 TAG_INDEX_VERSION = "index.version"
 TAG_GATES_PASSED = "genai.gates_passed"
 TAG_PARTIAL = "genai.partial"
+TAG_STATUS = "genai.status"
+TAG_KIND = "genai.kind"
+TAG_REDACTION = "genai.redaction"
+TAG_SCHEMA_VERSION = "genai.schema_version"
+TAG_BASELINE_RUN_ID = "genai.baseline_run_id"
 
 # Names users type for a canonical key. Matched case-insensitively on the last path
 # segment wherever it appears, so `rag.topK` and a top-level `topK` both point home.

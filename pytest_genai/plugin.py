@@ -11,6 +11,12 @@ import pytest
 from pytest_genai.state import STATE_KEY
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_genai import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("genai", "pytest-genai: GenAI evals as pytest items")
     group.addoption("--genai-config", metavar="PATH", default=None,
@@ -40,9 +46,14 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_genai.eval_plugin import EvalPlugin
     from pytest_genai.session import EvalSession, SessionSetupError
 
+    from pytest_genai.registries import registries
+    from pytest_genai.seeding import install_import_hook
+
     repeat = config.getoption("genai_repeat")
     if repeat < 1:
         raise pytest.UsageError(f"--genai-repeat must be at least 1 (got {repeat})")
+    config.hook.pytest_genai_register(registries=registries())  # before validation: gates may name these metrics
+    install_import_hook()  # numpy/torch first imported inside a case get that case's seed
     try:
         genai_config = load_config(config.invocation_params.dir / path)
         state = EvalSession.from_config(genai_config, repeat=repeat, runtime=_runtime(config, genai_config))
@@ -55,7 +66,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def _runtime(config: pytest.Config, genai_config: Any) -> Any:
     from pytest_genai.runtime import Runtime
 
-    concurrency = config.getoption("genai_concurrency") or int(genai_config.get("llm.concurrency") or 1)
+    option = config.getoption("genai_concurrency")
+    concurrency = option if option is not None else int(genai_config.get("llm.concurrency") or 1)
     if concurrency < 1:
         raise pytest.UsageError(f"--genai-concurrency must be at least 1 (got {concurrency})")
     mode = config.getoption("genai_cache")
@@ -71,10 +83,13 @@ def _runtime(config: pytest.Config, genai_config: Any) -> Any:
             raise pytest.UsageError(f"--genai-cassette {cassette_path}: no such file")
         import tempfile
 
-        from pytest_genai.llm.cache import import_cassette
+        from pytest_genai.llm.cache import CassetteError, import_cassette
 
         path = Path(tempfile.mkdtemp(prefix="genai-replay-")) / "cache.sqlite3"  # per process: xdist-safe
-        import_cassette(cassette_path, path)
+        try:
+            import_cassette(cassette_path, path)
+        except CassetteError as exc:
+            raise pytest.UsageError(f"--genai-cassette: {exc}") from None
     return Runtime(mode, path, cassette_path, concurrency)
 
 

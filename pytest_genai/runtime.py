@@ -18,21 +18,23 @@ class Runtime:
     concurrency: int = 1
 
 
-def make_llm(config: Any, runtime: Runtime | None) -> Any:
+def make_llm(config: Any, runtime: Runtime | None, sanitizer: Any = None) -> Any:
     """The configured provider, wrapped in the record/replay cache when one is asked for. In replay the
-    provider is never built: a fork's CI without secrets can run the whole eval."""
+    provider is never built: a fork's CI without secrets can run the whole eval. The cache stores only
+    sanitized requests and answers; its keys are full-length (keyed) hashes of the raw request."""
     from pytest_genai.llm import build_llm
 
     if runtime is None or runtime.cache_mode == "off":
         return build_llm(config)
     from pytest_genai.llm.cache import CachedLLM, ResponseCache
 
-    from pytest_genai.safety.guard import Redactor
+    if sanitizer is None:
+        from pytest_genai.sanitize import Sanitizer
 
+        sanitizer = Sanitizer.from_config(config)
     assert runtime.cache_path is not None
     runtime.cache_path.parent.mkdir(parents=True, exist_ok=True)
-    return CachedLLM.from_config(config, ResponseCache(runtime.cache_path), runtime.cache_mode,  # type: ignore[arg-type]
-                                 redact=Redactor.from_config(config).obj)  # nothing raw in the cache or its cassettes
+    return CachedLLM.from_config(config, ResponseCache(runtime.cache_path), runtime.cache_mode, sanitizer)  # type: ignore[arg-type]
 
 
 def generation_provenance(gen: Any) -> dict[str, Any]:

@@ -70,63 +70,16 @@ class CaseResult:
     blocked: bool = False
     critical: bool = False
 
+    scores: Mapping[str, float] = field(default_factory=dict)  # registered per-case metrics and hook scores
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # what the pipeline put in Answer.metadata (sanitized)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "question": self.question,
-            "answer": self.answer,
-            "answers": list(self.answers),
-            "em": self.em,
-            "f1": self.f1,
-            "latency_ms": self.latency_ms,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cost_usd": self.cost_usd,
-            "seed": self.seed,
-            "error": self.error,
-            "prompt": self.prompt,
-            "outputs_agree": self.outputs_agree,
-            "expect_failures": list(self.expect_failures),
-            "retrieved": [dict(r) for r in self.retrieved],
-            "hit_at_k": self.hit_at_k,
-            "recall_at_k": self.recall_at_k,
-            "reciprocal_rank": self.reciprocal_rank,
-            "context_used": self.context_used,
-            "cached": self.cached,
-            "system_fingerprint": self.system_fingerprint,
-            "safety_flags": None if self.safety_flags is None else list(self.safety_flags),
-            "toxicity": self.toxicity,
-            "blocked": self.blocked,
-            "critical": self.critical,
-        }
+        from pytest_genai.plain import to_plain
+
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CaseResult":
-        return cls(
-            id=d["id"],
-            question=d["question"],
-            answer=d["answer"],
-            answers=tuple(d["answers"]),
-            em=d["em"],
-            f1=d["f1"],
-            latency_ms=d["latency_ms"],
-            input_tokens=d["input_tokens"],
-            output_tokens=d["output_tokens"],
-            cost_usd=d["cost_usd"],
-            seed=d["seed"],
-            error=d.get("error"),
-            prompt=d.get("prompt"),
-            outputs_agree=d.get("outputs_agree"),
-            expect_failures=tuple(d.get("expect_failures", ())),
-            retrieved=tuple(d.get("retrieved", ())),
-            hit_at_k=d.get("hit_at_k"),
-            recall_at_k=d.get("recall_at_k"),
-            reciprocal_rank=d.get("reciprocal_rank"),
-            context_used=d.get("context_used"),
-            cached=d.get("cached"),
-            system_fingerprint=d.get("system_fingerprint"),
-            safety_flags=None if d.get("safety_flags") is None else tuple(d["safety_flags"]),
-            toxicity=d.get("toxicity"),
-            blocked=bool(d.get("blocked", False)),
-            critical=bool(d.get("critical", False)),
-        )
+        from pytest_genai.plain import from_plain
+
+        return from_plain(cls, d)

@@ -133,7 +133,7 @@ class Project:
         return [json.loads(line) for line in (self.run_dirs()[-1] / "results.jsonl").read_text().splitlines()]
 
     def summary(self) -> dict[str, Any]:
-        return json.loads((self.run_dirs()[-1] / "summary.json").read_text())
+        return json.loads((self.run_dirs()[-1] / "run.json").read_text())
 
 
 @pytest.fixture

@@ -190,17 +190,19 @@ def test_cassette_export_import_replay_reproduces_texts(config: GenaiConfig, stu
     assert (tmp_path / "roundtrip.jsonl").read_bytes() == first  # created_at and all survive the round trip
 
 
-def test_a_hand_edited_cassette_is_refused(config: GenaiConfig, open_cache: Any, tmp_path: Path) -> None:
+def test_a_corrupt_cassette_names_file_and_line(config: GenaiConfig, open_cache: Any, tmp_path: Path) -> None:
+    from pytest_genai.llm.cache import CassetteError
+
     cache = open_cache()
     request = request_material("openai_compatible", "m", "http://h/v1", PROMPTS[0], {"temperature": 0}, 1)
     cache.put(request, Generation("Paris", 3, 1, "fp", 12.5))
     cache.close()
     export_cassette(tmp_path / "responses.sqlite3", tmp_path / "c.jsonl")
-    entry = json.loads((tmp_path / "c.jsonl").read_text())
-    entry["request"]["seed"] = 2  # claims another request under the old key
-    (tmp_path / "edited.jsonl").write_text(json.dumps(entry) + "\n")
-    with pytest.raises(ValueError, match=r"edited.jsonl:1: key .* does not match its request"):
-        import_cassette(tmp_path / "edited.jsonl", tmp_path / "other.sqlite3")
+    good = (tmp_path / "c.jsonl").read_text()
+    (tmp_path / "truncated.jsonl").write_text(good + good[:20] + "\n")
+    with pytest.raises(CassetteError, match=r"truncated.jsonl:2: not valid JSON"):
+        import_cassette(tmp_path / "truncated.jsonl", tmp_path / "other.sqlite3")
+    assert import_cassette(tmp_path / "c.jsonl", tmp_path / "good.sqlite3") == 1
     (tmp_path / "broken.jsonl").write_text('{"key": "x"}\n')
     with pytest.raises(ValueError, match="broken.jsonl:1: not a cassette entry"):
         import_cassette(tmp_path / "broken.jsonl", tmp_path / "other.sqlite3")

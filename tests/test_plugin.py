@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +58,7 @@ def test_full_run_logs_one_mlflow_run_and_passes_gates(project: Project) -> None
         assert tag in t
     client = MlflowClient(tracking_uri=project.mlflow_uri)
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.resolved.yaml", "results.jsonl", "renders.jsonl", "gates.json", "summary.json", "eval_set", "env"} <= names
+    assert {"config.resolved.yaml", "results.jsonl", "renders.jsonl", "gates.json", "run.json", "eval_set", "env"} <= names
     results = [json.loads(x) for x in Path(client.download_artifacts(run.info.run_id, "results.jsonl")).read_text().splitlines()]
     assert [r["id"] for r in results] == [c["id"] for c in CASES]
     assert set(results[0]) >= {"id", "question", "answer", "answers", "em", "f1", "latency_ms", "input_tokens", "output_tokens", "cost_usd", "seed", "error"}
@@ -167,17 +169,46 @@ def test_seeded_outputs_independent_of_order_subset_and_workers(project: Project
     assert len(runs) == 4  # one per session, the xdist session included (workers do not log)
 
 
+def _server_that_dies_after_one_request() -> tuple[str, threading.Thread]:
+    """An MLflow-ish endpoint that answers the session-start check, then goes away (a mid-session outage)."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _ok(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"experiments": []}')
+
+        do_GET = do_POST = _ok
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+
+    def serve_once() -> None:
+        server.handle_request()
+        server.server_close()
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{server.server_address[1]}", thread
+
+
 def test_tracking_outage_keeps_local_results_and_upload_recovers(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    project.write_config(tracking__uri="http://127.0.0.1:9")  # nothing listens on the discard port
-    env_timeout = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    for k, v in env_timeout.items():
-        monkeypatch.setenv(k, v)
+    uri, thread = _server_that_dies_after_one_request()
+    project.write_config(tracking__uri=uri)
+    started = time.monotonic()
     result = project.run("--genai-config", "genai.yaml")
+    thread.join(5)
     result.assert_outcomes(passed=4)
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*TRACKING FAILED:*results are safe in*pytest-genai upload*"])
+    assert time.monotonic() - started < 120  # bounded retries: not MLflow's ~4 minutes (generous for a loaded CI box)
     run_dir = project.run_dirs()[-1]
-    assert len(project.last_results()) == 4 and json.loads((run_dir / "summary.json").read_text())["mlflow_run_id"] is None
+    record = json.loads((run_dir / "run.json").read_text())
+    assert len(project.last_results()) == 4 and record["tracking"]["run_id"] is None and record["tracking"]["error"]
     up = subprocess.run([sys.executable, "-m", "pytest_genai.cli", "upload", str(run_dir), "--tracking-uri", project.mlflow_uri,
                          "--experiment", "test-exp"], capture_output=True, text=True)
     assert up.returncode == 0, up.stderr
@@ -278,7 +309,10 @@ def test_repeat_catches_nondeterminism(project: Project) -> None:
 
 def test_env_drift_against_a_lock_file(project: Project) -> None:
     lock = project.path / "requirements.lock"
-    lock.write_text(f"pytest=={pytest.__version__}\nnot-a-real-package-xyz==1.0\npyyaml==0.0.1\n")
+    from pytest_genai.tracking.envlock import installed_distributions
+
+    pins = {n: v for n, v in installed_distributions().items() if n not in ("pytest-genai", "pyyaml")}
+    lock.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())) + "not-a-real-package-xyz==1.0\npyyaml==0.0.1\n")
     project.write_config(env__lock_file="requirements.lock", gates={"env_drift": "== 0"})
     result = project.run("--genai-config", "genai.yaml")
     assert result.ret == 1

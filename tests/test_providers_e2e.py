@@ -90,7 +90,7 @@ def test_xdist_gives_the_same_results_and_one_run(api_project: Project, stub: Op
     xdist = api_project.run("--genai-config", "genai.yaml", "-n", "2", "--genai-concurrency", "4", subprocess=True)
     xdist.assert_outcomes(passed=len(CASES))
     assert stub.request_count == len(CASES)  # each case once: workers do not prefetch what they do not run
-    assert "concurrency 4 not used under pytest-xdist" in xdist.stdout.str()
+    assert "execution plan: pytest-xdist workers, each running its share one case at a time" in xdist.stdout.str()
     assert (answers(api_project), {k: v for k, v in api_project.summary()["metrics"].items() if "latency" not in k}) == single
     client = MlflowClient(tracking_uri=api_project.mlflow_uri)
     assert len(client.search_runs([client.get_experiment_by_name("test-exp").experiment_id])) == 2

@@ -189,26 +189,29 @@ def test_neighbour_of_a_finding_is_judged_as_after_redaction() -> None:
 
 # ----------------------------------------------------------------------------- redaction
 
-_PLACEHOLDER_RE = re.compile(r"<([A-Z]+):([0-9a-f]{6})>")
+_PLACEHOLDER_RE = re.compile(r"<([A-Z]+):([0-9a-f]{12})>")
 
 
 def test_placeholder_format_and_stability() -> None:
     value = "jane.doe@example.com"
-    expected = f"<EMAIL:{hashlib.sha256(value.encode()).hexdigest()[:6]}>"
-    assert placeholder("EMAIL", value) == expected
+    # hashed from the SQuAD-normalised value (lower-case, no punctuation, no articles, one space)
+    expected = f"<EMAIL:{hashlib.sha256(b'janedoeexamplecom').hexdigest()[:12]}>"
+    assert placeholder("EMAIL", value) == expected and _PLACEHOLDER_RE.fullmatch(expected)
     text = f"from {value} to {value} cc other@example.com"
     out = redact(text)
     assert out == f"from {expected} to {expected} cc {placeholder('EMAIL', 'other@example.com')}"
     assert redact(text) == out  # deterministic across calls (and processes: no salt)
     assert placeholder("EMAIL", "other@example.com") != expected
-    assert is_placeholder(expected) and not is_placeholder("<EMAIL:xyz>") and not is_placeholder("<NAME:1a2b3c>")
+    assert placeholder("EMAIL", "Jane.Doe@Example.COM") == expected  # equal under SQuAD normalisation
+    assert is_placeholder(expected) and not is_placeholder("<EMAIL:xyz>") and not is_placeholder("<NAME:1a2b3c4d5e6f>")
+    assert not is_placeholder("<EMAIL:1a2b3c>")  # the 6-hex form of earlier releases is too short to be one
     with pytest.raises(ValueError):
         placeholder("NAME", value)
 
 
 def test_keyed_placeholder_is_hmac() -> None:
     key = b"run-secret"
-    digest = hmac.new(key, b"536-22-1947", hashlib.sha256).hexdigest()[:6]
+    digest = hmac.new(key, b"536221947", hashlib.sha256).hexdigest()[:12]  # normalised: dashes dropped
     assert redact("SSN 536-22-1947", key=key) == f"SSN <SSN:{digest}>"
     assert redact("SSN 536-22-1947", key=key) != redact("SSN 536-22-1947")
 

@@ -11,7 +11,6 @@ from typing import Any, Iterator
 from pytest_genai.config.errors import Problem
 from pytest_genai.config.suggest import suggest_key, suggest_name
 from pytest_genai.config.yaml_lines import Lines, line_of
-from pytest_genai.names import KNOWN_METRICS
 
 # Canonical sections whose features have not landed yet: named as such instead of "unknown key".
 LATER_SECTIONS: dict[str, str] = {}
@@ -50,10 +49,13 @@ def _unknown(data: Any, node: dict[str, Any], prefix: tuple[str, ...], lines: Li
         path = prefix + (key,)
         dotted = ".".join(path)
         if is_gates:
-            if key not in KNOWN_METRICS:
-                hint = suggest_name(key, KNOWN_METRICS)
+            known = gateable_metrics()
+            if key not in known:
+                hint = suggest_name(key, known)
                 tip = f" — did you mean 'gates.{hint}'?" if hint else ""
-                yield Problem(dotted, f"unknown metric '{key}'{tip} (known: {', '.join(KNOWN_METRICS)})", line_of(lines, path))
+                yield Problem(dotted, f"unknown metric '{key}'{tip} (known: {', '.join(known)})", line_of(lines, path))
+            elif (why := unavailable_reason(key)) is not None:
+                yield Problem(dotted, f"metric '{key}' cannot be gated yet: {why}", line_of(lines, path))
             continue
         if key in props:
             yield from _unknown(value, props[key], path, lines, paths)
@@ -83,6 +85,8 @@ def _message(err: Any) -> str:
         return f"{err.instance!r} is not a comparison; write it like '>= 0.6', '<= 1200' or '== 0'"
     if err.validator == "pattern" and list(err.absolute_path)[-1:] == ["api_key"]:
         return "must be an environment reference like '${OPENAI_API_KEY}', never the key itself"
+    if err.validator == "pattern" and list(err.absolute_path) == ["safety", "redact_key"]:
+        return "must be an environment reference like '${GENAI_REDACT_KEY}', never the key itself"
     if err.validator == "pattern" and list(err.absolute_path)[-1:] == ["pipeline"]:
         return f"{err.instance!r} is neither 'builtin:<name>' nor 'package.module:factory'"
     return err.message
@@ -101,6 +105,13 @@ def semantic_problems(data: Any, lines: Lines) -> list[Problem]:
         if isinstance(reranker, dict) and reranker.get("type") == "cross_encoder" and "path" not in reranker:
             out.append(Problem("rag.reranker.path", "a cross_encoder reranker needs the path of a local model folder",
                                line_of(lines, ("rag", "reranker"))))
+    llm = data.get("llm") if isinstance(data, dict) else None
+    provider = llm.get("provider") if isinstance(llm, dict) else None
+    if isinstance(provider, str):
+        from pytest_genai.registries import PROVIDERS
+
+        if provider not in PROVIDERS:
+            out.append(Problem("llm.provider", PROVIDERS.unknown_message(provider), line_of(lines, ("llm", "provider"))))
     if isinstance(data, dict) and data.get("pipeline") == "builtin:rag" and "rag" not in data:
         out.append(Problem("rag", "pipeline builtin:rag needs a rag section (at least rag.corpus)", line_of(lines, ("pipeline",))))
     return out
@@ -116,3 +127,17 @@ def apply_defaults(data: dict[str, Any], node: dict[str, Any] | None = None) -> 
         if isinstance(out.get(key), dict) and sub.get("type") == "object":
             out[key] = apply_defaults(out[key], sub)
     return out
+
+
+def gateable_metrics() -> tuple[str, ...]:
+    """Gate names come from the metric registry (built-ins and whatever a conftest registered)."""
+    import pytest_genai.metrics.builtin  # noqa: F401 - registers the built-ins
+    from pytest_genai.metrics.registry import METRICS
+
+    return METRICS.names()
+
+
+def unavailable_reason(name: str) -> str | None:
+    from pytest_genai.metrics.registry import METRICS
+
+    return METRICS.get(name).available

@@ -37,17 +37,15 @@ class LLMError(Exception):
     pass
 
 
-_PROVIDERS: dict[str, str] = {
-    "hf_local": "pytest_genai.llm.hf_local:HFLocalLLM.from_config",
-    "openai_compatible": "pytest_genai.llm.openai_compatible:OpenAICompatibleLLM.from_config",
-}
-
-
 def build_llm(config: Any) -> LLM:
-    name = config.get("llm.provider")
-    target = _PROVIDERS.get(name)
-    if target is None:
-        raise config.error("llm.provider", f"unknown provider {name!r} (known: {', '.join(sorted(_PROVIDERS))})")
-    from pytest_genai.resolve import import_target
+    """The provider registered under `llm.provider` (built-ins in pytest_genai/registries.py; a conftest adds
+    its own through the `pytest_genai_register` hook)."""
+    from pytest_genai.registries import PROVIDERS
+    from pytest_genai.registry import UnknownName
 
-    return import_target(target)(config)
+    name = config.get("llm.provider")
+    try:
+        factory = PROVIDERS.get(name)
+    except UnknownName as exc:
+        raise config.error("llm.provider", str(exc)) from None
+    return factory(config)

@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import re
 import os
 import sqlite3
 import tempfile
@@ -189,9 +190,10 @@ class ResponseCache:
             row = self._db().execute("SELECT key, request, generation, created_at FROM responses WHERE key = ?", (key,)).fetchone()
         return _entry(row) if row else None
 
-    def put(self, request: Mapping[str, Any], generation: Generation, created_at: str | None = None) -> str:
-        """Store (or overwrite) the answer to `request`; returns its key."""
-        key = request_key(request)
+    def put(self, request: Mapping[str, Any], generation: Generation, created_at: str | None = None,
+            key: str | None = None) -> str:
+        """Store (or overwrite) the answer to `request` (sanitized) under `key` (of the raw request); returns the key."""
+        key = key or request_key(request)
         row = (key, _dumps(_normalise(request)), _dumps(_generation_json(generation)), created_at or _now())
         with self._lock:
             self._db().execute(_UPSERT, row)
@@ -252,11 +254,15 @@ class CachedLLM:
 
     def __init__(self, inner: LLM | Callable[[], LLM], cache: ResponseCache | None, mode: CacheMode, provider: str,
                  base_url: str | None, *, params: Mapping[str, Any], model_id: str | None = None,
-                 model_sha256: str | None = None, redact: Callable[[Any], Any] | None = None) -> None:
+                 model_sha256: str | None = None, redact: Callable[[Any], Any] | None = None,
+                 digest: Callable[[bytes], str] | None = None) -> None:
         self.mode = parse_mode(mode)
         # With redaction, keys and stored requests/answers are computed on the redacted material: nothing
         # raw is stored, and a redacted cassette still replays (its keys recompute to the same values).
         self._redact: Callable[[Any], Any] = redact or (lambda x: x)
+        # Keys are full-length hashes of the RAW material (keyed with safety.redact_key), never of placeholders:
+        # two values whose short placeholders collide never share a key; a replay recomputes the same key.
+        self._digest: Callable[[bytes], str] = digest or (lambda b: hashlib.sha256(b).hexdigest())
         if self.mode != "off" and cache is None:
             raise ValueError(f"cache mode {mode!r} needs a ResponseCache")
         is_instance = hasattr(inner, "generate")
@@ -277,7 +283,7 @@ class CachedLLM:
 
     @classmethod
     def from_config(cls, config: Any, cache: ResponseCache | None, mode: CacheMode,
-                    inner: LLM | Callable[[], LLM] | None = None,
+                    sanitizer: Any = None, inner: LLM | Callable[[], LLM] | None = None,
                     redact: Callable[[Any], Any] | None = None) -> "CachedLLM":
         """Keyed from the config; the provider is built lazily with `build_llm(config)` unless given.
         A base_url given as `${ENV}` is keyed by that reference, never by its secret value."""
@@ -291,7 +297,9 @@ class CachedLLM:
             base_url = (config.public.get("llm") or {}).get("base_url")
         return cls(inner if inner is not None else factory, cache, mode, str(config.get("llm.provider")), base_url,
                    params=generation_params(config), model_id=str(config.get("llm.model_id")),
-                   model_sha256=config.get("llm.model_sha256"), redact=redact)
+                   model_sha256=config.get("llm.model_sha256"),
+                   redact=sanitizer.obj if sanitizer is not None else redact,
+                   digest=sanitizer.digest if sanitizer is not None else None)
 
     @property
     def inner(self) -> LLM:
@@ -319,10 +327,17 @@ class CachedLLM:
             return dict(self._stats)
 
     def key_for(self, messages: Sequence[Message], *, seed: int | None) -> str:
-        return request_key(self._material(messages, seed))
+        return self._key(self._raw(messages, seed))
+
+    def _raw(self, messages: Sequence[Message], seed: int | None) -> dict[str, Any]:
+        return request_material(self.provider, self.model_id, self.base_url, messages, self.params, seed)
+
+    def _key(self, raw: Mapping[str, Any]) -> str:
+        canonical = json.dumps(_normalise(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return self._digest(canonical.encode())
 
     def _material(self, messages: Sequence[Message], seed: int | None) -> dict[str, Any]:
-        return self._redact(request_material(self.provider, self.model_id, self.base_url, messages, self.params, seed))
+        return self._redact(self._raw(messages, seed))
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -332,8 +347,8 @@ class CachedLLM:
         if self.mode == "off":
             return self.inner.generate(messages, seed=seed)
         assert self.cache is not None
-        material = self._material(messages, seed)
-        key = request_key(material)
+        raw = self._raw(messages, seed)
+        key = self._key(raw)
         if self.mode in ("read-write", "replay"):
             entry = self.cache.get(key)
             if entry is not None:
@@ -346,7 +361,7 @@ class CachedLLM:
         gen = self.inner.generate(messages, seed=seed)
         if gen.latency_ms is None:
             gen = replace(gen, latency_ms=(time.perf_counter() - started) * 1000)
-        self.cache.put(material, replace(gen, text=self._redact(gen.text)))
+        self.cache.put(self._redact(raw), replace(gen, text=self._redact(gen.text)), key=key)
         self._count("stored")
         return replace(gen, cached=False)
 
@@ -389,25 +404,41 @@ def export_cassette(cache_path: str | os.PathLike[str], out_path: str | os.PathL
     return len(entries)
 
 
+class CassetteError(ValueError):
+    """A cassette line that cannot be read; `str()` is `path:line: message`."""
+
+    def __init__(self, path: Path, line: int, message: str) -> None:
+        self.path, self.line, self.message = path, line, message
+        super().__init__(f"{path}:{line}: {message}")
+
+
 def import_cassette(path: str | os.PathLike[str], cache_path: str | os.PathLike[str]) -> int:
     """Load a cassette into a cache (overwriting same keys), all or nothing; returns the entry count.
-    Each line's key is recomputed from its request: a hand-edited request is refused, not replayed."""
+    Keys are hashes of the raw requests (which the cassette never holds), so they are taken as written."""
     path = Path(path)
     entries: list[CacheEntry] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise CassetteError(path, 1, f"not UTF-8 text ({exc.reason})") from None
+    if True:
+        for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 data = json.loads(line)
+            except ValueError as exc:
+                raise CassetteError(path, lineno, f"not valid JSON: {exc}") from None
+            try:
                 request = data["request"]
                 if not isinstance(request, dict):
                     raise ValueError("'request' must be an object")
                 entry = CacheEntry(str(data["key"]), request, _generation_from(data["generation"]), str(data["created_at"]))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ValueError(f"{path}:{lineno}: not a cassette entry ({exc})") from None
-            if request_key(request) != entry.key:
-                raise ValueError(f"{path}:{lineno}: key {entry.key} does not match its request (edited by hand?)")
+                raise CassetteError(path, lineno, f"not a cassette entry ({type(exc).__name__}: {exc}); "
+                                    "expected {key, request, generation, created_at}") from None
+            if not re.fullmatch(r"[0-9a-f]{64}", entry.key):
+                raise CassetteError(path, lineno, f"key {entry.key[:80]!r} is not a 64-hex request hash")
             entries.append(entry)
     with ResponseCache(cache_path) as cache:
         cache.put_many(entries)

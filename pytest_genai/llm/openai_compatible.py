@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping, NoReturn
+from typing import ClassVar, Any, Mapping, NoReturn
 from urllib.parse import urlsplit
 
 from pytest_genai.llm.base import Generation, LLMError, Message
@@ -75,6 +75,7 @@ class _Response:
 class OpenAICompatibleLLM:
     """`generate` POSTs `{base_url}/chat/completions` with model, messages, temperature, max_tokens, seed."""
 
+    concurrent: ClassVar[bool] = True  # thread-safe (a connection per thread); randomness is the request's seed
     model_id: str
     base_url: str
     api_key: str | None = field(default=None, repr=False)

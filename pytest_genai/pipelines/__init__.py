@@ -1,5 +1,5 @@
-"""Pipelines: the protocol and the built-ins (`builtin:<name>`)."""
+"""Pipelines: the protocols and the built-ins (`builtin:<name>`)."""
 
-from pytest_genai.pipelines.base import Pipeline, build_pipeline
+from pytest_genai.pipelines.base import BatchPipeline, Capabilities, Pipeline, build_pipeline, capabilities
 
-__all__ = ["Pipeline", "build_pipeline"]
+__all__ = ["BatchPipeline", "Capabilities", "Pipeline", "build_pipeline", "capabilities"]

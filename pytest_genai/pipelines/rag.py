@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from pytest_genai import names
 from pytest_genai.llm import LLM
 from pytest_genai.prompts import PromptTemplate, render_as_text
-from pytest_genai.runtime import Runtime, generation_provenance, make_llm
+from pytest_genai.pipelines.llm import can_batch
+from pytest_genai.runtime import generation_provenance
 from pytest_genai.rag.retrieval import BuildInfo, Hit, Retriever, build_retriever
-from pytest_genai.seeding import case_seed
 from pytest_genai.types import Answer, Case, Usage
 
 
@@ -20,28 +20,36 @@ class RAGPipeline:
     retriever: Retriever
     llm: LLM
     prompt: PromptTemplate
-    seed: int
+    seed_for: Callable[[Case], int]
     max_context_tokens: int
     build_info: BuildInfo
+    concurrent: bool = False  # the provider's declaration; retrieval itself is read-only and thread-safe
+    batchable: bool = False
 
     @classmethod
-    def from_config(cls, config: Any, prompt: PromptTemplate | None, runtime: Runtime | None = None) -> "RAGPipeline":
-        if prompt is None:
+    def from_context(cls, ctx: Any) -> "RAGPipeline":
+        config = ctx.config
+        if ctx.prompt is None:
             raise config.error("prompt", "builtin:rag needs a prompt: set prompt.id and prompt.version")
         retriever, info = build_retriever(config)
-        return cls(retriever, make_llm(config, runtime), prompt, int(config.get("seed")), int(config.get("rag.max_context_tokens")), info)
+        return cls(retriever, ctx.llm, ctx.prompt, ctx.seed_for, int(config.get("rag.max_context_tokens")), info,
+                   ctx.llm_concurrent, can_batch(ctx))
 
-    def __call__(self, case: Case) -> Answer:
+    def probe_variables(self, case: Case) -> dict[str, Any]:
+        """What the prompt sees, with a stand-in context (no retrieval needed to check the template)."""
+        return {"question": case.question, "contexts": ["(context)"], "context": "(context)", "case": case}
+
+    def __call__(self, case: Case, seed: int | None = None) -> Answer:
         hits, messages, retrieval_ms = self._prepare(case)
         started = time.perf_counter()
-        gen = self.llm.generate(messages, seed=case_seed(self.seed, case.id))
+        gen = self.llm.generate(messages, seed=self.seed_for(case) if seed is None else seed)
         return self._answer(hits, messages, gen, retrieval_ms, (time.perf_counter() - started) * 1000)
 
-    def batch(self, cases: list[Case]) -> list[Answer]:
-        """Retrieval per case, then one batched generation (hf_local, llm.batch_size)."""
+    def batch(self, cases: list[Case], seeds: list[int]) -> list[Answer]:
+        """Retrieval per case, then one batched generation (llm.batch_size)."""
         prepared = [self._prepare(c) for c in cases]
         started = time.perf_counter()
-        gens = self.llm.generate_batch([p[1] for p in prepared], seeds=[case_seed(self.seed, c.id) for c in cases])  # type: ignore[attr-defined]
+        gens = self.llm.generate_batch([p[1] for p in prepared], seeds=list(seeds))  # type: ignore[attr-defined]
         llm_ms = (time.perf_counter() - started) * 1000
         return [self._answer(h, m, g, r_ms, llm_ms, batched=True) for (h, m, r_ms), g in zip(prepared, gens)]
 

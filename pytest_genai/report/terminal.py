@@ -1,9 +1,15 @@
-"""The end-of-session table: metric, value, gate, verdict, and where the run went."""
+"""The end-of-session table (metric, value, gate, verdict) and where the run went, rendered from the run
+record only: the same lines at the end of a session and in `pytest-genai show`."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterable, NamedTuple
+
+
+class Line(NamedTuple):
+    text: str
+    style: str = ""  # "", bold, red, green, yellow, red-bold, green-bold
 
 
 def fmt(value: float | None) -> str:
@@ -16,54 +22,97 @@ def fmt(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) >= 1e-3 else f"{value:.3e}"
 
 
-def write_summary(tr: Any, plugin: Any) -> None:
-    tr.section("pytest-genai", sep="=", bold=True)
-    env = plugin.env
-    if env is not None and env.drift:
-        tr.write_line(f"env drift: {env.drift} package(s) differ from {env.lock_path.name}:", yellow=True)
-        for line in env.lines()[:20]:
-            tr.write_line(f"  {line}", yellow=True)
-    if env is not None and env.lock_hash is None:
-        tr.write_line(f"env: lock file {env.wanted} not found: env_drift is not computed (a gate on it fails)", yellow=True)
-    if plugin.prompt_check_error:
-        tr.write_line(f"warning: {plugin.prompt_check_error}", yellow=True)
-    summary = plugin.summary
-    if summary is None:
-        tr.write_line("no case ran; nothing was logged")
-        return
-    gates = {g.metric: g for g in summary.gates}
-    rows = [("metric", "value", "gate", "result")]
-    shown = [m for m in summary.metrics if m in gates or m not in ("cases_total", "cases_evaluated")]
-    for metric in ["cases_total", "cases_evaluated"] + shown + [m for m in gates if m not in summary.metrics]:
+def _metric_order(record: Any) -> list[str]:
+    import pytest_genai.metrics.builtin  # noqa: F401
+    from pytest_genai.metrics.registry import METRICS
+
+    names = [n for n in METRICS if n in record.metrics]
+    return names + [n for n in record.metrics if n not in names]
+
+
+def summary_lines(record: Any) -> list[Line]:
+    """The metric table with units and gate verdicts, then status and errors: everything from the record."""
+    from pytest_genai.metrics.registry import METRICS
+
+    out: list[Line] = []
+    p = record.provenance
+    if p.env_drift:
+        out.append(Line(f"env drift: {p.env_drift} package(s) differ from {p.env_lock_file}:", "yellow"))
+        out += [Line(f"  {ln}", "yellow") for ln in p.env_drift_lines[:20]]
+    if p.env_lock_hash is None:
+        out.append(Line(f"env: lock file {p.env_lock_file or '(none configured)'} not found: env_drift is not computed "
+                        "(a gate on it fails)", "yellow"))
+    gates = {g.metric: g for g in record.gates}
+    rows = [("metric", "value", "unit", "gate", "result")]
+    for metric in _metric_order(record) + [m for m in gates if m not in record.metrics]:
         g = gates.get(metric)
-        verdict = "" if g is None else ("pass" if g.passed else ("FAIL" if summary.enforced else "fail (not enforced)"))
+        verdict = "" if g is None else ("pass" if g.passed else ("FAIL" if record.gates_enforced else "fail (not enforced)"))
         if g is not None and g.reason:
             verdict += f" ({g.reason})"
-        rows.append((metric, fmt(summary.metrics.get(metric)), g.expression.strip() if g else "", verdict))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        unit = METRICS.get(metric).unit if metric in METRICS else ""
+        rows.append((metric, fmt(record.metrics.get(metric)), unit, g.expression.strip() if g else "", verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for i, row in enumerate(rows):
-        line = "  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip()
-        failed = row[3].startswith("FAIL")
-        tr.write_line(line, bold=i == 0, red=failed, green=row[3] == "pass")
-    if summary.partial:
-        note = "enforced (--genai-enforce-gates)" if summary.enforced else "NOT enforced"
-        tr.write_line(f"partial run: {int(summary.metrics['cases_evaluated'])} of {int(summary.metrics['cases_total'])} cases; gates {note}; tagged genai.partial=true", yellow=True)
-    if plugin.local_error:
-        tr.write_line(f"LOCAL RESULTS FAILED: {plugin.local_error}; nothing was sent to MLflow", red=True, bold=True)
-    else:
-        tr.write_line(f"local results: {plugin.run_dir}")
-    if plugin.run_id:
-        uri = plugin.state.config.redact(plugin.tracking_uri) or "MLflow default"
-        tr.write_line(f"mlflow run: {plugin.run_id} (experiment {plugin.experiment!r}, tracking uri {uri})")
-    elif plugin.tracking_error:
-        tr.write_line(
-            f"TRACKING FAILED: {plugin.tracking_error}. The results are safe in {plugin.run_dir}; "
-            f"log them later with: pytest-genai upload {plugin.run_dir}", red=True, bold=True)
-    elif not plugin.tracking_enabled:
-        tr.write_line("mlflow: tracking.enabled is false; nothing logged")
-    failing = summary.failing_gates
-    if failing and summary.enforced:
+        text = "  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip()
+        out.append(Line(text, "bold" if i == 0 else ("red" if row[4].startswith("FAIL") else ("green" if row[4] == "pass" else ""))))
+    if record.status != "complete":
+        note = "enforced (--genai-enforce-gates)" if record.gates_enforced else "NOT enforced"
+        out.append(Line(f"{record.status} run: {fmt(record.metrics.get('cases_evaluated'))} of "
+                        f"{fmt(record.metrics.get('cases_total'))} cases; gates {note}; tagged genai.partial=true", "yellow"))
+    for error in record.errors:
+        out.append(Line(f"RUN ERROR: {error}", "red-bold"))
+    return out
+
+
+def verdict_lines(record: Any) -> list[Line]:
+    failing = record.failing_gates
+    if failing and record.gates_enforced:
         parts = [f"{g.metric}={fmt(g.value)} (gate {g.expression.strip()}{', ' + g.reason if g.reason else ''})" for g in failing]
-        tr.write_line(f"GATES FAILED: {'; '.join(parts)}", red=True, bold=True)
-    elif summary.gates and summary.enforced:
-        tr.write_line(f"gates passed: {len(summary.gates)} of {len(summary.gates)}", green=True)
+        return [Line(f"GATES FAILED: {'; '.join(parts)}", "red-bold")]
+    if record.gates and record.gates_enforced:
+        return [Line(f"gates passed: {len(record.gates)} of {len(record.gates)}", "green")]
+    return []
+
+
+def tracking_lines(record: Any, run_dir: Any, local_error: str | None = None, tracking_enabled: bool = True) -> list[Line]:
+    t = record.tracking if record is not None else None
+    out: list[Line] = []
+    if local_error:
+        out.append(Line(f"LOCAL RESULTS FAILED: {local_error}; nothing was sent to MLflow", "red-bold"))
+    elif run_dir is not None:
+        out.append(Line(f"local results: {run_dir}"))
+    if t is not None and t.run_id:
+        out.append(Line(f"mlflow run: {t.run_id} (experiment {t.experiment!r}, tracking uri {t.uri or 'MLflow default'})"))
+    elif t is not None and t.error:
+        out.append(Line(f"TRACKING FAILED: {t.error}. The results are safe in {run_dir}; log them later with: "
+                        f"pytest-genai upload {run_dir}", "red-bold"))
+    elif not tracking_enabled:
+        out.append(Line("mlflow: tracking.enabled is false; nothing logged"))
+    return out
+
+
+def write_lines(tr: Any, lines: Iterable[Line]) -> None:
+    for line in lines:
+        style = {s: True for s in line.style.split("-") if s}
+        tr.write_line(line.text, **style)
+
+
+def write_session_summary(tr: Any, plugin: Any) -> None:
+    tr.section("pytest-genai", sep="=", bold=True)
+    if plugin.prompt_check_error:
+        tr.write_line(f"warning: {plugin.prompt_check_error}", yellow=True)
+    record = plugin.record
+    if record is None:
+        tr.write_line("no case ran; nothing was logged")
+        return
+    write_lines(tr, summary_lines(record))
+    for extra in plugin.config.hook.pytest_genai_terminal_lines(record=record):
+        for text in extra or ():
+            tr.write_line(plugin.state.sanitizer.text(str(text)) or "")
+    shown = record
+    if plugin.tracking_error and (record.tracking.error is None):
+        from dataclasses import replace
+
+        shown = replace(record, tracking=replace(record.tracking, error=plugin.tracking_error))
+    write_lines(tr, tracking_lines(shown, plugin.run_dir, plugin.local_error, plugin.tracking_enabled))
+    write_lines(tr, verdict_lines(record))

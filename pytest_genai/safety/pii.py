@@ -5,7 +5,7 @@ the shape alone cannot (Luhn for cards, mod-97 for IBANs, reserved SSN ranges, `
 a JSON header for JWTs). Precision is favoured over recall: a flag fails a gate or blocks an answer,
 so a date or a version number must not look like a phone number or an IP address.
 
-A placeholder `<EMAIL:1a2b3c>` is itself detected as an EMAIL finding, so a metric computed on
+A placeholder `<EMAIL:1a2b3c4d5e6f>` is itself detected as an EMAIL finding, so a metric computed on
 redacted artifacts counts what it counted on the raw text, and `redact` is idempotent.
 """
 
@@ -21,6 +21,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Iterator
+
+from pytest_genai.metrics.text import normalize_answer
 
 PII_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "CARD", "SSN", "IBAN", "IP", "SECRET")
 
@@ -41,21 +43,25 @@ class Finding:
 
 # --------------------------------------------------------------------------- placeholders
 
-_PLACEHOLDER = re.compile(r"<(" + "|".join(PII_TYPES) + r"):([0-9a-f]{6})>")
+PLACEHOLDER_HEX = 12  # 48 bits: a chance collision becomes likely only around 16 million distinct values
+
+# Up to 64 so that a longer (future) placeholder is still recognised, and redaction stays idempotent.
+_PLACEHOLDER = re.compile(r"<(" + "|".join(PII_TYPES) + r"):([0-9a-f]{%d,64})>" % PLACEHOLDER_HEX)
 
 
 def placeholder(type_: str, value: str, key: bytes | None = None) -> str:
-    """`<TYPE:xxxxxx>`: the first 6 hex of sha256(value), or of HMAC-sha256(key, value) when keyed.
+    """`<TYPE:xxxxxxxxxxxx>`: the first 12 hex of HMAC-SHA256(key, v), or of sha256(v) unkeyed.
 
-    Equal values get equal placeholders, so redacted answers stay comparable across cases and runs.
-    Unkeyed, a short hash of a low-entropy value (an SSN, a known e-mail) can be confirmed by
-    guessing; pass a secret `key` where that matters.
+    `v` is the SQuAD-normalised value (`metrics.text.normalize_answer`), so values that EM counts
+    as equal ("John.Doe@Example.com", "john.doe@example.com") get one placeholder and EM/F1 scores
+    survive redaction. Unkeyed, a hash of a low-entropy value (an SSN, a known e-mail) can be
+    confirmed by guessing: pass a secret `key` where that matters.
     """
     if type_ not in PII_TYPES:
         raise ValueError(f"unknown PII type {type_!r}; known: {', '.join(PII_TYPES)}")
-    raw = value.encode("utf-8")
+    raw = (normalize_answer(value) or value).encode("utf-8")
     digest = hmac.new(key, raw, hashlib.sha256).hexdigest() if key is not None else hashlib.sha256(raw).hexdigest()
-    return f"<{type_}:{digest[:6]}>"
+    return f"<{type_}:{digest[:PLACEHOLDER_HEX]}>"
 
 
 def is_placeholder(value: str) -> bool:
@@ -351,6 +357,8 @@ def _secrets(text: str) -> Iterator[_Span]:
         yield m.span()
 
 
+# `pytest_genai.sanitize` skips detection for text with no digit, '@' or '<' and none of AKIA, ASIA,
+# eyJ, -----BEGIN: every finding (and placeholder) holds one of these; keep that true for a new detector.
 _DETECTORS: dict[str, Callable[[str], Iterator[_Span]]] = {  # PHONE runs afterwards, see `detect`
     "EMAIL": _emails, "CARD": _cards, "SSN": _ssns, "IBAN": _ibans, "IP": _ips, "SECRET": _secrets,
 }

@@ -1,17 +1,17 @@
-"""The local run folder: every result is on disk before any network call."""
+"""The local run folder: the run record and every artifact on disk before any network call.
+Every file passes the session's one sanitizer."""
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-SUMMARY = "summary.json"
+from pytest_genai.runlog import RunRecord, write_run
 
 
 def new_run_dir(root: Path, config_hash: str) -> Path:
@@ -28,74 +28,63 @@ def new_run_dir(root: Path, config_hash: str) -> Path:
             path = base.with_name(f"{base.name}-{n}")
 
 
-def write_run_dir(run_dir: Path, session: Any, summary: Any, env: Any) -> None:
-    """Artifacts as plain files: config, prompt, renders, eval-set snapshot, results, env, gates."""
-    cfg = session.config
-    red = session.redactor  # typed placeholders for PII and secrets in every file below
+def check_results_dir(root: Path) -> str | None:
+    """At session start: can a run folder be written under `root`? (None, or why not)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-probe-{time.time_ns()}"
+        probe.write_text("ok", "utf-8")
+        probe.unlink()
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
-    def scrub(obj: Any) -> Any:  # PII placeholders, then secret values and URL credentials
-        obj = red.obj(obj)
-        if isinstance(obj, dict):
-            return {k: scrub(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [scrub(v) for v in obj]
-        return cfg.redact(obj) if isinstance(obj, str) else obj
+
+def write_run_dir(run_dir: Path, session: Any, record: RunRecord, env: Any) -> None:
+    """Artifacts as plain files: config, prompt, renders, eval-set snapshot, env, index manifest; then the record."""
+    cfg, san = session.config, session.sanitizer
     (run_dir / "config.resolved.yaml").write_text(
         f"# resolved from {cfg.path.name}; config_hash {cfg.hash}; secrets shown as their ${{ENV}} reference\n"
-        + yaml.safe_dump(scrub(json.loads(json.dumps(cfg.public))), sort_keys=False), "utf-8")
+        + yaml.safe_dump(san.obj(json.loads(json.dumps(cfg.public))), sort_keys=False), "utf-8")
     if session.prompt is not None:
         (run_dir / "prompt").mkdir()
-        (run_dir / "prompt" / session.prompt.path.name).write_text(red.text(session.prompt.path.read_text("utf-8")) or "", "utf-8")
+        (run_dir / "prompt" / session.prompt.path.name).write_text(san.text(session.prompt.path.read_text("utf-8")) or "", "utf-8")
     (run_dir / "eval_set").mkdir()
-    (run_dir / "eval_set" / session.eval_set.path.name).write_bytes(_snapshot(session.eval_set.raw, red))
-    with (run_dir / "results.jsonl").open("w", encoding="utf-8") as fh:
-        for r in summary.results:
-            d = r.to_dict()
-            d.pop("prompt")
-            fh.write(dumps(d) + "\n")
+    (run_dir / "eval_set" / session.eval_set.path.name).write_bytes(_snapshot(session.eval_set.raw, san))
     with (run_dir / "renders.jsonl").open("w", encoding="utf-8") as fh:
-        for r in summary.results:
+        for r in record.results:
             fh.write(json.dumps({"id": r.id, "prompt": r.prompt}, ensure_ascii=False) + "\n")
-    fingerprint = summary.tags.get("index.fingerprint")
+    fingerprint = record.provenance.index_fingerprint
     if fingerprint:
         from pytest_genai.rag.index import index_dir
 
         manifest = index_dir(fingerprint) / "manifest.json"
         if manifest.is_file():
             (run_dir / "index").mkdir()
-            shutil.copyfile(manifest, run_dir / "index" / "manifest.json")
+            data = san.obj(json.loads(manifest.read_text("utf-8")))
+            (run_dir / "index" / "manifest.json").write_text(json.dumps(data, indent=2, ensure_ascii=False), "utf-8")
     (run_dir / "env").mkdir()
-    (run_dir / "env" / "installed.txt").write_text(env.installed_text(), "utf-8")
+    (run_dir / "env" / "installed.txt").write_text(san.text(env.installed_text()) or "", "utf-8")
     if env.lock_path is not None:
-        shutil.copyfile(env.lock_path, run_dir / "env" / env.lock_path.name)
-    (run_dir / "env" / "drift.json").write_text(json.dumps({
-        "drift": env.drift, "mismatched": env.mismatched, "missing": env.missing, "extra": env.extra}, indent=2), "utf-8")
+        (run_dir / "env" / env.lock_path.name).write_text(san.text(env.lock_path.read_text("utf-8")) or "", "utf-8")
+    (run_dir / "env" / "drift.json").write_text(json.dumps(san.obj({
+        "drift": env.drift, "mismatched": env.mismatched, "missing": env.missing, "extra": env.extra}), indent=2), "utf-8")
     (run_dir / "gates.json").write_text(dumps({
-        "passed": summary.gates_passed, "enforced": summary.enforced, "partial": summary.partial,
-        "gates": [g.to_dict() for g in summary.gates]}, indent=2), "utf-8")
-    write_summary(run_dir, {
-        "metrics": summary.metrics, "params": scrub(summary.params), "tags": scrub(summary.tags),
-        "experiment": cfg.get("tracking.experiment"), "mlflow_run_id": None,
-    })
+        "passed": record.gates_passed, "enforced": record.gates_enforced, "status": record.status,
+        "gates": [g.to_dict() for g in record.gates]}, indent=2), "utf-8")
+    write_run(run_dir, record)
 
 
-def _snapshot(raw: bytes, red: Any) -> bytes:
-    """The eval set as run, line for line; redacted when redaction is on (its hash tag is of the raw file)."""
-    if not red.enabled:
-        return raw
+def _snapshot(raw: bytes, san: Any) -> bytes:
+    """The eval set as run, line for line, sanitized (its hash tag is of the raw file)."""
     lines = raw.decode("utf-8-sig").split("\n")
-    out = [json.dumps(red.obj(json.loads(line)), ensure_ascii=False) if line.strip() else line for line in lines]
+    out = []
+    for line in lines:
+        try:
+            out.append(json.dumps(san.obj(json.loads(line)), ensure_ascii=False) if line.strip() else line)
+        except ValueError:
+            out.append(san.text(line) or "")
     return "\n".join(out).encode("utf-8")
-
-
-def write_summary(run_dir: Path, data: dict[str, Any]) -> None:
-    tmp = run_dir / (SUMMARY + ".tmp")
-    tmp.write_text(dumps(data, indent=2, sort_keys=True), "utf-8")
-    tmp.replace(run_dir / SUMMARY)
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / SUMMARY).read_text("utf-8"))
 
 
 def dumps(data: Any, **kwargs: Any) -> str:

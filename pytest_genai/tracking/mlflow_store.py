@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from pytest_genai.tracking.local import read_summary, write_summary
+from pytest_genai.runlog import read_run, write_record
 
 MAX_PARAM_CHARS = 6000  # MLflow truncates longer values silently; we cut them visibly
 
@@ -42,11 +42,11 @@ def resolve_uri(uri: str | None, base_dir: Path) -> str | None:
 
 
 @contextmanager
-def _fail_fast() -> Iterator[None]:
-    """For the start-of-session check only: an unreachable server answers in seconds, not minutes."""
+def _bounded(retries: int = 0, timeout: int = 10) -> Iterator[None]:
+    """An unreachable server answers in seconds, not after MLflow's default ~4 minutes of retries."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout)
     try:
         yield
     finally:
@@ -55,6 +55,27 @@ def _fail_fast() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def check_store(uri: str | None) -> str | None:
+    """At session start: None if the tracking store can be written, else why not. A sqlite file is checked
+    without importing MLflow (its folder must be writable); a server is asked once, with no retries."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        folder = path.parent if str(path.parent) else Path(".")
+        if path.exists() and not os.access(path, os.W_OK):
+            return f"the sqlite store {path} is not writable"
+        if not path.exists() and not (folder.is_dir() and os.access(folder, os.W_OK)):
+            return f"the folder of the sqlite store {path} does not exist or is not writable"
+        return None
+    if uri.startswith(("http://", "https://")):
+        try:
+            with _quiet(), _bounded(0, 5):
+                _client(uri).search_experiments(max_results=1)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
 
 
 def _active_parent(uri: str | None) -> Any:
@@ -67,24 +88,25 @@ def _active_parent(uri: str | None) -> Any:
 
 
 def log_run_dir(run_dir: Path, uri: str | None, experiment: str) -> str:
-    """Create the run, log params/metrics/tags in batches and the folder as artifacts; return the run id."""
-    with _quiet():
+    """Create the run, log params/metrics/tags in batches and the folder as artifacts; return the run id.
+    The run record in the folder is what is logged; its `tracking` part records where it went."""
+    with _quiet(), _bounded(2, 15):
         return _log_run_dir(run_dir, uri, experiment)
 
 
 def _log_run_dir(run_dir: Path, uri: str | None, experiment: str) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
-    summary = read_summary(run_dir)
+    record = read_run(run_dir, with_results=False)
     client = _client(uri)
-    stale = summary.get("mlflow_incomplete_run_id")
+    stale = record.tracking.incomplete_run_id
     if stale:  # an earlier attempt created the run but did not finish logging: replace it
         try:
             client.delete_run(stale)
         except Exception:
             pass
     parent = _active_parent(uri)
-    tags: dict[str, str] = dict(summary["tags"])
+    tags: dict[str, str] = dict(record.tags)
     if parent is not None:
         exp_id = parent.info.experiment_id
         tags["mlflow.parentRunId"] = parent.info.run_id
@@ -95,12 +117,11 @@ def _log_run_dir(run_dir: Path, uri: str | None, experiment: str) -> str:
     tags["mlflow.source.type"] = "LOCAL"
     run = client.create_run(exp_id, tags={"mlflow.runName": run_dir.name}, run_name=run_dir.name)
     run_id = run.info.run_id
-    summary["mlflow_incomplete_run_id"] = run_id
-    write_summary(run_dir, summary)
+    write_record(run_dir, record.with_tracking(incomplete_run_id=run_id, uri=_public_uri(uri), experiment=experiment))
     now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for k, v in summary["metrics"].items()
+    metrics = [Metric(k, float(v), now, 0) for k, v in record.metrics.items()
                if isinstance(v, (int, float)) and not math.isnan(float(v))]
-    params = [Param(k, _param_value(v)) for k, v in summary["params"].items()]
+    params = [Param(k, _param_value(v)) for k, v in record.params.items()]
     run_tags = [RunTag(k, str(v)) for k, v in tags.items()]
     try:
         client.log_batch(run_id, metrics=metrics, params=params, tags=run_tags)  # MLflow splits into request-size chunks
@@ -109,11 +130,15 @@ def _log_run_dir(run_dir: Path, uri: str | None, experiment: str) -> str:
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
-    summary["mlflow_run_id"] = run_id
-    summary["mlflow_experiment_id"] = exp_id
-    summary.pop("mlflow_incomplete_run_id", None)
-    write_summary(run_dir, summary)
+    write_record(run_dir, record.with_tracking(run_id=run_id, experiment_id=exp_id, incomplete_run_id=None,
+                                               uri=_public_uri(uri), experiment=experiment, error=None))
     return run_id
+
+
+def _public_uri(uri: str | None) -> str | None:
+    from pytest_genai.sanitize import URL_CREDENTIALS
+
+    return URL_CREDENTIALS.sub(r"\1***@", uri) if uri else uri
 
 
 def _param_value(value: Any) -> str:
@@ -121,22 +146,21 @@ def _param_value(value: Any) -> str:
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 14] + "...[truncated]"
 
 
-def known_prompt_hash(uri: str | None, experiment: str, prompt_id: str, version: str) -> str | None:
-    """The prompt hash logged for id@version in this experiment, if any run logged one."""
+def known_prompt_hashes(uri: str | None, experiment: str, prompt_id: str, version: str) -> set[str]:
+    """Every prompt hash logged for id@version in this experiment (all runs, not only the latest)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri is None or uri.startswith("sqlite:///"):
         db = (uri or "sqlite:///mlflow.db")[len("sqlite:///"):]
         if not Path(db).is_file():
-            return None  # no store yet: nothing logged, and no reason to create (and migrate) one now
-    with _quiet(), _fail_fast():
+            return set()  # no store yet: nothing logged, and no reason to create (and migrate) one now
+    with _quiet(), _bounded(0, 10):
         client = _client(uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
-            return None
+            return set()
         runs = client.search_runs(
-        [exp.experiment_id],
+            [exp.experiment_id],
             filter_string=f"tags.`prompt.id` = '{prompt_id}' and tags.`prompt.version` = '{version}'",
-            max_results=1,
-            order_by=["attributes.start_time DESC"],
+            max_results=5000,
         )
-    return runs[0].data.tags.get("prompt.hash") if runs else None
+    return {h for h in (r.data.tags.get("prompt.hash") for r in runs) if h}

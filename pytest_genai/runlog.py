@@ -1,0 +1,250 @@
+"""The run record: one versioned, plain-data description of an eval run (Inspect's EvalLog shape).
+
+Everything that reads a run reads this: the terminal summary, MLflow logging, `pytest-genai show` and
+`upload`, JUnit properties and every later feature (comparisons, release, reports). A run folder holds
+`run.json` (the record without its results) and `results.jsonl` (one CaseResult a line). Serialisation
+and the shipped JSON Schema (`runlog.schema.json`) are derived from the dataclasses below.
+Run folders of release 0.1 (`summary.json`) are read through `from_legacy`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from pytest_genai.plain import from_plain, json_schema, to_plain
+from pytest_genai.types import CaseResult
+
+SCHEMA_VERSION = 2
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.jsonl"
+LEGACY_SUMMARY = "summary.json"
+SCHEMA_FILE = Path(__file__).with_name("runlog.schema.json")
+
+STATUSES = ("complete", "partial", "stopped", "failed")
+
+
+class RunLogError(Exception):
+    """A run folder or run record that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One promotion gate and its verdict."""
+
+    metric: str
+    expression: str
+    value: float | None
+    passed: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Everything needed to say what was measured and to reproduce it."""
+
+    config_path: str = ""
+    config_hash: str = ""
+    pipeline: str = ""
+    seed: int = 0
+    prompt_id: str | None = None
+    prompt_version: str | None = None
+    prompt_hash: str | None = None
+    eval_set_path: str = ""
+    eval_set_hash: str = ""
+    index_fingerprint: str | None = None
+    model_hashes: Mapping[str, str] = field(default_factory=dict)  # config key -> sha256 (llm.model_sha256, ...)
+    env_lock_file: str | None = None
+    env_lock_hash: str | None = None
+    env_drift: int | None = None
+    env_drift_lines: tuple[str, ...] = ()
+    git_commit: str = "unknown"
+    git_branch: str = "unknown"
+    git_dirty: bool | None = None
+    git_dirty_paths: tuple[str, ...] = ()
+    python: str = ""
+    platform: str = ""
+    pytest_genai_version: str = ""
+    redaction: str = "keyed"  # keyed | unkeyed | off
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where the run was (or is to be) logged; the URI has no credentials."""
+
+    uri: str | None = None
+    experiment: str = "pytest-genai"
+    run_id: str | None = None
+    experiment_id: str | None = None
+    incomplete_run_id: str | None = None  # a logging attempt that did not finish: replaced on upload
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the cases ran (the execution plan) and the run-time options that change how, not what."""
+
+    plan: str = "sequential"  # sequential | pool | batches | worker
+    size: int = 1
+    reason: str = ""
+    repeat: int = 1
+    cache_mode: str = "off"
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One eval run: provenance, params, metrics, gates, errors and the per-case results."""
+
+    schema_version: int
+    status: str
+    started_at: str
+    ended_at: str
+    provenance: Provenance
+    params: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    gates: tuple[Gate, ...] = ()
+    gates_enforced: bool = True
+    errors: tuple[str, ...] = ()
+    execution: Execution = field(default_factory=Execution)
+    tracking: Tracking = field(default_factory=Tracking)
+    results: tuple[CaseResult, ...] = ()
+
+    @property
+    def partial(self) -> bool:
+        return self.status != "complete"
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def failing_gates(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+    @property
+    def passed(self) -> bool:
+        """What CI asks: the gates held (where they are enforced) and nothing went wrong."""
+        return (self.gates_passed or not self.gates_enforced) and not self.errors
+
+    def with_tracking(self, **changes: Any) -> "RunRecord":
+        return replace(self, tracking=replace(self.tracking, **changes))
+
+    def to_json(self, with_results: bool = False) -> dict[str, Any]:
+        data = to_plain(self)
+        if not with_results:
+            data.pop("results")
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], results: Iterable[CaseResult] = ()) -> "RunRecord":
+        record = from_plain(cls, data)
+        return replace(record, results=tuple(results)) if results else record
+
+
+def schema() -> dict[str, Any]:
+    return json_schema(RunRecord, title="pytest-genai run record")
+
+
+# --------------------------------------------------------------------------- run folders
+
+def write_run(run_dir: Path, record: RunRecord) -> None:
+    """`results.jsonl` then `run.json`, each written to a temp file and renamed: a reader never sees half."""
+    _atomic(run_dir / RESULTS_FILE, "".join(_dumps(r.to_dict()) + "\n" for r in record.results))
+    write_record(run_dir, record)
+
+
+def write_record(run_dir: Path, record: RunRecord) -> None:
+    _atomic(run_dir / RUN_FILE, json.dumps(record.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def read_run(path: str | os.PathLike[str], with_results: bool = True) -> RunRecord:
+    """A run folder (current or 0.1 layout) as a RunRecord."""
+    run_dir = Path(path)
+    if (run_dir / RUN_FILE).is_file():
+        data = _load_json(run_dir / RUN_FILE)
+        version = data.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise RunLogError(f"{run_dir / RUN_FILE}: schema_version {version!r} is newer than this pytest-genai "
+                              f"reads ({SCHEMA_VERSION}): upgrade pytest-genai")
+        return RunRecord.from_json(data, read_results(run_dir) if with_results else ())
+    if (run_dir / LEGACY_SUMMARY).is_file():
+        return from_legacy(run_dir, with_results)
+    raise RunLogError(f"{run_dir} is not a pytest-genai run folder (no {RUN_FILE} or {LEGACY_SUMMARY})")
+
+
+def read_results(run_dir: Path) -> list[CaseResult]:
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        return []
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    out.append(CaseResult.from_dict(json.loads(line)))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise RunLogError(f"{path}:{n}: not a case result: {exc}") from None
+    return out
+
+
+def from_legacy(run_dir: Path, with_results: bool = True) -> RunRecord:
+    """A 0.1 run folder: summary.json (metrics, params, tags) + gates.json + results.jsonl."""
+    summary = _load_json(run_dir / LEGACY_SUMMARY)
+    tags: dict[str, str] = dict(summary.get("tags") or {})
+    gates_file = run_dir / "gates.json"
+    gates_data = _load_json(gates_file) if gates_file.is_file() else {}
+    gates = tuple(Gate(g["metric"], g.get("gate", ""), g.get("value"), bool(g.get("passed")), g.get("reason", ""))
+                  for g in gates_data.get("gates", ()))
+    prov = Provenance(
+        config_hash=tags.get("config_hash", ""), seed=int(tags.get("genai.seed", 0) or 0),
+        prompt_id=tags.get("prompt.id"), prompt_version=tags.get("prompt.version"), prompt_hash=tags.get("prompt.hash"),
+        eval_set_hash=tags.get("eval_set.hash", ""), index_fingerprint=tags.get("index.fingerprint"),
+        model_hashes={k: v for k, v in tags.items() if k.endswith("_sha256")},
+        env_lock_hash=None if tags.get("env.lock_hash") in (None, "none") else tags["env.lock_hash"],
+        git_commit=tags.get("git_commit", "unknown"), git_branch=tags.get("git_branch", "unknown"),
+        git_dirty={"true": True, "false": False}.get(tags.get("git_dirty", "")),
+        python=tags.get("env.python", ""), platform=tags.get("env.platform", ""),
+        pipeline=str((summary.get("params") or {}).get("pipeline", "")),
+        redaction="off" if tags.get("safety.redact") == "false" else "unkeyed")
+    metrics = {k: float("nan") if v is None else float(v) for k, v in (summary.get("metrics") or {}).items()}
+    stamp = run_dir.name[:15]
+    return RunRecord(
+        schema_version=1, status="partial" if gates_data.get("partial") or tags.get("genai.partial") == "true" else "complete",
+        started_at=stamp, ended_at=stamp, provenance=prov, params=dict(summary.get("params") or {}), tags=tags,
+        metrics=metrics, gates=gates, gates_enforced=bool(gates_data.get("enforced", True)),
+        tracking=Tracking(experiment=summary.get("experiment") or "pytest-genai", run_id=summary.get("mlflow_run_id"),
+                          experiment_id=summary.get("mlflow_experiment_id"),
+                          incomplete_run_id=summary.get("mlflow_incomplete_run_id")),
+        results=tuple(read_results(run_dir)) if with_results else ())
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except ValueError as exc:
+        raise RunLogError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RunLogError(f"{path}: expected a JSON object")
+    return data
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, allow_nan=False)
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, "utf-8")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":  # regenerate the shipped schema: python -m pytest_genai.runlog
+    SCHEMA_FILE.write_text(json.dumps(schema(), indent=2) + "\n", "utf-8")
+    print(f"wrote {SCHEMA_FILE}")

@@ -1,0 +1,177 @@
+"""The one sanitizer: everything that leaves the process (run folder, MLflow, cache, cassette,
+terminal, JUnit, error reports) passes through a `Sanitizer` built once from the config.
+
+Layers, in this order: URL user info (`https://user:pass@host` -> `https://***@host`), PII as typed
+keyed placeholders (`safety.redact`; before the secrets, so a leaked configured key shaped like a key
+still counts as a SECRET flag), the config's secret values as `***`, then token-like URL query
+parameters. All but PII apply even with `safety.redact: false`: a private store may keep PII, never a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import traceback
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from pytest_genai.safety.pii import detect, is_placeholder, placeholder
+
+MASK = "***"
+SHORT_SECRET = 8  # shorter secrets are replaced only as whole tokens: "xyz" must not eat "xyzzy"
+
+# scheme://user:password@host (any scheme) -> scheme://***@host
+URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@:]+:[^/\s@]+@", re.IGNORECASE)
+# http(s)://token@host, pip's form for a token alone (git+https://ghp_...@github.com/...); ssh's `git@` is kept
+_URL_TOKEN = re.compile(r"(\b(?:[a-z0-9]+\+)?https?://)[^/\s@:]+@", re.IGNORECASE)
+# presigned or token-carrying URLs: ?token=..., &X-Amz-Signature=...
+_URL_QUERY_SECRET = re.compile(
+    r"([?&](?:access_token|auth|token|api[_-]?key|apikey|key|password|passwd|secret|sig|signature"
+    r"|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential)=)[^&#\s\"'<>]+",
+    re.IGNORECASE,
+)
+# Whatever a PII detector (or a placeholder) can match holds one of these: see safety/pii.py.
+_PII_CHARS = re.compile(r"[\d@<]")
+_PII_WORDS = ("AKIA", "ASIA", "eyJ", "-----BEGIN")  # an AWS key id can be all letters; JWT and PEM prefixes
+_CACHED_MAX_CHARS = 65536  # longer texts (a whole traceback, a document) are rare repeats: not cached
+
+
+@dataclass(frozen=True)
+class Sanitizer:
+    """Plain, hashable and picklable; each process builds its own with `from_config`."""
+
+    redact_pii: bool  # safety.redact (default true)
+    key: bytes | None  # safety.redact_key (an ${ENV} secret); None: unkeyed placeholders
+    secrets: tuple[str, ...]  # resolved secret values of the config (api keys, the redact key...)
+    types: tuple[str, ...] | None = None  # PII types to redact (None: all)
+
+    @property
+    def keyed(self) -> bool:
+        """False means placeholders of low-entropy values can be confirmed by guessing: say so where shown."""
+        return self.key is not None
+
+    def text(self, s: str | None) -> str | None:
+        """URL user info, PII placeholders, secret values -> '***', URL query tokens; idempotent."""
+        if not s:
+            return s
+        if len(s) > _CACHED_MAX_CHARS:
+            return _sanitize(self, s)
+        return _sanitize_cached(self, s)
+
+    def obj(self, value: Any) -> Any:
+        """A sanitized copy through dicts (keys and values), lists, tuples and sets; other scalars as they are."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.obj(k): self.obj(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.obj(v) for v in value]
+        if isinstance(value, tuple):
+            items = [self.obj(v) for v in value]
+            return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+        if isinstance(value, (set, frozenset)):
+            return type(value)(self.obj(v) for v in value)
+        return value
+
+    def secrets_only(self) -> "Sanitizer":
+        """For text that names our own infrastructure (a tracking URI, a host): secrets and URL credentials
+        masked, hosts left readable. Never for case data."""
+        from dataclasses import replace
+
+        return replace(self, redact_pii=False)
+
+    def digest(self, data: bytes) -> str:
+        """64 hex of HMAC-SHA256(key, data), or sha256(data) unkeyed: cache keys from raw values, never placeholders."""
+        if self.key is not None:
+            return hmac.new(self.key, data, hashlib.sha256).hexdigest()
+        return hashlib.sha256(data).hexdigest()
+
+    def exception(self, exc: BaseException, limit: int = 8) -> str:
+        """The last `limit` frames (of each chained exception) and the message, sanitized."""
+        formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-limit))
+        return _sanitize(self, formatted.rstrip("\n"))
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Sanitizer":
+        """`config` is a `GenaiConfig`: `safety.redact`, `safety.redact_key` and every resolved `${ENV}` secret."""
+        key = config.get("safety.redact_key")
+        if key is not None and not str(key):
+            raise config.error("safety.redact_key", "the environment variable it names is empty")
+        secrets = getattr(config, "secrets", {}) or {}
+        return cls(
+            redact_pii=bool(config.get("safety.redact", True)),
+            key=str(key).encode("utf-8") if key is not None else None,
+            secrets=tuple(str(v) for v in secrets.values()),
+        )
+
+
+def _sanitize(san: Sanitizer, s: str) -> str:
+    secrets = _secret_pattern(san.secrets)
+    url = "://" in s
+    if url and "@" in s:  # before PII: the e-mail detector would take `pw@host` and leave the user name
+        s = _url_userinfo(s)
+    if san.redact_pii and _maybe_pii(s):
+        s = _redact_pii(san, s, secrets)
+    if secrets is not None and any(v in s for v in secrets.values):
+        s = secrets.pattern.sub(MASK, s)
+    if url and "=" in s:  # after PII: `?token=<SECRET:...>` keeps its flag
+        s = _URL_QUERY_SECRET.sub(lambda m: m.group(1) + MASK, s)
+    return s
+
+
+_sanitize_cached = lru_cache(maxsize=8192)(_sanitize)  # chunks, prompts and questions repeat across cases
+
+
+def _maybe_pii(s: str) -> bool:
+    return _PII_CHARS.search(s) is not None or any(w in s for w in _PII_WORDS)
+
+
+def _redact_pii(san: Sanitizer, s: str, secrets: _Secrets | None) -> str:
+    """Placeholders for every finding; a secret that a finding would cut (the password
+    `hunter2 jane@corp.example x`) is masked first, so no placeholder leaves part of it behind."""
+    findings = detect(s, san.types)
+    if not findings:
+        return s
+    if secrets is not None and any(v in s for v in secrets.values):
+        spans = [m.span() for m in secrets.pattern.finditer(s)]
+        if any(f.start < e and b < f.end and not (f.start <= b and e <= f.end) for f in findings for b, e in spans):
+            s = secrets.pattern.sub(MASK, s)
+            findings = detect(s, san.types)
+    out: list[str] = []
+    pos = 0
+    for f in findings:
+        out.append(s[pos:f.start])
+        out.append(f.value if is_placeholder(f.value) else placeholder(f.type, f.value, san.key))
+        pos = f.end
+    out.append(s[pos:])
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Secrets:
+    values: tuple[str, ...]  # `in` on each is the fast "nothing to do" check
+    pattern: re.Pattern[str]
+
+
+@lru_cache(maxsize=64)
+def _secret_pattern(secrets: tuple[str, ...]) -> _Secrets | None:
+    """One alternation, longest first; short secrets only where no letter or digit touches them."""
+    values = sorted({v for v in secrets if v and v.strip("*")}, key=lambda v: (-len(v), v))
+    if not values:
+        return None
+    parts = []
+    for v in values:
+        p = re.escape(v)
+        if len(v) < SHORT_SECRET:
+            p = ("(?<![^\\W_])" if v[0].isalnum() else "") + p + ("(?![^\\W_])" if v[-1].isalnum() else "")
+        parts.append(p)
+    return _Secrets(tuple(values), re.compile("|".join(parts)))
+
+
+def _url_userinfo(s: str) -> str:
+    """`scheme://user:pass@host` and `https://token@host` -> `scheme://***@host`, as in lock and
+    requirement lines (`pkg @ https://u:t@host/x.whl`, `--extra-index-url https://u:p@h`)."""
+    s = URL_CREDENTIALS.sub(r"\1" + MASK + "@", s)
+    return _URL_TOKEN.sub(lambda m: m.group(0) if m.group(0).endswith(MASK + "@") else m.group(1) + MASK + "@", s)

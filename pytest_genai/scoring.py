@@ -1,0 +1,158 @@
+"""One case through a pipeline: seed, call, time, guard, score. The only per-case hot path.
+
+Scoring sees the sanitized answer and the gold answers sanitized alike, so a replay of a redacted cache
+or cassette reproduces the metrics of the original run exactly; the CaseResult that leaves this module
+is sanitized whole (metadata included), so everything downstream may persist it as it is."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+from pytest_genai.evalset import check_expect
+from pytest_genai.metrics.retrieval import context_used, hit_at_k, recall_at_k, reciprocal_rank
+from pytest_genai.metrics.text import em_f1
+from pytest_genai.seeding import apply_seed, release_process_seed, set_thread_seed
+from pytest_genai.types import Answer, Case, CaseResult, Usage
+
+# Answer.metadata keys the harness reads itself; the rest is kept (sanitized) in CaseResult.metadata.
+_KNOWN_METADATA = ("retrieved", "cached", "system_fingerprint")
+
+
+def call_pipeline(pipeline: Any, case: Case, seed: int, seed_globals: bool, pass_seed: bool,
+                  sanitizer: Any) -> tuple[Answer | None, float, str | None]:
+    """(answer, latency_ms, error). A failing call is this case's error (error_rate), never a crashed session."""
+    set_thread_seed(seed)
+    if seed_globals:  # one case at a time: the process-wide RNGs are this case's
+        apply_seed(seed)
+    started = time.perf_counter()
+    try:
+        out = pipeline(case, seed=seed) if pass_seed else pipeline(case)
+    except Exception as exc:
+        return None, (time.perf_counter() - started) * 1000, sanitizer.exception(exc, 6)
+    finally:
+        if seed_globals:
+            release_process_seed()
+    latency_ms = (time.perf_counter() - started) * 1000
+    return as_answer(out, latency_ms)
+
+
+def as_answer(out: Any, latency_ms: float) -> tuple[Answer | None, float, str | None]:
+    if isinstance(out, str):
+        return Answer(text=out), latency_ms, None
+    if isinstance(out, Answer):
+        problem = _check_answer(out)
+        if problem:
+            return None, latency_ms, problem
+        return out, (out.latency_ms if out.latency_ms is not None else latency_ms), None
+    return None, latency_ms, f"TypeError: the pipeline returned {type(out).__name__}; return a str or pytest_genai.Answer"
+
+
+def _check_answer(answer: Answer) -> str | None:
+    if not isinstance(answer.text, str):
+        return f"TypeError: Answer.text must be a str, got {type(answer.text).__name__}"
+    u = answer.usage
+    if not (isinstance(u.input_tokens, int) and isinstance(u.output_tokens, int)):
+        return "TypeError: Answer.usage token counts must be ints"
+    if answer.latency_ms is not None and not (isinstance(answer.latency_ms, (int, float)) and math.isfinite(answer.latency_ms)
+                                              and answer.latency_ms >= 0):
+        return f"ValueError: Answer.latency_ms must be a finite number of milliseconds >= 0, got {answer.latency_ms!r}"
+    return None
+
+
+def run_case(pipeline: Any, case: Case, seed: int, *, pricing: tuple[float, float], repeat: int, seed_globals: bool,
+             pass_seed: bool, guard: Any, sanitizer: Any, extra_scores: Callable[..., dict[str, float]] | None = None,
+             answered: tuple[Answer | None, float, str | None] | None = None) -> CaseResult:
+    """Call (unless `answered`, from a batch), repeat, guard, score, sanitize."""
+    san = sanitizer
+    answer, latency_ms, error = answered or call_pipeline(pipeline, case, seed, seed_globals, pass_seed, san)
+    usage = answer.usage if answer is not None else Usage()
+    tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
+    agree: bool | None = None
+    failures: tuple[str, ...] = ()
+    if repeat > 1 and error is None:
+        assert answer is not None
+        outputs = [answer.text]
+        for _ in range(repeat - 1):
+            again, _, err = call_pipeline(pipeline, case, seed, seed_globals, pass_seed, san)
+            if again is not None:  # every call is paid for: tokens and cost count all repeats
+                tokens_in += again.usage.input_tokens
+                tokens_out += again.usage.output_tokens
+            outputs.append(again.text if again is not None else f"<error: {(err or '').splitlines()[-1]}>")
+        agree = len(set(outputs)) == 1
+        if not agree:
+            shown = "; ".join(f"run {i + 1}: {o!r}" for i, o in enumerate(outputs))
+            failures += (f"outputs differ across {repeat} runs with the same seed ({shown})",)
+    # The guard reads the sanitized answer: placeholders count as flags of their type and the toxicity
+    # classifier sees what a replay of the redacted cache will see, so safety metrics replay exactly.
+    text = san.text(answer.text) if answer is not None else None
+    verdict = None
+    if guard is not None and guard.active and text is not None:
+        verdict = guard.check(text, toxicity=guard.toxicity_blocks)  # else scored in one batch at session end
+    if verdict is not None and verdict.blocked:
+        if verdict.toxicity is None and guard.classifier is not None:  # score what was said, not the refusal
+            verdict = guard.add_toxicity([verdict], [text])[0]
+        text = guard.refusal
+    golds = tuple(san.text(g) or "" for g in case.answers)
+    em, f1 = em_f1(golds, text) if text is not None else (0.0, 0.0)
+    if text is not None and case.expect:
+        failures = tuple(check_expect(case.expect, text, f1)) + failures
+    cost = tokens_in / 1000 * pricing[0] + tokens_out / 1000 * pricing[1]
+    retrieval = _retrieval_scores(case, answer, None if verdict is not None and verdict.blocked else text, san)
+    result = CaseResult(
+        id=case.id, question=case.question, answer=text, answers=golds, em=em, f1=f1, latency_ms=latency_ms,
+        input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost, seed=seed, error=error,
+        prompt=answer.prompt if answer is not None else None, outputs_agree=agree, expect_failures=failures,
+        safety_flags=verdict.flags if verdict is not None else None,
+        toxicity=verdict.toxicity if verdict is not None else None,
+        blocked=bool(verdict and verdict.blocked), critical=bool(verdict and verdict.critical),
+        metadata={k: v for k, v in (answer.metadata if answer is not None else {}).items() if k not in _KNOWN_METADATA},
+        **retrieval,
+    )
+    if extra_scores is not None:
+        try:
+            scores = extra_scores(case=case, answer=answer, result=result)
+        except Exception as exc:  # a user scorer's bug is this case's error, shown sanitized
+            result = _replace(result, error=f"a per-case scorer failed: {san.exception(exc, 6)}")
+        else:
+            if scores:
+                result = _replace(result, scores={**result.scores, **scores})
+    return sanitize_result(result, san)
+
+
+def sanitize_result(result: CaseResult, sanitizer: Any) -> CaseResult:
+    """The boundary for case data: every string anywhere in the result (ids excepted: they name items)."""
+    data = sanitizer.obj(result.to_dict())
+    data["id"] = result.id
+    return CaseResult.from_dict(data)
+
+
+def no_result(case: Case, seed: int, sanitizer: Any, error: str | None = None) -> CaseResult:
+    return sanitize_result(CaseResult(
+        case.id, case.question, None, tuple(case.answers), 0.0, 0.0, float("nan"), 0, 0, 0.0, seed,
+        error=error or "no result: the item was selected but produced none (skipped, or its worker crashed)"), sanitizer)
+
+
+def _replace(result: CaseResult, **changes: Any) -> CaseResult:
+    from dataclasses import replace
+
+    return replace(result, **changes)
+
+
+def _retrieval_scores(case: Case, answer: Answer | None, text: str | None, san: Any) -> dict[str, Any]:
+    if answer is None:
+        return {}
+    retrieved = tuple(answer.metadata.get("retrieved", ()) or ())
+    out: dict[str, Any] = {"retrieved": retrieved, "cached": answer.metadata.get("cached"),
+                           "system_fingerprint": answer.metadata.get("system_fingerprint")}
+    if answer.contexts and text:  # not for a blocked answer: the refusal is not an answer
+        out["context_used"] = context_used(text, [san.text(c) or "" for c in answer.contexts])
+    if retrieved and case.gold_doc_ids:
+        try:
+            docs = [str(r["doc_id"]) for r in retrieved]
+        except (KeyError, TypeError):
+            return out
+        out.update(hit_at_k=hit_at_k(docs, case.gold_doc_ids), recall_at_k=recall_at_k(docs, case.gold_doc_ids),
+                   reciprocal_rank=reciprocal_rank(docs, case.gold_doc_ids))
+    return out

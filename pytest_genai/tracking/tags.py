@@ -1,0 +1,48 @@
+"""MLflow tags of a run, derived from its record (canonical names from names.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_genai import names
+
+
+def _flag(value: bool | None) -> str:
+    return "unknown" if value is None else str(value).lower()
+
+
+def run_tags(record: Any) -> dict[str, str]:
+    p, x = record.provenance, record.execution
+    tags = {
+        names.TAG_KIND: "eval",
+        names.TAG_GIT_COMMIT: p.git_commit,
+        names.TAG_GIT_DIRTY: _flag(p.git_dirty),
+        names.TAG_GIT_BRANCH: p.git_branch,
+        names.TAG_CONFIG_HASH: p.config_hash,
+        names.TAG_EVAL_SET_HASH: p.eval_set_hash,
+        names.TAG_ENV_LOCK_HASH: p.env_lock_hash or "none",
+        names.TAG_ENV_DRIFT: "n/a" if p.env_drift is None else str(p.env_drift),
+        names.TAG_ENV_PYTHON: p.python,
+        names.TAG_ENV_PLATFORM: p.platform,
+        names.TAG_SEED: str(p.seed),
+        names.TAG_REDACTION: p.redaction,
+        "safety.redact": str(p.redaction != "off").lower(),
+        names.TAG_PARTIAL: str(record.status != "complete").lower(),
+        names.TAG_STATUS: record.status,
+        names.TAG_GATES_PASSED: str(record.gates_passed).lower(),
+        names.TAG_SCHEMA_VERSION: str(record.schema_version),
+        "genai.plan": x.plan,
+        "genai.concurrency": str(x.size if x.plan == "pool" else 1),
+        "genai.batch_size": str(x.size if x.plan == "batches" else 1),
+    }
+    if p.git_commit != "unknown":
+        tags[names.TAG_MLFLOW_GIT_COMMIT] = p.git_commit
+    if p.prompt_id is not None:
+        tags[names.TAG_PROMPT_ID] = p.prompt_id
+        tags[names.TAG_PROMPT_VERSION] = str(p.prompt_version)
+        tags[names.TAG_PROMPT_HASH] = str(p.prompt_hash)
+    if p.index_fingerprint:
+        tags[names.TAG_INDEX_FINGERPRINT] = p.index_fingerprint
+    for key, value in p.model_hashes.items():
+        tags[key] = value
+    return tags
