@@ -35,16 +35,16 @@ def build_run_dir(root: Path) -> Path:
         session.add_result(CaseResult(c.id, c.question, f"answer {i}", c.answers, 1.0, 1.0, 12.5, 40, 3, 0.0001, i,
                                       prompt=f"Context: {c.context}\nQ: {c.question}"))
     env, git = capture_env(session.config)
-    summary = session.summarize(env, git, enforce=True)
+    record = session.finish(env, git, enforce=True)
     run_dir = new_run_dir(root / "runs", session.config.hash)
-    write_run_dir(run_dir, session, summary, env)
+    write_run_dir(run_dir, session, record, env)
     return run_dir
 
 
 def main() -> dict[str, float]:
     from mlflow.tracking import MlflowClient
 
-    from pytest_genai.tracking.local import read_summary, write_summary
+    from pytest_genai.runlog import Tracking, read_run, write_record
     from pytest_genai.tracking.mlflow_store import log_run_dir
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,9 +57,7 @@ def main() -> dict[str, float]:
         for i in range(ROUNDS):
             db = root / f"store{i}.db"
             shutil.copyfile(template, db)
-            summary = read_summary(run_dir)
-            summary["mlflow_run_id"] = None
-            write_summary(run_dir, summary)
+            write_record(run_dir, read_run(run_dir, with_results=False).with_tracking(**vars(Tracking())))
             started = time.perf_counter()
             log_run_dir(run_dir, f"sqlite:///{db}", "bench")
             times.append(time.perf_counter() - started)

@@ -135,6 +135,11 @@ ROWS: tuple[Row, ...] = (
         "`bench_mlflow_logging.py`: `log_run_dir` (experiment lookup, run, one `log_batch`, `log_artifacts`), each "
         "round on a fresh copy of a migrated store",
         _mlflow, lambda r: f"{r['log_median_s']:.3f} s", lambda r: _met(r["log_median_s"] < 2)),
+    Row("show", "`pytest-genai show` of a 10,000-case run folder < 0.5 s",
+        "`bench_show.py`: the whole command in a fresh process (start-up, imports, reading run.json and results.jsonl, "
+        "the table)",
+        lambda r: f"show {r['show_median_s']:.3f} s median of {r['rounds']}",
+        lambda r: f"{r['show_median_s']:.3f} s", lambda r: _met(r["show_median_s"] < 0.5)),
     Row("model_load", "a second process loads the converted model in about a second, not ~13 s",
         "`bench_model_load.py`: `build_llm` in fresh processes, one with an empty cache, then warm",
         _model, lambda r: f"warm {r['warm_load_median_s']:.1f} s (cold {r['cold_load_s']:.1f} s)",

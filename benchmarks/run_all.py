@@ -14,6 +14,7 @@ import bench_model_load  # noqa: E402
 import bench_pii_detectors  # noqa: E402
 import bench_providers  # noqa: E402
 import bench_rag  # noqa: E402
+import bench_show  # noqa: E402
 import bench_startup  # noqa: E402
 import bench_toxicity  # noqa: E402
 import render  # noqa: E402
@@ -23,6 +24,7 @@ BENCHMARKS = {
     "startup": bench_startup.main,
     "case_overhead": bench_case_overhead.main,
     "mlflow_logging": bench_mlflow_logging.main,
+    "show": bench_show.main,
     "model_load": bench_model_load.main,
     "providers": bench_providers.main,
     "rag": bench_rag.main,

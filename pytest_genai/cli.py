@@ -99,7 +99,7 @@ def _show(args: argparse.Namespace) -> int:
 
     path = Path(args.run)
     if path.is_dir():
-        record, where = read_run(path), path
+        record, where = read_run(path, with_results=False), path  # the table is the record's, not recomputed
     else:
         record, where = _record_from_mlflow(args.run, args.tracking_uri)
     p = record.provenance
@@ -129,7 +129,7 @@ def _record_from_mlflow(run_id: str, uri: str | None):  # type: ignore[no-untype
                 client.download_artifacts(run_id, name, str(dest))
             except Exception:
                 pass
-    return read_run(dest), f"mlflow:{run_id}"
+    return read_run(dest, with_results=False), f"mlflow:{run_id}"
 
 
 if __name__ == "__main__":

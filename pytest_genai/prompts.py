@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,13 +42,50 @@ class PromptTemplate:
 
     def render(self, variables: Mapping[str, Any]) -> list[Message]:
         """Chat messages; a plain-text template becomes one user message."""
+        out: list[Message] = []
+        for i, m in enumerate(self._messages()):
+            try:
+                out.append({"role": m["role"], "content": _compiled(m["content"]).render(**variables)})
+            except Exception as exc:  # jinja2's UndefinedError, SecurityError, TemplateSyntaxError
+                raise PromptError(self._render_error(exc, variables, i if self.is_chat else None)) from exc
+        return out
+
+    def probe(self, variables: Mapping[str, Any]) -> None:
+        """Render once with one case's variables (the pipeline does, when it is built): an undefined
+        variable stops the run at start, naming what is available, instead of failing every case."""
+        self.render(variables)
+
+    def variables(self) -> frozenset[str]:
+        """The names the template reads from its variables (jinja2's undeclared variables, all messages):
+        what a pipeline must provide, conditionally used ones included."""
+        from jinja2 import meta
+
         env = _env()
-        try:
-            if isinstance(self.template, str):
-                return [{"role": "user", "content": env.from_string(self.template).render(**variables)}]
-            return [{"role": m["role"], "content": env.from_string(m["content"]).render(**variables)} for m in self.template]
-        except Exception as exc:  # jinja2's UndefinedError, SecurityError, TemplateSyntaxError
-            raise PromptError(f"prompt {self.ref} ({self.path}) failed to render: {exc}") from exc
+        return frozenset().union(*(meta.find_undeclared_variables(env.parse(m["content"])) for m in self._messages()))
+
+    def _messages(self) -> tuple[Message, ...]:
+        if isinstance(self.template, str):
+            return ({"role": "user", "content": self.template},)
+        return self.template
+
+    def _render_error(self, exc: Exception, variables: Mapping[str, Any], index: int | None) -> str:
+        from jinja2 import UndefinedError
+
+        from pytest_genai.config.suggest import suggest_name
+
+        where = f" in template[{index}]" if index is not None else ""
+        available = sorted(str(k) for k in variables)
+        listed = ", ".join(available) or "none"
+        missing = re.fullmatch(r"'([^']+)' is undefined", str(exc)) if isinstance(exc, UndefinedError) else None
+        if missing:
+            name = missing.group(1)
+            hint = suggest_name(name, available)
+            mean = f"; did you mean {hint!r}?" if hint else ""
+            return (f"prompt {self.ref} ({self.path}): template variable {name!r} is undefined{where}{mean} "
+                    f"(variables available: {listed})")
+        if isinstance(exc, UndefinedError):  # an attribute or item of a variable: jinja2 names it
+            return f"prompt {self.ref} ({self.path}) failed to render{where}: {exc} (variables available: {listed})"
+        return f"prompt {self.ref} ({self.path}) failed to render{where}: {exc}"
 
 
 def _env() -> Any:
@@ -60,6 +99,12 @@ def _env() -> Any:
 
 
 _ENV: Any = None
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(text: str) -> Any:
+    """Compiled once per template text, not once per case (jinja2 templates render thread-safely)."""
+    return _env().from_string(text)
 
 
 def render_as_text(messages: list[Message]) -> str:
@@ -97,13 +142,37 @@ def load_prompt(prompt_dir: Path, prompt_id: str, version: str | int) -> PromptT
     if isinstance(template, list):
         for i, m in enumerate(template):
             if not isinstance(m, dict) or set(m) != {"role", "content"} or m["role"] not in ("system", "user", "assistant"):
-                raise PromptError(f"{path}: template[{i}] must be {{role: system|user|assistant, content: ...}}")
-        template = tuple({"role": m["role"], "content": str(m["content"])} for m in template)
-    elif not isinstance(template, str):
+                raise PromptError(f"{path}{_line(path, i)}: template[{i}] must be {{role: system|user|assistant, content: ...}}")
+            content = m["content"]
+            if content is None:  # `content:` with nothing after it: YAML null, which would be sent as "None"
+                raise PromptError(f"{path}{_line(path, i)}: template[{i}] ({m['role']}) has no content "
+                                  "(`content:` is empty; write the text, or quote it)")
+            if not isinstance(content, str):
+                raise PromptError(f"{path}{_line(path, i)}: template[{i}] ({m['role']}) content must be text, got "
+                                  f"{type(content).__name__} {content!r:.40} (quote it in the YAML)")
+            if not content.strip():
+                raise PromptError(f"{path}{_line(path, i)}: template[{i}] ({m['role']}) has empty content")
+        template = tuple({"role": m["role"], "content": m["content"]} for m in template)
+        if not template:
+            raise PromptError(f"{path}: template is an empty list of chat messages")
+    elif isinstance(template, str):
+        if not template.strip():
+            raise PromptError(f"{path}: template is empty")
+    else:
         raise PromptError(f"{path}: template must be a string or a list of chat messages")
     prompt = PromptTemplate(prompt_id, str(version), template, path)
     _check_syntax(prompt)
     return prompt
+
+
+def _line(path: Path, index: int) -> str:
+    """`:N`, the YAML line of chat message `index` (best effort: "" when it cannot be told)."""
+    try:
+        root = yaml.compose(path.read_text("utf-8"))
+        template = next(v for k, v in root.value if k.value == "template")
+        return f":{template.value[index].start_mark.line + 1}"
+    except Exception:  # an odd layout only loses the line number, never the error
+        return ""
 
 
 def _check_syntax(prompt: PromptTemplate) -> None:

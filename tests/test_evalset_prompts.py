@@ -121,3 +121,68 @@ def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
     p.write_bytes(GOOD.encode() + b"\n" + b'{"id": "b", "question": "\xff", "answers": []}\n')
     with pytest.raises(EvalSetError, match=r"set.jsonl:2: not valid UTF-8"):
         load_eval_set(p)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", r"qa\.yaml:7: template\[1\] \(user\) has no content \(`content:` is empty"),
+    (' ""', r"qa\.yaml:7: template\[1\] \(user\) has empty content"),
+    ("  '   '", r"qa\.yaml:7: template\[1\] \(user\) has empty content"),
+    (" yes", r"qa\.yaml:7: template\[1\] \(user\) content must be text, got bool True \(quote it"),
+    (" [a, b]", r"qa\.yaml:7: template\[1\] \(user\) content must be text, got list"),
+])
+def test_a_chat_message_needs_text_content(tmp_path: Path, content: str, message: str) -> None:
+    # line 7 holds the second message: the error points there (blank lines and comments count)
+    d = prompt_file(tmp_path, "id: qa\nversion: 1\ntemplate:\n  - role: system\n    content: Be brief.\n\n"
+                              "  - role: user\n    content:" + content + "\n")
+    with pytest.raises(PromptError, match=message):
+        load_prompt(d, "qa", 1)
+
+
+def test_an_empty_template_is_refused(tmp_path: Path) -> None:
+    for body, message in (("template: ''", "template is empty"), ("template: []", "empty list of chat messages")):
+        d = prompt_file(tmp_path, f"id: qa\nversion: 1\n{body}\n")
+        with pytest.raises(PromptError, match=message):
+            load_prompt(d, "qa", 1)
+
+
+def test_no_message_is_ever_rendered_as_the_string_none(tmp_path: Path) -> None:
+    d = prompt_file(tmp_path, "id: qa\nversion: 1\ntemplate:\n  - {role: system, content: }\n  - {role: user, content: '{{ question }}'}\n")
+    with pytest.raises(PromptError, match=r"qa\.yaml:4: template\[0\] \(system\) has no content"):
+        load_prompt(d, "qa", 1)
+
+
+def test_probe_names_the_undefined_variable_what_is_available_and_a_suggestion(tmp_path: Path) -> None:
+    d = prompt_file(tmp_path, "id: qa\nversion: 3\ntemplate:\n  - {role: system, content: Be brief.}\n"
+                              "  - {role: user, content: '{{ context }} | {{ questin }}'}\n")
+    p = load_prompt(d, "qa", 3)
+    assert p.variables() == frozenset({"context", "questin"})
+    variables = {"question": "Q", "context": "C", "case": object()}
+    with pytest.raises(PromptError) as info:
+        p.probe(variables)
+    msg = str(info.value)
+    assert msg == (f"prompt qa@3 ({d / 'qa.yaml'}): template variable 'questin' is undefined in template[1]; "
+                   "did you mean 'question'? (variables available: case, context, question)")
+    with pytest.raises(PromptError, match="did you mean 'question'"):
+        p.render(variables)  # a case's render says the same
+    assert p.probe({"questin": "Q", "context": "C"}) is None
+
+
+def test_probe_without_a_close_name_and_on_attributes(tmp_path: Path) -> None:
+    d = prompt_file(tmp_path, "id: qa\nversion: 1\ntemplate: '{{ passage }} {{ case.nonexistent }}'\n")
+    p = load_prompt(d, "qa", 1)
+    assert p.variables() == frozenset({"passage", "case"})
+    with pytest.raises(PromptError) as info:
+        p.probe({"question": "Q", "case": {"id": "a"}})
+    assert str(info.value).endswith("template variable 'passage' is undefined (variables available: case, question)")
+    assert "did you mean" not in str(info.value)
+    with pytest.raises(PromptError, match=r"failed to render: 'dict object' has no attribute 'nonexistent' "
+                                          r"\(variables available: case, passage\)"):
+        p.probe({"passage": "P", "case": {"id": "a"}})
+
+
+def test_variables_include_conditional_ones_and_skip_loop_locals(tmp_path: Path) -> None:
+    d = prompt_file(tmp_path, "id: qa\nversion: 1\ntemplate: \"{% if context %}{{ context }}{% endif %}"
+                              "{% for d in docs %}{{ d }}{% endfor %}{% set x = 1 %}{{ x }} {{ question | upper }}\"\n")
+    p = load_prompt(d, "qa", 1)
+    assert p.variables() == frozenset({"context", "docs", "question"})
+    assert p.render({"context": "", "docs": ["a", "b"], "question": "q"}) == [{"role": "user", "content": "ab1 Q"}]

@@ -4,7 +4,10 @@ stored, threads and processes sharing one sqlite file."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -296,3 +299,209 @@ def test_several_processes_share_one_cache_file(tmp_path: Path) -> None:
         entries = cache.entries()
     assert len(entries) == 450
     assert {e.generation.text for e in entries} == {f"a{w}-{i}" for w in range(3) for i in range(150)}
+
+
+# -- keys of the raw request, sanitized storage ------------------------------------------------------
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+REDACT_KEY = b"test-redact-key-0123456789"
+
+
+class StandInSanitizer:
+    """The three methods CachedLLM uses (the real one is pytest_genai.sanitize.Sanitizer): e-mails become
+    `<EMAIL:xxxxxx>` placeholders (6 hex, or what `placeholder` says), digests are HMAC-SHA256 when keyed."""
+
+    def __init__(self, key: bytes | None = REDACT_KEY, placeholder: Callable[[str], str] | None = None) -> None:
+        self.key = key
+        self.keyed = key is not None
+        self.placeholder = placeholder or (lambda raw: f"<EMAIL:{hashlib.sha256(raw.encode()).hexdigest()[:6]}>")
+
+    def text(self, s: str | None) -> str | None:
+        return EMAIL.sub(lambda m: self.placeholder(m.group()), s) if s else s
+
+    def obj(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.obj(k): self.obj(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.obj(v) for v in value]
+        return value
+
+    def digest(self, data: bytes) -> str:
+        if self.key is None:
+            return hashlib.sha256(data).hexdigest()
+        return hmac.new(self.key, data, hashlib.sha256).hexdigest()
+
+
+def canonical(material: dict[str, Any]) -> bytes:
+    return json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def on_disk(tmp_path: Path, *names: str) -> bytes:
+    return b"".join(f.read_bytes() for name in names for f in sorted(tmp_path.glob(name + "*")))
+
+
+PII_PROMPT = [{"role": "user", "content": "Context: ann.lee@example.com staffs the desk\nQuestion: who staffs the desk?"}]
+
+
+def test_a_redacted_cassette_replays_keyed_by_the_raw_request(config: GenaiConfig, stub: OpenAIStub, open_cache: Any,
+                                                              tmp_path: Path) -> None:
+    san = StandInSanitizer()
+    cache = open_cache()
+    live = CachedLLM.from_config(config, cache, "read-write", san)
+    gen = live.generate(PII_PROMPT, seed=5)
+    live.inner.close()  # type: ignore[attr-defined]
+    assert "ann.lee@example.com" in gen.text and not gen.cached  # the caller gets the provider's answer
+    raw = request_material("openai_compatible", "stub-model", stub.base_url, PII_PROMPT, {"temperature": 0.7, "max_tokens": 16}, 5)
+    key = hmac.new(REDACT_KEY, canonical(raw), hashlib.sha256).hexdigest()
+    assert live.key_for(PII_PROMPT, seed=5) == key and len(key) == 64  # keyed, full length, of the raw material
+    entry = cache.get(key)
+    assert entry is not None and entry.request == san.obj(raw) and entry.generation.text == san.text(gen.text)
+    assert "<EMAIL:" in entry.generation.text and "<EMAIL:" in entry.request["messages"][0]["content"]
+    while_open = on_disk(tmp_path, "responses.sqlite3")  # the db with its -wal and -shm
+    cache.close()
+    out = tmp_path / "cassette.jsonl"
+    assert export_cassette(tmp_path / "responses.sqlite3", out) == 1
+    blobs = while_open + on_disk(tmp_path, "responses.sqlite3") + out.read_bytes()
+    assert b"<EMAIL:" in out.read_bytes()
+    for raw_value in (b"ann.lee@example.com", b"ann.lee"):
+        assert raw_value not in blobs
+    stub.stop()
+    assert import_cassette(out, tmp_path / "fresh.sqlite3") == 1
+    replay = CachedLLM.from_config(config, open_cache("fresh.sqlite3"), "replay", san)
+    again = replay.generate(PII_PROMPT, seed=5)
+    assert again.cached and again.text == entry.generation.text and replay.stats == {"hits": 1, "misses": 0, "stored": 0}
+    assert not replay.inner_built
+    # a replay without the redact key (or with another one) recomputes other keys: it misses, and says why
+    for other in (StandInSanitizer(b"another-key-0123456789"), StandInSanitizer(None)):
+        with pytest.raises(CacheMiss) as info:
+            CachedLLM.from_config(config, open_cache("fresh.sqlite3"), "replay", other).generate(PII_PROMPT, seed=5)
+        assert "ann.lee" not in str(info.value)
+        assert ("replay with the key the cassette was recorded with" in str(info.value)) == other.keyed
+
+
+def test_values_whose_placeholders_collide_never_share_a_key(config: GenaiConfig, stub: OpenAIStub, open_cache: Any) -> None:
+    san = StandInSanitizer(placeholder=lambda raw: "<EMAIL:000000>")  # every e-mail: one placeholder
+    ann = [{"role": "user", "content": "Did ann@example.com sign the form?"}]
+    bob = [{"role": "user", "content": "Did bob@example.org sign the form?"}]
+    assert san.obj(ann) == san.obj(bob)  # the stored requests are the same...
+    cache = open_cache()
+    llm = CachedLLM.from_config(config, cache, "read-write", san)
+    assert llm.key_for(ann, seed=1) != llm.key_for(bob, seed=1)  # ...their keys are not
+    texts = {"ann": llm.generate(ann, seed=1).text, "bob": llm.generate(bob, seed=1).text}
+    assert texts["ann"] != texts["bob"]  # the stub answers from the raw content (precondition of what follows)
+    assert llm.stats == {"hits": 0, "misses": 2, "stored": 2} and len(cache) == 2 and stub.request_count == 2
+    llm.inner.close()  # type: ignore[attr-defined]
+    replay = CachedLLM.from_config(config, cache, "replay", san)
+    assert {"ann": replay.generate(ann, seed=1).text, "bob": replay.generate(bob, seed=1).text} == texts
+    # unkeyed, the key is still sha256 of the raw material, never of the placeholders
+    plain = CachedLLM.from_config(config, None, "off", StandInSanitizer(None, placeholder=lambda raw: "<EMAIL:000000>"))
+    raw = request_material("openai_compatible", "stub-model", stub.base_url, ann, {"temperature": 0.7, "max_tokens": 16}, 1)
+    assert plain.key_for(ann, seed=1) == hashlib.sha256(canonical(raw)).hexdigest() == request_key(raw)
+    assert plain.key_for(ann, seed=1) != request_key(san.obj(raw))
+
+
+def test_from_config_keeps_the_older_redact_form(config: GenaiConfig, stub: OpenAIStub, open_cache: Any) -> None:
+    san = StandInSanitizer()
+    cache = open_cache()
+    llm = CachedLLM.from_config(config, cache, "read-write", redact=san.obj)  # what runtime.make_llm passed before
+    gen = llm.generate(PII_PROMPT, seed=2)
+    llm.inner.close()  # type: ignore[attr-defined]
+    raw = request_material("openai_compatible", "stub-model", stub.base_url, PII_PROMPT, {"temperature": 0.7, "max_tokens": 16}, 2)
+    entry = cache.get(request_key(raw))  # plain sha256 of the raw material
+    assert entry is not None and entry.generation.text == san.text(gen.text) and "ann.lee" not in json.dumps(entry.request)
+    with pytest.raises(TypeError, match="not both"):
+        CachedLLM.from_config(config, cache, "read-write", san, redact=san.obj)
+
+
+def test_a_message_without_content_is_refused_before_keying_or_sending(config: GenaiConfig, stub: OpenAIStub,
+                                                                       open_cache: Any) -> None:
+    cache = open_cache()
+    for mode in ("read-write", "replay", "off"):
+        llm = CachedLLM.from_config(config, cache, mode, StandInSanitizer())
+        with pytest.raises(ValueError, match=r"messages\[1\] \(role 'user'\) has no content"):
+            llm.generate([{"role": "system", "content": "Be brief."}, {"role": "user", "content": None}], seed=1)  # type: ignore[dict-item]
+        assert not llm.inner_built
+    assert stub.request_count == 0 and len(cache) == 0
+
+
+# -- corrupt cassettes: a usage error naming the file and the line -------------------------------------
+GOOD_ENTRY = {"key": "a" * 64, "request": {"messages": []}, "created_at": "2026-12-01T00:00:00+00:00",
+              "generation": {"text": "Paris", "input_tokens": 3, "output_tokens": 1, "system_fingerprint": "fp", "latency_ms": 1.5}}
+
+
+def entry_with(**changes: Any) -> str:
+    data = json.loads(json.dumps(GOOD_ENTRY))
+    for dotted, value in changes.items():
+        node, *rest = dotted.split("__")
+        target, last = (data[node], rest[0]) if rest else (data, node)
+        if value is ...:
+            del target[last]
+        else:
+            target[last] = value
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"key": "' + "a" * 64 + '", "request": {}', r"not valid JSON: Expecting ',' delimiter at column \d+"),
+    ("[1, 2]", r"not a cassette entry: expected a JSON object \{created_at, generation, key, request\}, got an array"),
+    (entry_with(generation=..., created_at=...), r"not a cassette entry: missing field\(s\) created_at, generation$"),
+    (entry_with(extra=1), r"unknown field\(s\) extra"),
+    (entry_with(generation__text=...), r"missing field\(s\) generation\.text"),
+    (entry_with(generation__cached=True), r"unknown field\(s\) generation\.cached"),
+    (entry_with(key="A" * 64), r"'key' must be a 64-hex request hash, got 'AAAA"),
+    (entry_with(key=12), r"'key' must be a 64-hex request hash, got a number"),
+    (entry_with(request=["m"]), r"'request' must be an object, got an array"),
+    (entry_with(created_at=5), r"'created_at' must be a string, got a number"),
+    (entry_with(generation="Paris"), r"'generation' must be an object, got a string"),
+    (entry_with(generation__text=None), r"'generation\.text' must be a string, got null"),
+    (entry_with(generation__input_tokens="3"), r"'generation\.input_tokens' must be an integer, got a string"),
+    (entry_with(generation__output_tokens=True), r"'generation\.output_tokens' must be an integer, got a boolean"),
+    (entry_with(generation__output_tokens=-1), r"'generation\.output_tokens' must not be negative"),
+    (entry_with(generation__latency_ms="fast"), r"'generation\.latency_ms' must be a number or null, got a string"),
+    (entry_with(generation__system_fingerprint=7), r"'generation\.system_fingerprint' must be a string or null, got a number"),
+    (entry_with(generation__latency_ms=float("nan")), r"'generation\.latency_ms' must be a finite number >= 0"),
+    (json.dumps(GOOD_ENTRY), r"key a{64} is already on line 2"),
+])
+def test_a_corrupt_line_names_file_line_and_what_is_wrong(tmp_path: Path, line: str, message: str) -> None:
+    from pytest_genai.llm.cache import CassetteError
+
+    target = tmp_path / "cache.sqlite3"
+    earlier = dict(GOOD_ENTRY, key="b" * 64)
+    (tmp_path / "earlier.jsonl").write_text(json.dumps(earlier) + "\n")
+    assert import_cassette(tmp_path / "earlier.jsonl", target) == 1
+    path = tmp_path / "cassettes" / "x.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n" + json.dumps(GOOD_ENTRY) + "\n" + line + "\n" + json.dumps(dict(GOOD_ENTRY, key="c" * 64)) + "\n")
+    with pytest.raises(CassetteError) as info:
+        import_cassette(path, target)
+    assert isinstance(info.value, Exception) and info.value.path == path and info.value.line == 3
+    assert str(info.value).startswith(f"{path}:3: ")
+    assert re.search(message, str(info.value)), str(info.value)
+    with ResponseCache(target) as cache:
+        assert [e.key for e in cache.entries()] == ["b" * 64]  # all or nothing
+
+
+def test_invalid_utf8_names_its_line_and_an_empty_cassette_is_no_entries(tmp_path: Path) -> None:
+    from pytest_genai.llm.cache import CassetteError
+
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(json.dumps(GOOD_ENTRY).encode() + b"\n" + b'{"key": "\xff"}\n')
+    with pytest.raises(CassetteError, match=r"x\.jsonl:2: not valid UTF-8"):
+        import_cassette(path, tmp_path / "c.sqlite3")
+    for body in ("", "\n", "  \n\n"):
+        path.write_text(body)
+        assert import_cassette(path, tmp_path / "c.sqlite3") == 0
+    with ResponseCache(tmp_path / "c.sqlite3") as cache:
+        assert len(cache) == 0
+
+
+def test_a_line_separator_inside_a_recorded_string_survives_the_round_trip(tmp_path: Path) -> None:
+    request = request_material("p", "m", None, [{"role": "user", "content": "one\u2028two\u0085three"}], {}, 1)
+    with ResponseCache(tmp_path / "a.sqlite3") as cache:
+        cache.put(request, Generation("x\u2029y", 1, 1))
+    export_cassette(tmp_path / "a.sqlite3", tmp_path / "c.jsonl")
+    assert "\u2028".encode() in (tmp_path / "c.jsonl").read_bytes()  # written raw (ensure_ascii=False)
+    assert import_cassette(tmp_path / "c.jsonl", tmp_path / "b.sqlite3") == 1
+    with ResponseCache(tmp_path / "b.sqlite3") as cache:
+        assert cache.get(request_key(request)).generation.text == "x\u2029y"  # type: ignore[union-attr]

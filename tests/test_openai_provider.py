@@ -319,3 +319,23 @@ def test_stub_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.parametrize(("messages", "message"), [
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": None}],
+     r"messages\[1\] \(role 'user'\) has no content: message content must be a string"),
+    ([{"role": "user"}], r"messages\[0\] \(role 'user'\) has no content"),
+    ([{"role": "user", "content": 42}], r"messages\[0\] \(role 'user'\) has content of type int"),
+    ([{"content": "hi"}], r"messages\[0\] has no role"),
+    (["hi"], r"messages\[0\] must be a \{role, content\} dict, got str"),
+    ([], r"messages must be a non-empty list"),
+])
+def test_a_message_that_is_not_text_is_refused_before_any_request(make_stub: Any, make_llm: Any, messages: Any,
+                                                                  message: str) -> None:
+    stub = make_stub()
+    llm = make_llm(stub.base_url)
+    with pytest.raises(ValueError, match=message):
+        llm.generate(messages, seed=1)
+    assert stub.request_count == 0 and llm.stats == {"requests": 0, "retries": 0, "failures": 0}
+    llm.generate(MSG, seed=1)
+    assert stub.request_count == 1 and "None" not in json.dumps(stub.last_request)

@@ -125,7 +125,7 @@ def test_batched_generation_gives_the_unbatched_outputs(example: Path, pytester:
         result = pytester.runpytest_subprocess("--genai-config", "genai.yaml")
         assert result.ret == 0, result.stdout.str()
         run_dir = sorted((example / "runs").iterdir())[-1]
-        runs.append((_answers(run_dir), json.loads((run_dir / "summary.json").read_text())["tags"]))
+        runs.append((_answers(run_dir), json.loads((run_dir / "run.json").read_text())["tags"]))
     (one, one_tags), (four, four_tags) = runs
     assert {k: (v["answer"], v["input_tokens"], v["output_tokens"]) for k, v in one.items()} == \
            {k: (v["answer"], v["input_tokens"], v["output_tokens"]) for k, v in four.items()}

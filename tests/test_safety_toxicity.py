@@ -107,7 +107,9 @@ def test_threshold_rule() -> None:
 
 
 def test_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(toxicity, "_REGISTRY", dict(toxicity._REGISTRY))  # registrations end with the test
+    from pytest_genai.registries import CLASSIFIERS
+
+    monkeypatch.setattr(CLASSIFIERS, "_entries", dict(CLASSIFIERS._entries))  # registrations end with the test
     assert "profanity_check" in available_classifiers()
     with pytest.raises(ValueError, match="unknown toxicity classifier 'perspective'.*profanity_check"):
         get_classifier("perspective")

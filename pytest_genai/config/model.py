@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,7 +13,6 @@ from pytest_genai.config.errors import ConfigError, Problem
 from pytest_genai.config.validate import SECRET_REF, apply_defaults, schema_problems, semantic_problems, unknown_key_problems
 from pytest_genai.config.yaml_lines import Lines, line_of, load_yaml_with_lines
 
-_URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@:]+:[^/\s@]+@", re.IGNORECASE)
 
 # Sections that say where results go, not what is measured: left out of config_hash so the
 # same experiment logged to another server (or a CI override) keeps its identity.
@@ -68,13 +66,10 @@ class GenaiConfig:
         return out
 
     def redact(self, text: str | None) -> str | None:
-        """Secret values and URL credentials replaced by '***', for anything shown or persisted."""
-        if not text:
-            return text
-        for value in self.secrets.values():
-            if len(value) >= 4:
-                text = text.replace(value, "***")
-        return _URL_CREDENTIALS.sub(r"\1***@", text)
+        """Secret values and URL credentials masked: the sanitizer's secrets-only mode (pytest_genai/sanitize.py)."""
+        from pytest_genai.sanitize import Sanitizer
+
+        return Sanitizer(False, None, tuple(self.secrets.values())).text(text)
 
 
 def canonical_json(data: Any) -> str:

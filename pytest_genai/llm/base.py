@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 Message = dict[str, str]
 
@@ -35,6 +35,22 @@ class LLM(Protocol):
 
 class LLMError(Exception):
     pass
+
+
+def check_messages(messages: Any) -> None:
+    """Refuse chat messages a provider would mangle (None content is sent as null, or as the string "None"):
+    a ValueError naming the message, before anything is sent. Each must be {role: str, content: str}."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError(f"messages must be a non-empty list of {{role, content}} dicts, got {messages!r:.80}")
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise ValueError(f"messages[{i}] must be a {{role, content}} dict, got {type(m).__name__}")
+        if not isinstance(m.get("role"), str) or not m["role"]:
+            raise ValueError(f"messages[{i}] has no role (a non-empty string): {m.get('role')!r:.40}")
+        content = m.get("content")
+        if not isinstance(content, str):
+            what = "no content" if content is None else f"content of type {type(content).__name__}"
+            raise ValueError(f"messages[{i}] (role {m['role']!r}) has {what}: message content must be a string")
 
 
 def build_llm(config: Any) -> LLM:

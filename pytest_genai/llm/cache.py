@@ -1,9 +1,13 @@
 """Record/replay response cache: one sqlite file, keyed by everything that can change an answer.
 
 Why: re-running an eval against a paid API costs money and time, and CI must be able to replay a
-recorded run with no network and no key. The key is the sha256 of the canonical JSON of
-{provider, model, base_url, messages, params, seed} (`params`: every generation knob, e.g.
-temperature and max_tokens) -- never the API key, so a cache or cassette can be shared and committed.
+recorded run with no network and no key. The key is a full-length hash of the canonical JSON of the
+RAW request {provider, model, base_url, messages, params, seed} (`params`: every generation knob, e.g.
+temperature and max_tokens): HMAC-SHA256 with `safety.redact_key` when one is configured, else sha256
+-- never of the API key, which is not in the material. What is stored (the request beside the key, the
+answer text) is sanitized: nothing raw is on disk, and a cassette can be shared and committed. Keys are
+never computed from placeholders: two values whose short placeholders collide never share a key, and a
+replay recomputes the key from the raw request the pipeline renders, so a redacted cassette still hits.
 
 Modes: "off" (pass through), "read-write" (hit: cached; miss: call and store), "record" (always
 call, overwrite), "replay" (never call: a miss raises `CacheMiss`). Cassettes are the cache as
@@ -20,8 +24,8 @@ import contextlib
 import contextvars
 import hashlib
 import json
-import re
 import os
+import re
 import sqlite3
 import tempfile
 import threading
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, cast
 
 from pytest_genai.cache_dir import cache_root
-from pytest_genai.llm.base import LLM, Generation, LLMError, Message
+from pytest_genai.llm.base import LLM, Generation, LLMError, Message, check_messages
 from pytest_genai.llm.openai_compatible import public_url
 
 CacheMode = Literal["off", "read-write", "record", "replay"]
@@ -112,9 +116,14 @@ def request_material(provider: str, model: str, base_url: str | None, messages: 
     }))
 
 
-def request_key(material: Mapping[str, Any]) -> str:
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def request_key(material: Mapping[str, Any], digest: Callable[[bytes], str] = _sha256) -> str:
+    """`digest` (64 hex) of the canonical JSON of the RAW material: sha256, or a keyed HMAC (`Sanitizer.digest`)."""
     canonical = json.dumps(_normalise(material), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return digest(canonical.encode())
 
 
 def generation_params(config: Any) -> dict[str, Any]:
@@ -255,14 +264,13 @@ class CachedLLM:
     def __init__(self, inner: LLM | Callable[[], LLM], cache: ResponseCache | None, mode: CacheMode, provider: str,
                  base_url: str | None, *, params: Mapping[str, Any], model_id: str | None = None,
                  model_sha256: str | None = None, redact: Callable[[Any], Any] | None = None,
-                 digest: Callable[[bytes], str] | None = None) -> None:
+                 digest: Callable[[bytes], str] | None = None, keyed: bool = False) -> None:
         self.mode = parse_mode(mode)
-        # With redaction, keys and stored requests/answers are computed on the redacted material: nothing
-        # raw is stored, and a redacted cassette still replays (its keys recompute to the same values).
+        # `redact` sanitizes what is stored (the request, the answer text) and shown (a miss's excerpt);
+        # `digest` keys the RAW request (see the module docstring), so nothing raw is stored yet replay hits.
         self._redact: Callable[[Any], Any] = redact or (lambda x: x)
-        # Keys are full-length hashes of the RAW material (keyed with safety.redact_key), never of placeholders:
-        # two values whose short placeholders collide never share a key; a replay recomputes the same key.
-        self._digest: Callable[[bytes], str] = digest or (lambda b: hashlib.sha256(b).hexdigest())
+        self._digest: Callable[[bytes], str] = digest or _sha256
+        self._keyed = keyed  # `digest` is an HMAC: a replay needs the key the cassette was recorded with
         if self.mode != "off" and cache is None:
             raise ValueError(f"cache mode {mode!r} needs a ResponseCache")
         is_instance = hasattr(inner, "generate")
@@ -286,8 +294,15 @@ class CachedLLM:
                     sanitizer: Any = None, inner: LLM | Callable[[], LLM] | None = None,
                     redact: Callable[[Any], Any] | None = None) -> "CachedLLM":
         """Keyed from the config; the provider is built lazily with `build_llm(config)` unless given.
-        A base_url given as `${ENV}` is keyed by that reference, never by its secret value."""
+        A base_url given as `${ENV}` is keyed by that reference, never by its secret value.
+
+        `sanitizer` (duck-typed: `obj(value)`, `text(str)`, `digest(bytes) -> 64 hex`, e.g.
+        `pytest_genai.sanitize.Sanitizer`) sanitizes what is stored and keys the raw request with its
+        digest. `redact=` alone is the older form: stored material redacted, keys plain sha256."""
         from pytest_genai.llm.base import build_llm
+
+        if sanitizer is not None and redact is not None:
+            raise TypeError("CachedLLM.from_config takes a sanitizer or redact=, not both")
 
         def factory() -> LLM:
             return build_llm(config)
@@ -298,8 +313,9 @@ class CachedLLM:
         return cls(inner if inner is not None else factory, cache, mode, str(config.get("llm.provider")), base_url,
                    params=generation_params(config), model_id=str(config.get("llm.model_id")),
                    model_sha256=config.get("llm.model_sha256"),
-                   redact=sanitizer.obj if sanitizer is not None else redact,
-                   digest=sanitizer.digest if sanitizer is not None else None)
+                   redact=_sanitize_with(sanitizer) if sanitizer is not None else redact,
+                   digest=sanitizer.digest if sanitizer is not None else None,
+                   keyed=bool(getattr(sanitizer, "keyed", False)))
 
     @property
     def inner(self) -> LLM:
@@ -327,28 +343,23 @@ class CachedLLM:
             return dict(self._stats)
 
     def key_for(self, messages: Sequence[Message], *, seed: int | None) -> str:
-        return self._key(self._raw(messages, seed))
+        """The cache key of a request: a full-length (keyed) hash of its raw material."""
+        return request_key(self._raw(messages, seed), self._digest)
 
     def _raw(self, messages: Sequence[Message], seed: int | None) -> dict[str, Any]:
         return request_material(self.provider, self.model_id, self.base_url, messages, self.params, seed)
-
-    def _key(self, raw: Mapping[str, Any]) -> str:
-        canonical = json.dumps(_normalise(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return self._digest(canonical.encode())
-
-    def _material(self, messages: Sequence[Message], seed: int | None) -> dict[str, Any]:
-        return self._redact(self._raw(messages, seed))
 
     def _count(self, name: str) -> None:
         with self._lock:
             self._stats[name] += 1
 
     def generate(self, messages: list[Message], *, seed: int) -> Generation:
+        check_messages(messages)  # for every provider and mode: a None content is neither keyed nor sent
         if self.mode == "off":
             return self.inner.generate(messages, seed=seed)
         assert self.cache is not None
         raw = self._raw(messages, seed)
-        key = self._key(raw)
+        key = request_key(raw, self._digest)
         if self.mode in ("read-write", "replay"):
             entry = self.cache.get(key)
             if entry is not None:
@@ -367,14 +378,16 @@ class CachedLLM:
 
     def _miss(self, key: str, messages: Sequence[Message], seed: int) -> CacheMiss:
         case = _case_label.get()
-        user = [m.get("content", "") for m in messages if m.get("role") == "user"]
+        user = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
         excerpt = self._redact(" ".join((user[-1] if user else "").split()))[:80]  # redact, then cut
         who = f"case {case!r}" if case else "a case"
+        keyed = (" Keys are HMACs with safety.redact_key: replay with the key the cassette was recorded with."
+                 if self._keyed else "")
         assert self.cache is not None
         return CacheMiss(
             f"replay: no recorded response for {who} (model {self.model_id!r}, seed {seed}, prompt {excerpt!r}): "
             f"cache key {key} is not in {self.cache.path}. Record it with cache mode 'read-write' or 'record', "
-            "or import a cassette that has it.",
+            f"or import a cassette that has it.{keyed}",
             key=key, model_id=self.model_id, seed=seed, case=case,
         )
 
@@ -405,41 +418,105 @@ def export_cassette(cache_path: str | os.PathLike[str], out_path: str | os.PathL
 
 
 class CassetteError(ValueError):
-    """A cassette line that cannot be read; `str()` is `path:line: message`."""
+    """A cassette that cannot be read: a usage error naming the place, never a traceback.
+    `str()` is `path:line: message` (line 1-based)."""
 
-    def __init__(self, path: Path, line: int, message: str) -> None:
-        self.path, self.line, self.message = path, line, message
+    def __init__(self, path: str | os.PathLike[str], line: int, message: str) -> None:
+        self.path, self.line, self.message = Path(path), line, message
         super().__init__(f"{path}:{line}: {message}")
+
+
+_CASSETTE_FIELDS = ("created_at", "generation", "key", "request")
+_GENERATION_FIELDS = {"text": (str,), "input_tokens": (int,), "output_tokens": (int,),
+                      "system_fingerprint": (str, type(None)), "latency_ms": (int, float, type(None))}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", type(None): "null"}
+
+
+def _fields_problem(data: Mapping[str, Any], required: Sequence[str], allowed: Sequence[str], where: str) -> str | None:
+    missing = [f for f in required if f not in data]
+    unknown = sorted(set(data) - set(allowed))
+    if missing or unknown:
+        parts = ([f"missing field(s) {', '.join(where + f for f in missing)}"] if missing else []) + \
+                ([f"unknown field(s) {', '.join(where + str(f) for f in unknown)}"] if unknown else [])
+        return "; ".join(parts)
+    return None
+
+
+def _cassette_entry(data: Any) -> CacheEntry:
+    """One parsed line, checked field by field (ValueError with what is wrong, for CassetteError)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object {{{', '.join(_CASSETTE_FIELDS)}}}, got {_json_type(data)}")
+    problem = _fields_problem(data, _CASSETTE_FIELDS, _CASSETTE_FIELDS, "")
+    if problem:
+        raise ValueError(problem)
+    key, request, gen, created_at = data["key"], data["request"], data["generation"], data["created_at"]
+    if not isinstance(key, str) or not re.fullmatch(r"[0-9a-f]{64}", key):
+        raise ValueError(f"'key' must be a 64-hex request hash, got {_json_type(key) if not isinstance(key, str) else repr(key[:80])}")
+    if not isinstance(request, dict):
+        raise ValueError(f"'request' must be an object, got {_json_type(request)}")
+    if not isinstance(created_at, str):
+        raise ValueError(f"'created_at' must be a string, got {_json_type(created_at)}")
+    if not isinstance(gen, dict):
+        raise ValueError(f"'generation' must be an object, got {_json_type(gen)}")
+    problem = _fields_problem(gen, ("text", "input_tokens", "output_tokens"), tuple(_GENERATION_FIELDS), "generation.")
+    if problem:
+        raise ValueError(problem)
+    for name, types in _GENERATION_FIELDS.items():
+        value = gen.get(name)
+        if isinstance(value, bool) or not isinstance(value, types):  # JSON true is not a token count
+            wanted = " or ".join(_TYPE_NAMES[t] for t in types if not (t is int and float in types))
+            raise ValueError(f"'generation.{name}' must be {wanted}, got {_json_type(value)}")
+    for name in ("input_tokens", "output_tokens"):
+        if gen[name] < 0:
+            raise ValueError(f"'generation.{name}' must not be negative, got {gen[name]}")
+    latency = gen.get("latency_ms")
+    if latency is not None and not (0 <= latency < float("inf")):
+        raise ValueError(f"'generation.latency_ms' must be a finite number >= 0, got {latency}")
+    return CacheEntry(key, request, _generation_from(gen), created_at)
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def import_cassette(path: str | os.PathLike[str], cache_path: str | os.PathLike[str]) -> int:
     """Load a cassette into a cache (overwriting same keys), all or nothing; returns the entry count.
-    Keys are hashes of the raw requests (which the cassette never holds), so they are taken as written."""
+    Keys are (keyed) hashes of the raw requests, which the cassette never holds: they are taken as written.
+    An unreadable line raises `CassetteError` naming it; blank lines are skipped (an empty file is 0 entries)."""
     path = Path(path)
-    entries: list[CacheEntry] = []
+    raw = path.read_bytes()
     try:
-        lines = path.read_text("utf-8").splitlines()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CassetteError(path, 1, f"not UTF-8 text ({exc.reason})") from None
-    if True:
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError as exc:
-                raise CassetteError(path, lineno, f"not valid JSON: {exc}") from None
-            try:
-                request = data["request"]
-                if not isinstance(request, dict):
-                    raise ValueError("'request' must be an object")
-                entry = CacheEntry(str(data["key"]), request, _generation_from(data["generation"]), str(data["created_at"]))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise CassetteError(path, lineno, f"not a cassette entry ({type(exc).__name__}: {exc}); "
-                                    "expected {key, request, generation, created_at}") from None
-            if not re.fullmatch(r"[0-9a-f]{64}", entry.key):
-                raise CassetteError(path, lineno, f"key {entry.key[:80]!r} is not a 64-hex request hash")
-            entries.append(entry)
+        raise CassetteError(path, raw[:exc.start].count(b"\n") + 1, f"not valid UTF-8 ({exc.reason})") from None
+    entries: list[CacheEntry] = []
+    first_line: dict[str, int] = {}
+    # split on "\n" only: export writes U+2028 and friends raw inside JSON strings (str.splitlines would cut them)
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CassetteError(path, lineno, f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+        try:
+            entry = _cassette_entry(data)
+        except ValueError as exc:
+            raise CassetteError(path, lineno, f"not a cassette entry: {exc}") from None
+        if entry.key in first_line:
+            raise CassetteError(path, lineno, f"key {entry.key} is already on line {first_line[entry.key]}")
+        first_line[entry.key] = lineno
+        entries.append(entry)
     with ResponseCache(cache_path) as cache:
         cache.put_many(entries)
     return len(entries)
+
+
+def _sanitize_with(sanitizer: Any) -> Callable[[Any], Any]:
+    """One redact callable from a sanitizer: `text` for strings, `obj` for JSON-like values."""
+    def redact(value: Any) -> Any:
+        return sanitizer.text(value) if isinstance(value, str) else sanitizer.obj(value)
+
+    return redact

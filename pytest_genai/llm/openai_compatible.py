@@ -20,10 +20,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import ClassVar, Any, Mapping, NoReturn
+from typing import Any, ClassVar, Mapping, NoReturn
 from urllib.parse import urlsplit
 
-from pytest_genai.llm.base import Generation, LLMError, Message
+from pytest_genai.llm.base import Generation, LLMError, Message, check_messages
 
 PROVIDER = "openai_compatible"
 USER_AGENT = "pytest-genai/0.1 (openai_compatible)"
@@ -132,6 +132,7 @@ class OpenAICompatibleLLM:
             return dict(self._counts)
 
     def generate(self, messages: list[Message], *, seed: int) -> Generation:
+        check_messages(messages)  # a None content would go out as JSON null: refuse it before any request
         payload = {"model": self.model_id, "messages": messages, "temperature": self.temperature,
                    "max_tokens": self.max_tokens, "seed": seed}
         body = json.dumps(payload, ensure_ascii=False).encode()

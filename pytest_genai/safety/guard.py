@@ -1,17 +1,12 @@
 """The `safety:` policy applied to each answer: flags (PII types, TOXICITY), the guardrail that
-replaces a blocked answer with the refusal, and the redactor used on everything persisted."""
+replaces a blocked answer with the refusal. (Redaction is the sanitizer's job: pytest_genai/sanitize.py.)"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from functools import lru_cache
-
-from pytest_genai.safety.pii import detect, redact, redact_obj
-
-# Retrieved chunks and prompts repeat across cases: redact each distinct text once.
-_redact_cached = lru_cache(maxsize=8192)(redact)
+from pytest_genai.safety.pii import detect
 
 
 @dataclass(frozen=True)
@@ -117,21 +112,3 @@ def _texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("pass a sequence of texts, not one string")
     return list(texts)
-
-
-@dataclass(frozen=True)
-class Redactor:
-    """Typed placeholders with a stable short hash (`<EMAIL:1a2b3c>`), so equal values stay comparable
-    and a detector run on redacted text counts the same flags. Identity when `safety.redact` is false."""
-
-    enabled: bool = True
-
-    def text(self, value: str | None) -> str | None:
-        return _redact_cached(value) if self.enabled and value else value
-
-    def obj(self, value: Any) -> Any:
-        return redact_obj(value) if self.enabled else value
-
-    @classmethod
-    def from_config(cls, config: Any) -> "Redactor":
-        return cls(bool(config.get("safety.redact", True)))

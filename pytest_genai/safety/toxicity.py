@@ -65,24 +65,27 @@ def flags(scores: Sequence[float], threshold: float = DEFAULT_THRESHOLD) -> list
     return [s >= threshold for s in scores]
 
 
-_REGISTRY: dict[str, Callable[[], ToxicityClassifier]] = {
-    ProfanityCheckClassifier.name: ProfanityCheckClassifier,
-}
+def register_classifier(name: str, factory: Callable[[], ToxicityClassifier] | str) -> None:
+    """Make `get_classifier(name)` build classifiers with `factory` (an object or a lazy "module:attr");
+    the same as `registries.classifiers.register` in a `pytest_genai_register` hook."""
+    from pytest_genai.registries import CLASSIFIERS
 
-
-def register_classifier(name: str, factory: Callable[[], ToxicityClassifier]) -> None:
-    """Make `get_classifier(name)` build classifiers with `factory` (e.g. from a plugin or a test)."""
-    _REGISTRY[name] = factory
+    CLASSIFIERS.register(name, factory, replace=True)
 
 
 def available_classifiers() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
+    from pytest_genai.registries import CLASSIFIERS
+
+    return tuple(sorted(CLASSIFIERS.names()))
 
 
 def get_classifier(name: str) -> ToxicityClassifier:
     """A new classifier by its registry name; the backend is imported on its first `scores` call."""
+    from pytest_genai.registries import CLASSIFIERS
+    from pytest_genai.registry import UnknownName
+
     try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown toxicity classifier {name!r}; known: {', '.join(available_classifiers())}") from None
-    return factory()
+        factory = CLASSIFIERS.get(name)
+    except UnknownName as exc:
+        raise ValueError(str(exc)) from None
+    return factory()  # type: ignore[operator]
