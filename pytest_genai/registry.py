@@ -4,10 +4,10 @@ the built-ins costs no import; an unknown name gets a did-you-mean (lm-evaluatio
 
 from __future__ import annotations
 
+import difflib
 import threading
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from pytest_genai.config.suggest import suggest_name
 from pytest_genai.resolve import import_target
 
 T = TypeVar("T")
@@ -49,7 +49,8 @@ class Registry(Generic[T]):
             return entry  # type: ignore[return-value]
 
     def unknown_message(self, name: str) -> str:
-        hint = suggest_name(name, list(self._entries))
+        close = difflib.get_close_matches(str(name).lower().replace("-", "_"), list(self._entries), n=1, cutoff=0.6)
+        hint = close[0] if close else None
         tip = f" — did you mean {hint!r}?" if hint else ""
         return f"unknown {self.kind} {name!r}{tip} (known: {', '.join(sorted(self._entries))})"
 

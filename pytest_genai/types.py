@@ -58,7 +58,7 @@ class CaseResult:
     prompt: str | None = None
     outputs_agree: bool | None = None  # set when --genai-repeat > 1
     expect_failures: tuple[str, ...] = ()
-    retrieved: tuple[Mapping[str, Any], ...] = ()  # [{chunk_id, doc_id, score}] in rank order (RAG)
+    retrieved: tuple[Mapping[str, Any], ...] = ()  # [{chunk_id, doc_id, score, rank, used}]: the top-k before the context budget
     hit_at_k: float | None = None  # None: not a RAG answer, or the case has no gold_doc_ids
     recall_at_k: float | None = None
     reciprocal_rank: float | None = None

@@ -65,7 +65,9 @@ def test_a_message_without_content_stops_the_run_naming_file_and_message(api_pro
 
 def test_an_undefined_variable_stops_the_run_once_at_start(api_project: Project, stub: OpenAIStub) -> None:
     api_project.write_prompt(template="Context: {{ context }}\\nQuestion: {{ questoin }}")
-    result = api_project.run("--genai-config", "genai.yaml")
+    # A fresh process: in-process pytester runs drop modules (jinja2's included) imported by earlier runs,
+    # which can leave a cached environment whose undefined type is not the module's StrictUndefined.
+    result = api_project.run("--genai-config", "genai.yaml", subprocess=True)
     out = output(result)
     assert result.ret != pytest.ExitCode.OK
     assert out.count("template variable 'questoin' is undefined") == 1, out

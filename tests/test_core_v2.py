@@ -291,7 +291,7 @@ def test_undefined_template_variable_stops_the_run_once(project: Project) -> Non
     project.config.update({"pipeline": "builtin:llm", "prompt": {"id": "qa", "version": 1},
                            "llm": {"provider": "openai_compatible", "base_url": "http://127.0.0.1:9", "model_id": "m"}})
     project.write_config()
-    result = project.run("--genai-config", "genai.yaml")
+    result = project.run("--genai-config", "genai.yaml", subprocess=True)
     assert result.ret == 4
     out = result.stdout.str() + result.stderr.str()
     assert "contxt" in out and "context" in out

@@ -213,7 +213,7 @@ def test_invalid_rag_configs_name_their_key(tmp_path: Path) -> None:
         ({"corpus": "nowhere"}, "rag.corpus: the corpus .*nowhere does not exist"),
         ({"chunk_size": 400}, "rag.chunk_size: is 400 tokens but all-minilm-l6-v2 reads at most 254"),
         ({"embed_model": "no/such-model"}, "rag.embed_model: .*never downloaded"),
-        ({"embed_model_sha256": "0" * 64}, "rag.embed_model_sha256: weights at"),
+        ({"embed_model_sha256": "0" * 64}, "rag.embed_model_sha256: the model at .* has sha256 over every file of the folder"),
         ({"reranker": {"type": "cross_encoder", "path": "missing"}}, "rag.reranker.path: the cross-encoder folder"),
     ]
     for rag, message in cases:
@@ -248,3 +248,53 @@ def test_retrieval_metrics_hand_checked() -> None:
     assert context_used("The Room B4 basement", ["Rare books: room b4"])  # 2 of 3 tokens grounded
     assert not context_used("Paris France", ["Rare books are kept in Room B4."])
     assert not context_used("", ["anything"])
+
+
+class EchoLLM:
+    """A stand-in model (the LLM is not under test here): answers with the first line of the prompt."""
+
+    model_sha256 = None
+
+    def generate(self, messages: list[dict[str, str]], *, seed: int) -> Any:
+        from pytest_genai.llm.base import Generation
+
+        return Generation(messages[-1]["content"].splitlines()[0], 1, 1)
+
+
+def test_retrieval_metrics_see_the_top_k_before_the_context_budget(tmp_path: Path) -> None:
+    """Regression: a gold document ranked 2nd and cut by rag.max_context_tokens still counts as a hit."""
+    from pytest_genai.pipelines.rag import RAGPipeline
+    from pytest_genai.prompts import PromptTemplate
+    from pytest_genai.rag.retrieval import build_retriever
+    from pytest_genai.types import Case
+
+    write_corpus(tmp_path)
+    question = "How many days of annual leave do staff get?"
+    retriever, info = build_retriever(rag_config(tmp_path, retriever_k=4))
+    hits = retriever.retrieve(question)
+    top_doc = hits[0].chunk.doc_id
+    second = next(h for h in hits if h.chunk.doc_id != top_doc)  # the gold doc: ranked below the first chunk
+    prompt = PromptTemplate("p", "1", "Context: {{ context }}\nQuestion: {{ question }}", tmp_path)
+    # a budget of 1 token keeps only the first chunk (the first always goes in)
+    pipeline = RAGPipeline(retriever, EchoLLM(), prompt, lambda case: 0, 1, info)  # type: ignore[arg-type]
+    case = Case("c1", question, ("28 days",), gold_doc_ids=(second.chunk.doc_id,))
+    answer = pipeline(case)
+
+    retrieved = answer.metadata["retrieved"]
+    assert [r["chunk_id"] for r in retrieved] == [h.chunk.id for h in hits] and len(retrieved) == 4
+    assert [r["rank"] for r in retrieved] == [1, 2, 3, 4]
+    assert [r["used"] for r in retrieved] == [True, False, False, False]
+    assert answer.contexts == (hits[0].chunk.text,)  # the budget still decides what the prompt holds
+    assert second.chunk.text not in answer.prompt
+    docs = [r["doc_id"] for r in retrieved]
+    assert hit_at_k(docs, case.gold_doc_ids) == 1.0 and recall_at_k(docs, case.gold_doc_ids) == 1.0
+    assert reciprocal_rank(docs, case.gold_doc_ids) == 0.5
+    # what went into the prompt alone would have missed it: the bug this guards against
+    assert hit_at_k([r["doc_id"] for r in retrieved if r["used"]], case.gold_doc_ids) == 0.0
+    # and the harness's own scoring, through the sanitizer, agrees
+    from pytest_genai.sanitize import Sanitizer
+    from pytest_genai.scoring import run_case
+
+    result = run_case(pipeline, case, 0, pricing=(0.0, 0.0), repeat=1, seed_globals=False, pass_seed=True, guard=None,
+                      sanitizer=Sanitizer.from_config(rag_config(tmp_path, retriever_k=4)))
+    assert result.error is None and result.hit_at_k == 1.0 and result.recall_at_k == 1.0

