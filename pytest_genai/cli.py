@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show}[args.command](args)
+    except BrokenPipeError:  # `pytest-genai show RUN | head`
+        sys.stderr.close()
+        return 0
     except (ConfigError, PromptError, SessionSetupError, RunLogError, OSError) as exc:
         print(f"pytest-genai {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -39,7 +42,29 @@ def _session(config_path: str):  # type: ignore[no-untyped-def]
     from pytest_genai.config import load_config
     from pytest_genai.session import EvalSession
 
+    _load_conftest(Path(config_path).resolve().parent)
     return EvalSession.from_config(load_config(config_path))
+
+
+def _load_conftest(folder: Path) -> None:
+    """What pytest would register: the conftest.py beside the config (its `register_metric` calls and its
+    `pytest_genai_register` hook), so a gate on a conftest metric validates as it runs."""
+    import importlib.util
+
+    path = folder / "conftest.py"
+    if not path.is_file():
+        return
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location("_genai_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    hook = getattr(module, "pytest_genai_register", None)
+    if callable(hook):
+        from pytest_genai.registries import registries
+
+        hook(registries=registries())
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -116,13 +141,18 @@ def _record_from_mlflow(run_id: str, uri: str | None):  # type: ignore[no-untype
     from pytest_genai.runlog import RunLogError, read_run
     from pytest_genai.tracking.mlflow_store import _client, _quiet
 
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    where = uri or os.environ.get("MLFLOW_TRACKING_URI") or "the default store (sqlite:///mlflow.db)"
     with _quiet():
         client = _client(uri)
         try:
             client.get_run(run_id)
         except Exception as exc:
-            raise RunLogError(f"{run_id} is neither a run folder nor an MLflow run in {uri or 'the default store'}: "
-                              f"{type(exc).__name__}") from None
+            detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+            raise RunLogError(f"{run_id!r} is not a run folder, and the MLflow store {where} did not return it: "
+                              f"{type(exc).__name__}: {detail}") from None
         dest = Path(tempfile.mkdtemp(prefix="genai-show-"))
         for name in ("run.json", "results.jsonl"):
             try:

@@ -47,7 +47,7 @@ class PipelineContext:
             if self._llm is None:
                 from pytest_genai.runtime import make_llm
 
-                self._llm = make_llm(self.config, self.runtime, self.sanitizer)
+                self._llm = RecordingLLM(make_llm(self.config, self.runtime, self.sanitizer))
                 self.llm_built = True
             return self._llm
 
@@ -86,3 +86,38 @@ def wants_context(factory: Callable[..., Any]) -> bool:
     first = params[0]
     annotation = first.annotation if isinstance(first.annotation, str) else getattr(first.annotation, "__name__", "")
     return first.name in ("ctx", "context") or "PipelineContext" in str(annotation)
+
+
+_ledger = threading.local()
+
+
+def start_ledger() -> None:
+    """Before a pipeline call: collect what this thread's calls to `ctx.llm` return."""
+    _ledger.calls = []
+
+
+def take_ledger() -> list[tuple[Any, Any, float]]:
+    calls = getattr(_ledger, "calls", None) or []
+    _ledger.calls = None
+    return calls
+
+
+class RecordingLLM:
+    """`ctx.llm`: the configured (cached) LLM, noting each generation for the running case so a custom
+    pipeline that returns plain text still gets its tokens, cost, cache hits and recorded latency counted."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def generate(self, messages: Any, *, seed: int) -> Any:
+        import time
+
+        started = time.perf_counter()
+        gen = self.inner.generate(messages, seed=seed)
+        calls = getattr(_ledger, "calls", None)
+        if calls is not None:
+            calls.append((messages, gen, (time.perf_counter() - started) * 1000))
+        return gen
+
+    def __getattr__(self, name: str) -> Any:  # model_id, model_sha256, stats, generate_batch, ...
+        return getattr(self.inner, name)

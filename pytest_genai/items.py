@@ -39,7 +39,10 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         state = self.config.stash[STATE_KEY]
-        if state.build_error is not None:
+        if state.build_error is not None:  # an xdist worker: the controller learns it from this case's result
+            from pytest_genai.scoring import no_result
+
+            self.result = no_result(self.case, state.seed_for(self.case), state.sanitizer, state.build_error)
             raise PipelineBuildError(state.build_error)
         result = state.run(self.case)
         self.result = result

@@ -109,6 +109,7 @@ class RunRecord:
     params: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
+    metric_units: Mapping[str, str] = field(default_factory=dict)  # from the metric registry of the run
     gates: tuple[Gate, ...] = ()
     gates_enforced: bool = True
     errors: tuple[str, ...] = ()

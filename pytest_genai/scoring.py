@@ -23,19 +23,56 @@ _KNOWN_METADATA = ("retrieved", "cached", "system_fingerprint")
 def call_pipeline(pipeline: Any, case: Case, seed: int, seed_globals: bool, pass_seed: bool,
                   sanitizer: Any) -> tuple[Answer | None, float, str | None]:
     """(answer, latency_ms, error). A failing call is this case's error (error_rate), never a crashed session."""
+    from pytest_genai.context import start_ledger, take_ledger
+
     set_thread_seed(seed)
     if seed_globals:  # one case at a time: the process-wide RNGs are this case's
         apply_seed(seed)
+    start_ledger()
     started = time.perf_counter()
     try:
         out = pipeline(case, seed=seed) if pass_seed else pipeline(case)
     except Exception as exc:
+        take_ledger()
         return None, (time.perf_counter() - started) * 1000, sanitizer.exception(exc, 6)
     finally:
         if seed_globals:
             release_process_seed()
     latency_ms = (time.perf_counter() - started) * 1000
-    return as_answer(out, latency_ms)
+    answer, latency_ms, error = as_answer(out, latency_ms)
+    calls = take_ledger()
+    if answer is not None and calls:
+        answer, latency_ms = with_llm_calls(answer, latency_ms, calls, isinstance(out, Answer) and out.latency_ms is not None)
+    return answer, latency_ms, error
+
+
+def with_llm_calls(answer: Answer, latency_ms: float, calls: list[Any], latency_given: bool) -> tuple[Answer, float]:
+    """What `ctx.llm` saw fills what the pipeline did not say: tokens, cache hits, the recorded latency of a
+    fully replayed case, the last rendered prompt. A pipeline's own values always win."""
+    from dataclasses import replace as _replace
+
+    from pytest_genai.prompts import render_as_text
+
+    gens = [g for _, g, _ in calls]
+    changes: dict[str, Any] = {}
+    if answer.usage.input_tokens == 0 and answer.usage.output_tokens == 0:
+        changes["usage"] = Usage(sum(int(g.input_tokens) for g in gens), sum(int(g.output_tokens) for g in gens))
+    meta = dict(answer.metadata)
+    if "cached" not in meta:
+        meta["cached"] = all(bool(getattr(g, "cached", False)) for g in gens)
+        changes["metadata"] = meta
+    if answer.prompt is None:
+        try:
+            changes["prompt"] = render_as_text(list(calls[-1][0]))
+        except Exception:  # noqa: BLE001 - messages of an unexpected shape: no render, no failure
+            pass
+    if not latency_given and any(getattr(g, "latency_ms", None) is not None for g in gens):
+        # each call costs what the provider measured (in replay: what was recorded), as for the built-ins, not
+        # the cache lookup; the pipeline's own work around the calls is measured as it runs
+        inside = sum(ms for _, _, ms in calls)
+        spent = sum(g.latency_ms if g.latency_ms is not None else ms for (_, g, ms) in calls)
+        latency_ms = max(0.0, latency_ms - inside) + spent
+    return (_replace(answer, **changes) if changes else answer), latency_ms
 
 
 def as_answer(out: Any, latency_ms: float) -> tuple[Answer | None, float, str | None]:

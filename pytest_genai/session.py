@@ -262,7 +262,10 @@ class EvalSession:
         if env.lock_hash is not None:
             facts["env_drift"] = float(env.drift)
         metrics = aggregate(results, facts)
-        if self.build_error is not None:
+        unbuilt = [r for r in results if (r.error or "").startswith("building the pipeline")]
+        if unbuilt and len(unbuilt) == len(results):  # under xdist each worker reports its build failure per item
+            errors.append(f"the pipeline did not build on any worker: {unbuilt[0].error.splitlines()[0]}")
+        if self.build_error is not None or (unbuilt and len(unbuilt) == len(results)):
             status = "failed"
         elif stopped_early and missing:
             status = "stopped"
@@ -278,7 +281,11 @@ class EvalSession:
                            tracking or Tracking(), tuple(results))
         from pytest_genai.tracking.tags import run_tags
 
-        record = replace(record, tags={**run_tags(record), **self.cache_tags(results), **self.pipeline_tags()})
+        from pytest_genai.metrics.registry import METRICS
+
+        units = {m: METRICS.get(m).unit for m in metrics if m in METRICS and METRICS.get(m).unit}
+        record = replace(record, tags={**run_tags(record), **self.cache_tags(results), **self.pipeline_tags()},
+                         metric_units=units)
         return sanitize_record(record, self.sanitizer)
 
     def _deferred_toxicity(self, results: list[CaseResult]) -> list[CaseResult]:
@@ -301,14 +308,14 @@ class EvalSession:
         return out
 
     def _replay_problems(self, results: list[CaseResult]) -> list[str]:
-        if self.runtime.cache_mode != "replay" or not self._custom or not results or self.under_xdist:
+        """A custom pipeline under replay must answer through ctx.llm; else the live pipeline answered."""
+        if self.runtime.cache_mode != "replay" or not self._custom or not results:
             return []
-        stats = getattr(self.context._llm, "stats", None) if self.context.llm_built else None
-        used = stats() if callable(stats) else (stats or {})
-        if not self.context.llm_built or (used.get("hits", 0) + used.get("misses", 0)) == 0:
-            return [f"--genai-cache replay: the pipeline {self.config.get('pipeline')!r} never called ctx.llm, so nothing "
-                    "was replayed and the live pipeline answered; call ctx.llm (the cached LLM) or run without replay"]
-        return []
+        if any(r.cached for r in results):
+            return []
+        return [f"--genai-cache replay: the pipeline {self.config.get('pipeline')!r} never answered from the cache "
+                "(it did not call ctx.llm), so nothing was replayed and the live pipeline answered; call ctx.llm "
+                "(the cached LLM) or run without replay"]
 
     def provenance(self, env: Any, git: Any) -> Provenance:
         import pytest_genai
@@ -324,11 +331,24 @@ class EvalSession:
             env_lock_file=(env.lock_path or env.wanted).name if (env.lock_path or env.wanted) is not None else None,
             env_lock_hash=env.lock_hash,
             env_drift=env.drift if env.lock_hash is not None else None, env_drift_lines=tuple(env.lines()[:50]),
-            git_commit=git.commit, git_branch=git.branch, git_dirty=git.dirty,
-            git_dirty_paths=tuple(getattr(git, "dirty_paths", ()) or ()),
+            git_commit=git.commit, git_branch=git.branch, **self._dirty(git),
             python=platform.python_version(), platform=platform.platform(),
             pytest_genai_version=pytest_genai.__version__,
             redaction=("keyed" if self.sanitizer.keyed else "unkeyed") if self.sanitizer.redact_pii else "off")
+
+    def _dirty(self, git: Any) -> dict[str, Any]:
+        """The work tree's dirty state, minus what pytest-genai itself writes (run folders, a sqlite store and its
+        artifact folder, the cache): a second run in a clean checkout is not 'dirty' because of the first."""
+        paths = tuple(getattr(git, "dirty_paths", ()) or ())
+        if git.dirty is None:
+            return {"git_dirty": None, "git_dirty_paths": paths}
+        ours = {".pytest-genai", "mlruns", "mlflow.db", "mlflow.db-journal"}
+        results = self.config.get("tracking.results_dir")
+        if results:
+            ours.add(str(results).strip("./").split("/")[0])
+        kept = tuple(p for p in paths if p.split(": ", 1)[-1].strip("/").split("/")[0] not in ours)
+        more = int(getattr(git, "dirty_count", len(paths)) or 0) > len(paths)
+        return {"git_dirty": bool(kept) or more, "git_dirty_paths": kept}
 
     def execution(self, workers: int = 0) -> Execution:
         plan = self._plan

@@ -118,8 +118,10 @@ PII_PIPELINE = '''
 from pytest_genai import Answer
 
 def factory(ctx):
-    def pipeline(case):
-        return Answer(text=(case.context or "").split()[0], metadata={
+    def pipeline(case, seed):
+        messages = [{"role": "user", "content": f"Context: {case.context}\\nQuestion: {case.question}"}]
+        gen = ctx.llm.generate(messages, seed=seed)  # through the response cache: recorded, exported as a cassette
+        return Answer(text=gen.text, metadata={
             "retrieved": [{"doc_id": "carol.jones@example.org", "score": 1.0}],
             "note": {"owner": "call +44-20-7946-0958"}, "carol.jones@example.org": 1})
     return pipeline
@@ -127,8 +129,9 @@ def factory(ctx):
 def broken(ctx):
     raise RuntimeError("cannot reach the index owned by dave.doe@example.net")
 '''
+STUB_KEY = "sk-core-v2-5e4d3c2b1a09"
 PLANTED = ["carol.jones@example.org", "+44-20-7946-0958", "dave.doe@example.net", "erin@example.com",
-           "lock-user:hunter22pass", "hunter22pass"]
+           "frank.li@example.com", "lock-user:hunter22pass", "hunter22pass", STUB_KEY]
 
 
 def _everything_written(project: Project) -> list[Path]:
@@ -137,32 +140,44 @@ def _everything_written(project: Project) -> list[Path]:
     return files + [Path(project.mlflow_uri[len("sqlite:///"):])]
 
 
-def test_planted_pii_reaches_no_file_store_terminal_or_junit_under_xdist(project: Project) -> None:
+def test_planted_pii_reaches_no_file_store_cache_terminal_or_junit_under_xdist(project: Project,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import CASES
+    from pytest_genai.testing.openai_stub import OpenAIStub, StubBehaviour
     from pytest_genai.tracking.envlock import installed_distributions
 
     project.pytester.makepyfile(genai_pii=PII_PIPELINE)
     pins = "".join(f"{n}=={v}\n" for n, v in sorted(installed_distributions().items()) if n != "pytest-genai")
     (project.path / "requirements.lock").write_text("--extra-index-url https://lock-user:hunter22pass@pkgs.example/simple\n" + pins)
-    cases = [dict(c, question=c["question"] + " (ask erin@example.com)") for c in json.loads(json.dumps(__import__("conftest").CASES))]
-    project.write_cases(cases)
-    project.write_config(pipeline="genai_pii:factory", env={"lock_file": "requirements.lock"})
-    result = project.run("--genai-config", "genai.yaml", "-n", "2", "--junitxml=junit.xml", subprocess=True)
-    assert result.ret == 0, result.stdout.str()[-3000:]
-    out = result.stdout.str() + result.stderr.str()
-    record = project.summary()
-    assert record["provenance"]["env_lock_hash"] and record["metrics"]["env_drift"] == 0
-    by_id = {r["id"]: r for r in project.last_results()}
-    assert by_id["paris"]["retrieved"][0]["doc_id"].startswith("<EMAIL:")
-    assert by_id["paris"]["metadata"]["note"]["owner"].startswith("call <PHONE:")
+    cases = [dict(c, question=c["question"] + " (ask erin@example.com)") for c in CASES]
+    cases.append({"id": "leak", "question": "Who wrote it?", "answers": ["frank.li@example.com wrote"],
+                  "context": "frank.li@example.com wrote it."})
+    monkeypatch.setenv("OPENAI_API_KEY", STUB_KEY)
+    with OpenAIStub(StubBehaviour(api_key=STUB_KEY)) as stub:
+        project.use_stub(stub.base_url, cases)
+        project.write_config(pipeline="genai_pii:factory", env={"lock_file": "requirements.lock"}, gates={"error_rate": "== 0"})
+        result = project.run("--genai-config", "genai.yaml", "-n", "2", "--junitxml=junit.xml", "--genai-cache", "record",
+                             "--genai-cassette", "cassette.jsonl", subprocess=True)
+        assert result.ret == 0, result.stdout.str()[-3000:]
+        out = result.stdout.str() + result.stderr.str()
+        record = project.summary()
+        assert record["provenance"]["env_lock_hash"] and record["metrics"]["env_drift"] == 0
+        by_id = {r["id"]: r for r in project.last_results()}
+        assert by_id["paris"]["retrieved"][0]["doc_id"].startswith("<EMAIL:")
+        assert by_id["paris"]["metadata"]["note"]["owner"].startswith("call <PHONE:")
+        assert by_id["leak"]["answer"].startswith("<EMAIL:") and by_id["leak"]["em"] == 1.0  # gold redacted alike
+        assert (project.path / "cassette.jsonl").read_text().count("\n") == len(cases)
 
-    project.write_config(pipeline="genai_pii:broken")
-    broken = project.run("--genai-config", "genai.yaml", "-n", "2", "--junitxml=junit-broken.xml", subprocess=True)
+        project.write_config(pipeline="genai_pii:broken")
+        broken = project.run("--genai-config", "genai.yaml", "-n", "2", "--junitxml=junit-broken.xml", subprocess=True)
     assert broken.ret != 0
     out += broken.stdout.str() + broken.stderr.str()
     assert "RuntimeError: cannot reach the index owned by <EMAIL:" in out
+    files = _everything_written(project)
+    assert {"cassette.jsonl", "cache.sqlite3", "junit.xml", "junit-broken.xml", "results.jsonl", "run.json"} <= {f.name for f in files}
     for raw in PLANTED:
         assert raw not in out, raw
-        for f in _everything_written(project):
+        for f in files:
             assert raw.encode() not in f.read_bytes(), (raw, f)
 
 
@@ -330,3 +345,43 @@ def test_untracked_eval_set_makes_the_tree_dirty(project: Project) -> None:
     assert prov["git_dirty"] is True
     assert any("evals" in p for p in prov["git_dirty_paths"]), prov["git_dirty_paths"]
 
+
+
+CTX_PIPELINE = '''
+def factory(ctx):
+    def pipeline(case, seed):
+        messages = ctx.prompt.render({"question": case.question, "context": case.context or ""})
+        return ctx.llm.generate(messages, seed=seed).text   # plain text: the harness counts what ctx.llm saw
+    pipeline.concurrent = True
+    return pipeline
+
+def nollm(ctx):
+    return lambda case: (case.context or "").split()[0]
+'''
+
+
+def test_a_context_pipeline_records_and_replays_like_a_builtin(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import CASES
+    from pytest_genai.testing.openai_stub import OpenAIStub, StubBehaviour
+
+    project.pytester.makepyfile(genai_ctx=CTX_PIPELINE)
+    monkeypatch.setenv("OPENAI_API_KEY", STUB_KEY)
+    with OpenAIStub(StubBehaviour(api_key=STUB_KEY)) as stub:
+        project.use_stub(stub.base_url, CASES)
+        project.write_config(pipeline="genai_ctx:factory", gates={"error_rate": "== 0"})
+        project.run("--genai-config", "genai.yaml", "--genai-cache", "record", "--genai-concurrency", "4").assert_outcomes(passed=4)
+        recorded = project.summary()
+    replay = project.run("--genai-config", "genai.yaml", "--genai-cache", "replay", "--genai-concurrency", "4")
+    replay.assert_outcomes(passed=4)
+    replayed = project.summary()
+    assert recorded["metrics"]["tokens_input_total"] > 0 and recorded["tags"]["genai.cache_misses"] == "4"
+    assert replayed["tags"]["genai.cache_hits"] == "4" and replayed["tags"]["genai.latency_source"] == "recorded"
+    for metric in ("tokens_input_total", "cost_total_usd", "f1"):
+        assert replayed["metrics"][metric] == recorded["metrics"][metric], metric
+    # latency: each replayed call costs its recorded latency (the pipeline's own work around it is re-measured)
+    assert replayed["metrics"]["latency_p50_ms"] >= min(r["latency_ms"] for r in project.last_results()) > 0
+    assert all(r["prompt"] and r["prompt"].startswith("Context:") for r in project.last_results())
+    project.write_config(pipeline="genai_ctx:nollm")
+    silent = project.run("--genai-config", "genai.yaml", "--genai-cache", "replay")
+    assert silent.ret == 1
+    silent.stdout.fnmatch_lines(["*RUN ERROR: --genai-cache replay: the pipeline 'genai_ctx:nollm' never answered from the cache*"])

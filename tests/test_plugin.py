@@ -409,4 +409,6 @@ def test_broken_factory_under_xdist_is_reported_per_item(project: Project) -> No
     result = project.run("--genai-config", "genai.yaml", "-n", "2", subprocess=True)
     result.assert_outcomes(failed=4)
     assert "ValueError: no such endpoint" in result.stdout.str()
-    assert project.summary()["metrics"]["error_rate"] == 1.0
+    record = project.summary()
+    assert record["metrics"]["error_rate"] == 1.0 and record["status"] == "failed"
+    result.stdout.fnmatch_lines(["*RUN ERROR: the pipeline did not build on any worker: building the pipeline*"])

@@ -165,6 +165,21 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _with_retry(op: Callable[[], Any], seconds: float = 30.0) -> Any:
+    """Switching to WAL takes an exclusive lock that sqlite's busy timeout does not wait for: several
+    processes opening a new cache at once (xdist workers) retry instead of failing "database is locked"."""
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        try:
+            return op()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class ResponseCache:
     """The sqlite store. Thread-safe; several processes may open the same file."""
 
@@ -175,7 +190,7 @@ class ResponseCache:
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            _with_retry(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))  # type: ignore[union-attr]
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, request TEXT NOT NULL, "

@@ -49,7 +49,7 @@ def summary_lines(record: Any) -> list[Line]:
         verdict = "" if g is None else ("pass" if g.passed else ("FAIL" if record.gates_enforced else "fail (not enforced)"))
         if g is not None and g.reason:
             verdict += f" ({g.reason})"
-        unit = METRICS.get(metric).unit if metric in METRICS else ""
+        unit = record.metric_units.get(metric) or (METRICS.get(metric).unit if metric in METRICS else "")
         rows.append((metric, fmt(record.metrics.get(metric)), unit, g.expression.strip() if g else "", verdict))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for i, row in enumerate(rows):
@@ -79,7 +79,7 @@ def tracking_lines(record: Any, run_dir: Any, local_error: str | None = None, tr
     out: list[Line] = []
     if local_error:
         out.append(Line(f"LOCAL RESULTS FAILED: {local_error}; nothing was sent to MLflow", "red-bold"))
-    elif run_dir is not None:
+    elif run_dir is not None and not str(run_dir).startswith("mlflow:"):
         out.append(Line(f"local results: {run_dir}"))
     if t is not None and t.run_id:
         out.append(Line(f"mlflow run: {t.run_id} (experiment {t.experiment!r}, tracking uri {t.uri or 'MLflow default'})"))
