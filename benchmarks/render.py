@@ -50,7 +50,10 @@ def _startup(r: R) -> str:
 
 
 def _case(r: R) -> str:
-    return f"{r['genai_s']:.3f} s vs {r['plain_pytest_s']:.3f} s: **+{r['overhead_per_case_ms']:.2f} ms per case**"
+    out = f"{r['genai_s']:.3f} s vs {r['plain_pytest_s']:.3f} s: **+{r['overhead_per_case_ms']:.2f} ms per case**"
+    if "tracked_overhead_per_case_ms" in r:
+        out += f"; tracking on {r['genai_tracked_s']:.3f} s: **+{r['tracked_overhead_per_case_ms']:.2f} ms per case**"
+    return out
 
 
 def _mlflow(r: R) -> str:
@@ -124,7 +127,9 @@ ROWS: tuple[Row, ...] = (
     Row("case_overhead", "harness overhead < 1 ms per case over plain pytest (zero-latency pipeline)",
         "`bench_case_overhead.py`: eval cases (tracking off, local results written, default safety: PII flags and "
         "redaction on) vs as many parametrized tests, interleaved rounds",
-        _case, lambda r: f"+{r['overhead_per_case_ms']:.2f} ms per case", lambda r: _met(r["overhead_per_case_ms"] < 1)),
+        _case, lambda r: (f"+{r['overhead_per_case_ms']:.2f} ms per case"
+                          + (f" (tracking on: +{r['tracked_overhead_per_case_ms']:.2f} ms)" if "tracked_overhead_per_case_ms" in r else "")),
+        lambda r: _met(max(r["overhead_per_case_ms"], r.get("tracked_overhead_per_case_ms", 0)) < 1)),
     Row("toxicity", "toxicity on adds at most 0.5 ms per case; the classifier loads before the first case",
         "`bench_toxicity.py`: the `Guard` API on synthetic answers, PII only vs one classifier call per answer vs "
         "`check_many` vs deferred (`check(toxicity=False)` then one `add_toxicity`), interleaved rounds; first score "

@@ -276,9 +276,10 @@ class EvalSession:
         gates = tuple(evaluate_gates(self.config.get("gates") or {}, metrics))
         prov = self.provenance(env, git)
         execution = self.execution(workers)
-        record = RunRecord(SCHEMA_VERSION, status, self.started_at, _now(), prov, self.config.params(), {}, metrics,
-                           gates, enforce or status == "complete", tuple(errors), execution,
-                           tracking or Tracking(), tuple(results))
+        record = RunRecord(schema_version=SCHEMA_VERSION, status=status, started_at=self.started_at, ended_at=_now(),
+                           provenance=prov, params=self.config.params(), metrics=metrics, gates=gates,
+                           gates_enforced=enforce or status == "complete", errors=tuple(errors), execution=execution,
+                           tracking=tracking or Tracking(), results=tuple(results))
         from pytest_genai.tracking.tags import run_tags
 
         from pytest_genai.metrics.registry import METRICS
