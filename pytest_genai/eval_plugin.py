@@ -260,9 +260,12 @@ class EvalPlugin:
                 except Exception:
                     pass
         if self.run_dir is not None and self.local_error is None:
+            from dataclasses import replace
+
             from pytest_genai.runlog import read_run
 
-            self.record = record = read_run(self.run_dir)
+            # logging wrote where the run went into run.json; the results are the ones in memory
+            self.record = record = replace(read_run(self.run_dir, with_results=False), results=record.results)
             self.config.hook.pytest_genai_run_finished(record=record, run_dir=self.run_dir)
         failed = (record.gates_enforced and not record.gates_passed) or record.errors or self.tracking_error or self.local_error
         if failed and session.exitstatus == pytest.ExitCode.OK:

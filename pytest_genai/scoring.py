@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
+from pytest_genai.context import start_ledger, take_ledger
 from pytest_genai.evalset import check_expect
 from pytest_genai.metrics.retrieval import context_used, hit_at_k, recall_at_k, reciprocal_rank
 from pytest_genai.metrics.text import em_f1
@@ -23,8 +25,6 @@ _KNOWN_METADATA = ("retrieved", "cached", "system_fingerprint")
 def call_pipeline(pipeline: Any, case: Case, seed: int, seed_globals: bool, pass_seed: bool,
                   sanitizer: Any) -> tuple[Answer | None, float, str | None]:
     """(answer, latency_ms, error). A failing call is this case's error (error_rate), never a crashed session."""
-    from pytest_genai.context import start_ledger, take_ledger
-
     set_thread_seed(seed)
     if seed_globals:  # one case at a time: the process-wide RNGs are this case's
         apply_seed(seed)
@@ -49,8 +49,6 @@ def call_pipeline(pipeline: Any, case: Case, seed: int, seed_globals: bool, pass
 def with_llm_calls(answer: Answer, latency_ms: float, calls: list[Any], latency_given: bool) -> tuple[Answer, float]:
     """What `ctx.llm` saw fills what the pipeline did not say: tokens, cache hits, the recorded latency of a
     fully replayed case, the last rendered prompt. A pipeline's own values always win."""
-    from dataclasses import replace as _replace
-
     from pytest_genai.prompts import render_as_text
 
     gens = [g for _, g, _ in calls]
@@ -72,7 +70,7 @@ def with_llm_calls(answer: Answer, latency_ms: float, calls: list[Any], latency_
         inside = sum(ms for _, _, ms in calls)
         spent = sum(g.latency_ms if g.latency_ms is not None else ms for (_, g, ms) in calls)
         latency_ms = max(0.0, latency_ms - inside) + spent
-    return (_replace(answer, **changes) if changes else answer), latency_ms
+    return (replace(answer, **changes) if changes else answer), latency_ms
 
 
 def as_answer(out: Any, latency_ms: float) -> tuple[Answer | None, float, str | None]:
@@ -151,10 +149,10 @@ def run_case(pipeline: Any, case: Case, seed: int, *, pricing: tuple[float, floa
         try:
             scores = extra_scores(case=case, answer=answer, result=result)
         except Exception as exc:  # a user scorer's bug is this case's error, shown sanitized
-            result = _replace(result, error=f"a per-case scorer failed: {san.exception(exc, 6)}")
+            result = replace(result, error=f"a per-case scorer failed: {san.exception(exc, 6)}")
         else:
             if scores:
-                result = _replace(result, scores={**result.scores, **scores})
+                result = replace(result, scores={**result.scores, **scores})
     return sanitize_result(result, san)
 
 
@@ -169,12 +167,6 @@ def no_result(case: Case, seed: int, sanitizer: Any, error: str | None = None) -
     return sanitize_result(CaseResult(
         case.id, case.question, None, tuple(case.answers), 0.0, 0.0, float("nan"), 0, 0, 0.0, seed,
         error=error or "no result: the item was selected but produced none (skipped, or its worker crashed)"), sanitizer)
-
-
-def _replace(result: CaseResult, **changes: Any) -> CaseResult:
-    from dataclasses import replace
-
-    return replace(result, **changes)
 
 
 def _retrieval_scores(case: Case, answer: Answer | None, text: str | None, san: Any) -> dict[str, Any]:

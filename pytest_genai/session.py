@@ -41,6 +41,7 @@ class EvalSession:
     under_xdist: bool = False
     started_at: str = field(default_factory=_now)
     errors: list[str] = field(default_factory=list)
+    hook: Any = None  # pytest's hook relay (set by the plugin): pytest_genai_case_scores
     _pipeline: Any = None
     _guard: Any = None
     _plan: Plan | None = None
@@ -196,20 +197,18 @@ class EvalSession:
 
     def _run_batch(self, cases: Sequence[Case]) -> dict[str, CaseResult]:
         """Generate for the whole batch, then score each case as usual; a failed batch fails its cases."""
-        import time as _time
-
         from pytest_genai.scoring import as_answer
 
-        started = _time.perf_counter()
+        started = time.perf_counter()
         try:
             outs = list(self._pipeline.batch(list(cases), [self.seed_for(c) for c in cases]))
             if len(outs) != len(cases):
                 raise ValueError(f"batch() returned {len(outs)} answers for {len(cases)} cases")
         except Exception as exc:  # noqa: BLE001 - becomes each case's error, like a failing pipeline call
             error = self.sanitizer.exception(exc, 6)
-            elapsed = (_time.perf_counter() - started) * 1000
+            elapsed = (time.perf_counter() - started) * 1000
             return {c.id: self._run_one(c, False, (None, elapsed, error)) for c in cases}
-        elapsed = (_time.perf_counter() - started) * 1000
+        elapsed = (time.perf_counter() - started) * 1000
         return {c.id: self._run_one(c, False, as_answer(o, elapsed)) for c, o in zip(cases, outs)}
 
     def _extra_scores(self, case: Case, answer: Any, result: CaseResult) -> dict[str, float]:
@@ -225,8 +224,6 @@ class EvalSession:
             for extra in self.hook.pytest_genai_case_scores(case=case, answer=answer, result=result):
                 scores.update({k: float(v) for k, v in (extra or {}).items()})
         return scores
-
-    hook: Any = None  # pytest's hook relay, set by the plugin
 
     def shutdown(self) -> None:
         if self._runner is not None:

@@ -65,11 +65,6 @@ class GenaiConfig:
         _flatten(self.public, "", out, set(self.secrets))
         return out
 
-    def redact(self, text: str | None) -> str | None:
-        """Secret values and URL credentials masked: the sanitizer's secrets-only mode (pytest_genai/sanitize.py)."""
-        from pytest_genai.sanitize import Sanitizer
-
-        return Sanitizer(False, None, tuple(self.secrets.values())).text(text)
 
 
 def canonical_json(data: Any) -> str:
