@@ -1,4 +1,5 @@
-"""The `pytest-genai` command: validate a config, lock prompts, show a stored run, upload a run folder kept locally."""
+"""The `pytest-genai` command: validate a config, lock prompts, show a stored run, upload a run folder kept locally;
+list, promote and roll back registered models."""
 
 from __future__ import annotations
 
@@ -22,18 +23,42 @@ def main(argv: list[str] | None = None) -> int:
     sh = sub.add_parser("show", help="print a run's summary table: a run folder or an MLflow run id")
     sh.add_argument("run", metavar="RUN_DIR_OR_MLFLOW_RUN_ID")
     sh.add_argument("--tracking-uri", default=None, help="for an MLflow run id (default: MLFLOW_TRACKING_URI)")
+    tracking_help = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, then MLflow's default sqlite:///mlflow.db)"
+    mo = sub.add_parser("models", help="a registered model's versions: aliases, gate verdicts, headline metrics, git commit")
+    mo.add_argument("name")
+    mo.add_argument("--tracking-uri", default=None, help=tracking_help)
+    pr = sub.add_parser("promote", help="move alias --to to the version behind alias --from, if its eval passes the "
+                                        "config's gates now")
+    pr.add_argument("name")
+    pr.add_argument("--from", dest="source", required=True, metavar="ALIAS")
+    pr.add_argument("--to", dest="target", required=True, metavar="ALIAS")
+    pr.add_argument("--config", default="genai.yaml", help="the config whose gates and eval set are in force (default genai.yaml)")
+    pr.add_argument("--reeval", action="store_true", help="also load the registered model and check it reproduces the "
+                                                          "logged answers case by case")
+    pr.add_argument("--reason", default="", help="why (recorded in the alias history)")
+    pr.add_argument("--tracking-uri", default=None, help=tracking_help)
+    rb = sub.add_parser("rollback", help="point an alias back at the version it pointed to before")
+    rb.add_argument("name")
+    rb.add_argument("--alias", default="production")
+    rb.add_argument("--reason", default="", help="why (recorded in the alias history)")
+    rb.add_argument("--tracking-uri", default=None, help=tracking_help)
     args = parser.parse_args(argv)
     from pytest_genai.config import ConfigError
     from pytest_genai.prompts import PromptError
     from pytest_genai.runlog import RunLogError
     from pytest_genai.session import SessionSetupError
 
+    from pytest_genai.release.bundle import BundleError
+    from pytest_genai.release.register import RegistryError
+
+    commands = {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show,
+                "models": _models, "promote": _promote, "rollback": _rollback}
     try:
-        return {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show}[args.command](args)
+        return commands[args.command](args)
     except BrokenPipeError:  # `pytest-genai show RUN | head`
         sys.stderr.close()
         return 0
-    except (ConfigError, PromptError, SessionSetupError, RunLogError, OSError) as exc:
+    except (ConfigError, PromptError, SessionSetupError, RunLogError, RegistryError, BundleError, OSError) as exc:
         print(f"pytest-genai {args.command}: {exc}", file=sys.stderr)
         return 2
 
@@ -133,6 +158,37 @@ def _show(args: argparse.Namespace) -> int:
     for line in summary_lines(record) + tracking_lines(record, where) + verdict_lines(record):
         print(line.text)
     return 0 if record.passed else 1
+
+
+def _models(args: argparse.Namespace) -> int:
+    from pytest_genai.release.ops import list_versions
+    from pytest_genai.tracking.mlflow_store import _quiet
+
+    with _quiet():
+        lines = list_versions(args.tracking_uri, args.name)
+    print("\n".join(lines))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from pytest_genai.release.ops import promote
+    from pytest_genai.tracking.mlflow_store import _quiet
+
+    with _quiet():
+        version = promote(args.tracking_uri, args.name, args.source, args.target, Path(args.config), reeval=args.reeval,
+                          reason=args.reason)
+    print(f"promoted: {args.name}@{args.target} -> version {version} (the version behind @{args.source})")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from pytest_genai.release.ops import rollback
+    from pytest_genai.tracking.mlflow_store import _quiet
+
+    with _quiet():
+        left, back = rollback(args.tracking_uri, args.name, args.alias, reason=args.reason)
+    print(f"rolled back: {args.name}@{args.alias} -> version {back} (was {left})")
+    return 0
 
 
 def _record_from_mlflow(run_id: str, uri: str | None):  # type: ignore[no-untyped-def]

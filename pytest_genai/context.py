@@ -30,6 +30,7 @@ class PipelineContext:
     _llm: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     llm_built: bool = False
+    prebuilt_index: Any = None  # a packaged model's index folder: builtin:rag loads it instead of the corpus
 
     @property
     def seed(self) -> int:

@@ -44,6 +44,8 @@ class EvalPlugin:
         self.tracking_error: str | None = None
         self.local_error: str | None = None
         self.prompt_check_error: str | None = None
+        self.release_lines: list[Any] = []  # report.terminal.Line: what registering did, or why it did not
+        self.release_error: str | None = None
         self.workers = int(config.getoption("numprocesses", None) or 0) if not is_worker(config) else 0
         session.under_xdist = is_worker(config) or bool(self.workers)
         session.hook = config.hook
@@ -160,6 +162,28 @@ class EvalPlugin:
                     "tracking.uri / --genai-tracking-uri, or set tracking.enabled: false (results are kept locally)")
         if self.state.prompt is not None and self.tracking_enabled:
             self._check_prompt_against_store()
+        if self.register_wanted:
+            self._check_registry()
+
+    @property
+    def register_wanted(self) -> bool:
+        return bool(self.config.getoption("genai_register") or self.state.config.get("registry.register_on_pass"))
+
+    def _check_registry(self) -> None:
+        """Registering is asked for: what it needs is checked now, not after every case ran."""
+        from pytest_genai.release.register import RegistryError, check_registry_store
+
+        cfg = self.state.config
+        if not cfg.get("registry.model_name"):
+            raise pytest.UsageError(str(cfg.error("registry.model_name", "--genai-register (or registry.register_on_pass) "
+                                                  "needs the registered model's name: set registry.model_name")))
+        if not self.tracking_enabled:
+            raise pytest.UsageError(str(cfg.error("tracking.enabled", "is false, but registering needs the eval run logged "
+                                                  "to MLflow (a version points at its eval run)")))
+        try:
+            check_registry_store(self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+        except RegistryError as exc:
+            raise pytest.UsageError(f"--genai-register: {exc}") from None
 
     def _check_prompt_against_store(self) -> None:
         from pytest_genai.prompts import unbumped_edit_message
@@ -267,9 +291,35 @@ class EvalPlugin:
             # logging wrote where the run went into run.json; the results are the ones in memory
             self.record = record = replace(read_run(self.run_dir, with_results=False), results=record.results)
             self.config.hook.pytest_genai_run_finished(record=record, run_dir=self.run_dir)
-        failed = (record.gates_enforced and not record.gates_passed) or record.errors or self.tracking_error or self.local_error
+        if self.register_wanted:
+            self._register(record)
+        failed = ((record.gates_enforced and not record.gates_passed) or record.errors or self.tracking_error
+                  or self.local_error or self.release_error)
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _register(self, record: Any) -> None:
+        """A refusal is one line and leaves the verdict alone; a registration that breaks fails the session."""
+        from pytest_genai.release.ops import who
+        from pytest_genai.release.register import refusal, register_run
+        from pytest_genai.report.terminal import Line
+
+        cfg = self.state.config
+        name, alias = str(cfg.get("registry.model_name")), str(cfg.get("registry.alias") or "staging")
+        why = refusal(record, require_clean_git=bool(cfg.get("registry.require_clean_git", True)))
+        if why:
+            self.release_lines.append(Line(f"registry: not registering {name}: {why}", "yellow"))
+            return
+        san = self.state.sanitizer
+        try:
+            reg = register_run(record=record, config=cfg, prompt=self.state.prompt, uri=self.tracking_uri,
+                               model_name=name, alias=alias, sanitizer=san, by=who())
+        except Exception as exc:
+            self.release_error = san.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
+            self.release_lines.append(Line(f"REGISTRATION FAILED: {self.release_error}", "red-bold"))
+            return
+        self.release_lines.append(Line(f"registered: {name} version {reg.version}, alias {alias} -> {reg.version} "
+                                       f"(models:/{name}@{alias}, logged model {reg.model_id})", "green"))
 
     def _export_cassette(self) -> None:
         """After a record run (all workers done), the cache becomes a cassette in the repo and an artifact."""

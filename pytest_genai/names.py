@@ -29,6 +29,15 @@ TAG_KIND = "genai.kind"
 TAG_REDACTION = "genai.redaction"
 TAG_SCHEMA_VERSION = "genai.schema_version"
 TAG_BASELINE_RUN_ID = "genai.baseline_run_id"
+TAG_REGISTERED = "genai.registered"  # on the eval run: NAME/VERSION it became, or why it did not
+
+# Model-version tags (the eval behind a version) and registered-model tags (alias history).
+TAG_EVAL_RUN_ID = "genai.eval_run_id"
+TAG_BUNDLE_FORMAT = "genai.bundle_format"
+TAG_PACKAGED_BY = "genai.pytest_genai_version"
+TAG_GATE_PREFIX = "gate."  # gate.<metric> = "pass|FAIL <value> <expression>"
+TAG_PROMOTED_PREFIX = "genai.promoted."  # genai.promoted.<alias> = {by, at, reason, from}
+TAG_ALIAS_HISTORY = "genai.alias_history"  # JSON list of {alias, version, previous, action, by, at, reason}
 
 # Names users type for a canonical key. Matched case-insensitively on the last path
 # segment wherever it appears, so `rag.topK` and a top-level `topK` both point home.

@@ -34,6 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the cache's sqlite file (default: .pytest-genai/cache.sqlite3 next to the config)")
     group.addoption("--genai-cassette", metavar="PATH", default=None,
                     help="with record: export the cache to this JSONL file after the run; with replay: replay from it")
+    group.addoption("--genai-register", action="store_true", default=False,
+                    help="after a full run whose gates passed and which was logged: register the pipeline as a new "
+                         "version of registry.model_name and point registry.alias (default staging) at it")
     group.addoption("--genai-concurrency", metavar="N", type=int, default=None,
                     help="cases run concurrently on a pool of N (overrides llm.concurrency); results do not depend on N")
 

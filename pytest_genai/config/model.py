@@ -14,9 +14,9 @@ from pytest_genai.config.validate import SECRET_REF, apply_defaults, schema_prob
 from pytest_genai.config.yaml_lines import Lines, line_of, load_yaml_with_lines
 
 
-# Sections that say where results go, not what is measured: left out of config_hash so the
+# Sections that say where results (and models) go, not what is measured: left out of config_hash so the
 # same experiment logged to another server (or a CI override) keeps its identity.
-UNHASHED_SECTIONS = ("tracking",)
+UNHASHED_SECTIONS = ("tracking", "registry")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ class RAGPipeline:
         config = ctx.config
         if ctx.prompt is None:
             raise config.error("prompt", "builtin:rag needs a prompt: set prompt.id and prompt.version")
-        retriever, info = build_retriever(config)
+        retriever, info = build_retriever(config, getattr(ctx, "prebuilt_index", None))
         return cls(retriever, ctx.llm, ctx.prompt, ctx.seed_for, int(config.get("rag.max_context_tokens")), info,
                    ctx.llm_concurrent, can_batch(ctx))
 
@@ -78,6 +78,11 @@ class RAGPipeline:
             metadata={"retrieved": retrieved_metadata(hits, used), **generation_provenance(gen)},
             latency_ms=retrieval_ms + llm_latency if llm_latency is not None else None,
         )
+
+    @property
+    def index_path(self) -> Any:
+        """The folder of the index files (what a packaged model carries)."""
+        return self.retriever.index.path
 
     @property
     def tags(self) -> dict[str, str]:

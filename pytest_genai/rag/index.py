@@ -87,6 +87,11 @@ def load_index(fp: str) -> VectorIndex | None:
     path = index_dir(fp)
     if not (path / "manifest.json").is_file():
         return None
+    return load_index_from(path)
+
+
+def load_index_from(path: Path) -> VectorIndex:
+    """The index files in `path` (the cache's folder for a fingerprint, or a packaged model's copy)."""
     import faiss
     import numpy as np
 
@@ -95,7 +100,24 @@ def load_index(fp: str) -> VectorIndex | None:
     vectors = np.load(path / "vectors.npy")
     index = faiss.read_index(str(path / "index.faiss"))
     _apply_search_params(index, manifest["inputs"]["index"])
-    return VectorIndex(fp, manifest["version"], chunks, vectors, index, manifest, path, True)
+    return VectorIndex(manifest["fingerprint"], manifest["version"], chunks, vectors, index, manifest, path, True)
+
+
+def verify_prebuilt(manifest: Mapping[str, Any], embed_sha256: str, index: Mapping[str, Any]) -> str | None:
+    """Why a packaged index does not match what this machine would build from the same corpus (None if it does):
+    its manifest must hash to its fingerprint, and its model, library versions and index settings be these."""
+    from importlib.metadata import version
+
+    import faiss
+
+    inputs = manifest.get("inputs") or {}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    if digest != manifest.get("fingerprint"):
+        return "its manifest does not hash to its fingerprint (the files were edited)"
+    here = {"schema": FINGERPRINT_SCHEMA, "embed_model_sha256": embed_sha256, "index": dict(index),
+            "faiss": faiss.__version__, "transformers": version("transformers"), "tokenizers": version("tokenizers")}
+    diff = [f"{k} {inputs.get(k)!r} (here {v!r})" for k, v in here.items() if inputs.get(k) != v]
+    return "; ".join(diff) or None
 
 
 def build_index(fp_info: dict[str, Any], chunks: list[Chunk], vectors: Any, embed_seconds: float) -> VectorIndex:

