@@ -174,6 +174,24 @@ ROWS: tuple[Row, ...] = (
         "`bench_pii_detectors.py` on `pytest_genai/safety/data/pii_labelled.jsonl`",
         _pii, lambda r: f"P {r['per_type']['micro avg']['precision']:.3f} / R {r['per_type']['micro avg']['recall']:.3f}",
         lambda r: "documented" if r["strings"] >= 200 else "**not met**"),
+    Row("release", "registering adds at most 5 s to a session beyond the eval",
+        "`bench_release.py`: the bundled example on 4 questions, sessions replaying recorded answers with and without "
+        "`--genai-register`, interleaved; the difference of the medians",
+        lambda r: f"+{r['register_added_s']:.2f} s (eval {r['eval_median_s']:.1f} s, with registering "
+                  f"{r['eval_and_register_median_s']:.1f} s, median of {r['rounds']})",
+        lambda r: f"+{r['register_added_s']:.1f} s", lambda r: _met(r["register_added_s"] <= 5)),
+    Row("release", "loading the registered model in a warm process at most 1.5x building the same pipeline",
+        "`bench_release.py`: in one process, after a warm-up of each, `build_pipeline` from the config vs "
+        "`mlflow.pyfunc.load_model('models:/NAME@staging')`, interleaved",
+        lambda r: f"load {r['load_model_median_s']:.2f} s vs build {r['build_pipeline_median_s']:.2f} s",
+        lambda r: f"{r['load_over_build']:.2f}x", lambda r: _met(r["load_over_build"] <= 1.5)),
+    Row("bootstrap", "bootstrap CIs, 2,000 resamples x 10,000 cases x 20 metrics < 1 s; comparing with a baseline < 1 s",
+        "`bench_bootstrap.py`: `bootstrap_many` on 20 metric columns (means, NaN rates, a sum, p50/p95/p99); "
+        "`compare_runs` on two 10,000-case runs; median of 5",
+        lambda r: f"bootstrap {r['bootstrap_many_median_s']:.3f} s; compare_runs {r['compare_runs_median_s']:.3f} s; "
+                  f"run_cis {r['run_cis_median_s']:.3f} s",
+        lambda r: f"{r['bootstrap_many_median_s']:.3f} s / {r['compare_runs_median_s']:.3f} s",
+        lambda r: _met(r["bootstrap_many_median_s"] < 1 and r["compare_runs_median_s"] < 1)),
 )
 
 

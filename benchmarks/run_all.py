@@ -8,12 +8,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_bootstrap  # noqa: E402
 import bench_case_overhead  # noqa: E402
 import bench_mlflow_logging  # noqa: E402
 import bench_model_load  # noqa: E402
 import bench_pii_detectors  # noqa: E402
 import bench_providers  # noqa: E402
 import bench_rag  # noqa: E402
+import bench_release  # noqa: E402
 import bench_show  # noqa: E402
 import bench_startup  # noqa: E402
 import bench_toxicity  # noqa: E402
@@ -30,6 +32,8 @@ BENCHMARKS = {
     "rag": bench_rag.main,
     "pii_detectors": bench_pii_detectors.main,
     "toxicity": bench_toxicity.main,
+    "release": bench_release.main,
+    "bootstrap": bench_bootstrap.main,
 }
 
 

@@ -20,14 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
+from pytest_genai.testing.example_project import copy_example
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "pytest-genai-example"
 BIN = Path(sys.executable).parent
-
-
-def _git(path: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", *args], cwd=path, check=True,
-                   capture_output=True)
 
 
 def _env(uri: str, **extra: str) -> dict[str, str]:
@@ -77,24 +74,9 @@ def test_release_loop_on_the_bundled_example(tmp_path_factory: pytest.TempPathFa
 def _register_example(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> dict[str, Any]:
     """The bundled example on its first four questions in a clean git checkout, registered once (`staging`)."""
     path = tmp_path_factory.mktemp("release")
-    for name in ("corpus", "prompts"):
-        shutil.copytree(REPO / name, path / name)
-    shutil.copyfile(REPO / "requirements.lock", path / "requirements.lock")
-    (path / "eval_sets").mkdir()
-    lines = (REPO / "eval_sets" / "handbook.jsonl").read_text().splitlines()[:4]
-    (path / "eval_sets" / "handbook.jsonl").write_text("\n".join(lines) + "\n")
-    cfg = yaml.safe_load((REPO / "genai.yaml").read_text())
-    cfg["llm"]["batch_size"] = 2
-    cfg["gates"] = {"hit_at_k": ">= 0.9", "error_rate": "== 0", "latency_p95_ms": "<= 600000"}
-    cfg["tracking"] = {"experiment": "release"}
-    cfg["registry"] = {"model_name": MODEL}
-    (path / "genai.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    (path / ".gitignore").write_text(".pytest-genai/\nmlflow.db\nmlruns/\n")
+    copy_example(path, model_name=MODEL)
     shutil.copyfile(mlflow_template, path / "mlflow.db")
     uri = f"sqlite:///{path / 'mlflow.db'}"
-    _git(path, "init", "-q")
-    _git(path, "add", "-A")
-    _git(path, "commit", "-qm", "example")
     started = time.perf_counter()
     result = _pytest(path, uri, "--genai-register", "--genai-cache", "record")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

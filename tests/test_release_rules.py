@@ -1,0 +1,131 @@
+"""Who may register and what a bad release command says, on a custom pipeline (its code travels with the model):
+refusals are one line and leave the eval's verdict alone; bad input fails at session start or exits 2, nothing moved."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_genai.cli import main as cli
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "custom-qa"
+
+
+@pytest.fixture
+def rel(project: Any) -> Any:
+    shutil.copyfile(REPO / "requirements.lock", project.path / "requirements.lock")
+    project.config["env"] = {"lock_file": "requirements.lock"}
+    project.config["registry"] = {"model_name": NAME, "require_clean_git": False}
+    project.write_config()
+    return project
+
+
+def _client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+LOAD = textwrap.dedent("""
+    import json, sys
+    import mlflow
+    model = mlflow.pyfunc.load_model(sys.argv[1])
+    print("PREDICTIONS " + json.dumps(model.predict(json.loads(sys.argv[2]))))
+""")
+
+
+def test_a_custom_pipeline_registers_and_its_code_travels_with_the_model(rel: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    result = rel.run("--genai-config", "genai.yaml", "--genai-register")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([f"registered: {NAME} version 1, alias staging -> 1 *"])
+    version = _client(rel.mlflow_uri).get_model_version_by_alias(NAME, "staging")
+    assert version.tags["pipeline"] == "genai_user_pipeline:factory"
+    logged = {r["id"]: r for r in rel.last_results()}
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # the pipeline module is importable only from the model's code
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    env.update(MLFLOW_TRACKING_URI=rel.mlflow_uri, HF_HUB_OFFLINE="1")
+    cases = [json.loads(line) for line in (rel.path / "evals" / "qa.jsonl").read_text().splitlines()]
+    rows = [{"id": c["id"], "question": c["question"], "context": c["context"]} for c in cases]
+    out = subprocess.run([sys.executable, "-c", LOAD, f"models:/{NAME}@staging", json.dumps(rows)], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    predictions = json.loads(out.stdout.split("PREDICTIONS ", 1)[1])
+    assert [p["answer"] for p in predictions] == [logged[c["id"]]["answer"] for c in cases]
+    assert all("retrieved_doc_ids" not in p for p in predictions)  # not a RAG pipeline
+
+
+@pytest.mark.parametrize("args, overrides, ret, why", [
+    (("-k", "paris"), {}, 0, "the run is partial, not a full run of the eval set"),
+    ((), {"gates": {"f1": ">= 0.99", "em": ">= 1.1"}}, 1, "gates failed: em 1 (needs >= 1.1)"),
+    ((), {"registry__require_clean_git": True}, 0, "not a git checkout, so the code cannot be pinned"),
+])
+def test_what_does_not_qualify_is_refused_in_one_line(rel: Any, args: tuple[str, ...], overrides: dict[str, Any], ret: int,
+                                                     why: str) -> None:
+    for key, value in overrides.items():
+        if "__" not in key:
+            rel.config[key] = value
+    rel.write_config(**{k: v for k, v in overrides.items() if "__" in k})
+    result = rel.run("--genai-config", "genai.yaml", "--genai-register", *args)
+    assert result.ret == ret, result.stdout.str()
+    lines = [ln for ln in result.stdout.lines if ln.startswith("registry: not registering")]
+    assert len(lines) == 1 and why in lines[0], result.stdout.str()
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        _client(rel.mlflow_uri).get_registered_model(NAME)
+
+
+def test_a_dirty_tree_is_refused(rel: Any) -> None:
+    rel.write_config(registry__require_clean_git=True)
+    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
+        subprocess.run(git + cmd, cwd=rel.path, check=True, capture_output=True)
+    (rel.path / "evals" / "notes.txt").write_text("not committed\n")
+    result = rel.run("--genai-config", "genai.yaml", "--genai-register")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["registry: not registering custom-qa: the git tree is dirty (*evals/notes.txt*): commit first*"])
+
+
+@pytest.mark.parametrize("overrides, args, message", [
+    ({"registry__model_name": None}, (), "registry.model_name*needs the registered model's name"),
+    ({"tracking__enabled": False}, (), "tracking.enabled*registering needs the eval run logged"),
+    ({}, ("--genai-tracking-uri", "file:///tmp/genai-file-store"), "*is a file store, which has no model registry*"),
+])
+def test_registering_needs_are_checked_at_session_start(rel: Any, overrides: dict[str, Any], args: tuple[str, ...],
+                                                        message: str) -> None:
+    rel.write_config(**overrides)
+    result = rel.run("--genai-config", "genai.yaml", "--genai-register", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+    assert rel.run_dirs() == []  # no case ran
+
+
+def test_a_version_from_an_older_release_and_a_lone_version_are_clear_errors(rel: Any, capsys: pytest.CaptureFixture[str],
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert rel.run("--genai-config", "genai.yaml", "--genai-register").ret == 0
+    monkeypatch.chdir(rel.path)
+    uri = rel.mlflow_uri
+    assert cli(["rollback", NAME, "--alias", "staging", "--tracking-uri", uri]) == 2
+    assert "has pointed only at v1: there is no earlier version to roll back to" in capsys.readouterr().err
+    _client(uri).set_model_version_tag(NAME, "1", "genai.bundle_format", "0")
+    assert cli(["promote", NAME, "--from", "staging", "--to", "production", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert "was logged by" in err and "bundle format 0" in err and "re-register it" in err
+    assert "production" not in _client(uri).get_registered_model(NAME).aliases
+
+
+def test_a_bundle_packaged_by_another_release_is_refused_on_load() -> None:
+    from pytest_genai.release.bundle import BUNDLE_FORMAT, BundleError, BundleInfo, check_release
+
+    info = BundleInfo(BUNDLE_FORMAT, "0.0.1", "builtin:llm", None, "c", "e", None, None, None, {}, None, "x", False)
+    with pytest.raises(BundleError, match=r"packaged by pytest-genai 0\.0\.1, but .* is installed"):
+        check_release(info)
