@@ -151,7 +151,9 @@ def _show(args: argparse.Namespace) -> int:
     if path.is_dir():
         record, where = read_run(path, with_results=False), path  # the table is the record's, not recomputed
     else:
-        record, where = _record_from_mlflow(args.run, args.tracking_uri)
+        from pytest_genai.compare.baseline import record_from_mlflow
+
+        record, where = record_from_mlflow(args.run, args.tracking_uri)
     p = record.provenance
     print(f"run {where}: status {record.status}, {p.pipeline}, config_hash {p.config_hash[:12]}, "
           f"eval set {p.eval_set_hash[:12]}, git {p.git_commit[:12]}")
@@ -189,33 +191,6 @@ def _rollback(args: argparse.Namespace) -> int:
         left, back = rollback(args.tracking_uri, args.name, args.alias, reason=args.reason)
     print(f"rolled back: {args.name}@{args.alias} -> version {back} (was {left})")
     return 0
-
-
-def _record_from_mlflow(run_id: str, uri: str | None):  # type: ignore[no-untyped-def]
-    import tempfile
-
-    from pytest_genai.runlog import RunLogError, read_run
-    from pytest_genai.tracking.mlflow_store import _client, _quiet
-
-    import os
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    where = uri or os.environ.get("MLFLOW_TRACKING_URI") or "the default store (sqlite:///mlflow.db)"
-    with _quiet():
-        client = _client(uri)
-        try:
-            client.get_run(run_id)
-        except Exception as exc:
-            detail = str(exc).splitlines()[0][:300] if str(exc) else ""
-            raise RunLogError(f"{run_id!r} is not a run folder, and the MLflow store {where} did not return it: "
-                              f"{type(exc).__name__}: {detail}") from None
-        dest = Path(tempfile.mkdtemp(prefix="genai-show-"))
-        for name in ("run.json", "results.jsonl"):
-            try:
-                client.download_artifacts(run_id, name, str(dest))
-            except Exception:
-                pass
-    return read_run(dest, with_results=False), f"mlflow:{run_id}"
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class EvalPlugin:
         self.prompt_check_error: str | None = None
         self.release_lines: list[Any] = []  # report.terminal.Line: what registering did, or why it did not
         self.release_error: str | None = None
+        self.baseline: Any = None  # compare.baseline.Baseline, resolved at session start (controller only)
         self.workers = int(config.getoption("numprocesses", None) or 0) if not is_worker(config) else 0
         session.under_xdist = is_worker(config) or bool(self.workers)
         session.hook = config.hook
@@ -164,6 +165,49 @@ class EvalPlugin:
             self._check_prompt_against_store()
         if self.register_wanted:
             self._check_registry()
+        self._resolve_baseline()
+
+    def _baseline_ref(self) -> tuple[str | None, str]:
+        """The baseline asked for and where it was asked (flag wins over the config key)."""
+        flag = self.config.getoption("genai_baseline")
+        if flag:
+            return str(flag), "--genai-baseline"
+        ref = self.state.config.get("compare.baseline")
+        return (str(ref) if ref else None), "compare.baseline"
+
+    @property
+    def compare_options(self) -> Any:
+        from pytest_genai.compare.measure import CompareOptions
+
+        return CompareOptions.from_config(self.state.config, intersect=bool(self.config.getoption("genai_baseline_intersect")),
+                                          require_baseline=bool(self.config.getoption("genai_require_baseline")))
+
+    def _resolve_baseline(self) -> None:
+        """Fetch the baseline now: a bad id, an unreachable store or another eval set stops the run before any
+        case runs. A models:/ alias that does not exist yet is no baseline (its gates are skipped), not an error."""
+        ref, where = self._baseline_ref()
+        if ref is None:
+            return
+        from pytest_genai.compare.baseline import BaselineError, check_comparable, resolve_baseline
+
+        cfg, infra = self.state.config, self.state.sanitizer.secrets_only()
+        base_dir = self.config.invocation_params.dir if where == "--genai-baseline" else cfg.base_dir
+
+        def refuse(why: str) -> pytest.UsageError:
+            if where == "compare.baseline":
+                return pytest.UsageError(infra.text(str(cfg.error("compare.baseline", f"{ref}: {why}"))))
+            return pytest.UsageError(infra.text(f"{where} {ref}: {why}"))
+
+        try:
+            baseline = resolve_baseline(ref, self.tracking_uri, base_dir)
+        except BaselineError as exc:
+            raise refuse(str(exc)) from None
+        if baseline.record is not None:
+            why = check_comparable(baseline.record, self.state.eval_set.sha256, [c.id for c in self.state.eval_set.cases],
+                                   intersect=self.compare_options.intersect)
+            if why:
+                raise refuse(why)
+        self.baseline = baseline
 
     @property
     def register_wanted(self) -> bool:
@@ -259,7 +303,8 @@ class EvalPlugin:
         san = self.state.sanitizer
         tracking = Tracking(uri=san.secrets_only().text(self.tracking_uri), experiment=self.experiment)
         self.record = record = self.state.finish(self.env, self.git, enforce=enforce, selected=self.selected,
-                                                 stopped_early=stopped, tracking=tracking, workers=self.workers)
+                                                 stopped_early=stopped, tracking=tracking, workers=self.workers,
+                                                 baseline=self.baseline, compare=self.compare_options)
         root = self.state.config.resolve_path("tracking.results_dir")
         assert root is not None
         try:

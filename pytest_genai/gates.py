@@ -10,7 +10,8 @@ The grammar of a `gates:` entry (metric: expression):
     latency_p95_ms: "<= baseline + 100"  lower-is-better: the UPPER bound of the paired delta CI must be <= +100
     f1: ">= baseline"                 margin 0; "> baseline + 0.01" asks for a sure improvement
 
-A baseline gate without a baseline is skipped (reason "skipped: ..."), or fails with `require_baseline`.
+A baseline gate (or any gate on a metric measured against the baseline: pref_win_rate) without a baseline is
+skipped (Gate.skipped, reason "skipped: ..."), or fails with `require_baseline`.
 Light: no numpy; CIs are read through their `low`/`high`/`point` attributes."""
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _CI = re.compile(rf"^\s*ci_(low|high)\s*(>=|<=|>|<)\s*({_NUMBER})\s*$")
 _BASELINE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*baseline\s*(?:([-+])\s*(\S+?))?\s*$")
 
 SKIPPED = "skipped:"
+BASELINE_METRICS = ("pref_win_rate",)  # measured against the baseline: any gate on one needs a baseline
 FORMS = ("'>= 0.6' (the value against a threshold; also <=, >, <, ==, !=), "
          "'ci_low >= 0.6' or 'ci_high <= 1200' (a bound of the metric's confidence interval), "
          "'>= baseline - 0.02' or '<= baseline + 100' (non-inferiority: a bound of the paired CI of candidate - "
@@ -67,7 +69,7 @@ class GateSpec:
 
 
 def _not_a_gate(expression: Any, why: str = "") -> ValueError:
-    return ValueError(f"{expression!r} is not a gate{': ' + why if why else ''}; write one of {FORMS}")
+    return ValueError(f"{expression!r} is not a gate{': ' + why if why else ''}; write it like {FORMS}")
 
 
 def _finite(token: str, expression: str) -> float:
@@ -144,10 +146,10 @@ def _ci_text(ci: Any) -> str:
 def _one(metric: str, expression: str, spec: GateSpec, metrics: Mapping[str, float], cis: Mapping[str, Any],
          deltas: Mapping[str, Any], baseline_available: bool, require_baseline: bool, baseline_note: str) -> Gate:
     value = metrics.get(metric)
-    if spec.kind == "baseline" and not baseline_available:
+    if (spec.kind == "baseline" or metric in BASELINE_METRICS) and not baseline_available:
         if require_baseline:
             return Gate(metric, expression, value, False, f"no baseline ({baseline_note}) and a baseline is required")
-        return Gate(metric, expression, value, False, f"{SKIPPED} no baseline ({baseline_note})")
+        return Gate(metric, expression, value, False, f"{SKIPPED} no baseline ({baseline_note})", skipped=True)
     if value is None:
         return Gate(metric, expression, None, False, "not computed by this run")
     if _is_nan(value):
@@ -201,13 +203,13 @@ def evaluate_gates(gates: Mapping[str, GateExpressions], metrics: Mapping[str, f
 
 def needs_baseline(gates: Mapping[str, GateExpressions]) -> bool:
     """True when any gate compares with the baseline (so a missing baseline matters)."""
-    return any(parse_gate_spec(e).kind == "baseline"
-               for es in gates.values() for e in ([es] if isinstance(es, str) else es))
+    return any(m in BASELINE_METRICS or parse_gate_spec(e).kind == "baseline"
+               for m, es in gates.items() for e in ([es] if isinstance(es, str) else es))
 
 
 def is_skipped(gate: Gate) -> bool:
     """A gate that was not checked (a baseline gate with no baseline): neither passed nor failed."""
-    return gate.reason.startswith(SKIPPED)
+    return gate.skipped
 
 
 def failing(gates: Iterable[Gate]) -> list[Gate]:

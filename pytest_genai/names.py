@@ -29,6 +29,9 @@ TAG_KIND = "genai.kind"
 TAG_REDACTION = "genai.redaction"
 TAG_SCHEMA_VERSION = "genai.schema_version"
 TAG_BASELINE_RUN_ID = "genai.baseline_run_id"
+TAG_BASELINE_REF = "genai.baseline"  # the baseline as given (--genai-baseline / compare.baseline)
+TAG_BASELINE_MODEL_VERSION = "genai.baseline_model_version"  # NAME/VERSION when resolved from models:/
+TAG_BASELINE_INTERSECT = "genai.baseline_intersect"  # "true": compared on the shared case ids only
 TAG_REGISTERED = "genai.registered"  # on the eval run: NAME/VERSION it became, or why it did not
 
 # Model-version tags (the eval behind a version) and registered-model tags (alias history).

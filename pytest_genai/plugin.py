@@ -37,6 +37,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--genai-register", action="store_true", default=False,
                     help="after a full run whose gates passed and which was logged: register the pipeline as a new "
                          "version of registry.model_name and point registry.alias (default staging) at it")
+    group.addoption("--genai-baseline", metavar="REF", default=None,
+                    help="compare with a baseline (overrides compare.baseline): a local run folder, an MLflow run id, "
+                         "or models:/NAME@ALIAS or models:/NAME/VERSION (the eval run behind that model version)")
+    group.addoption("--genai-baseline-intersect", action="store_true", default=False,
+                    help="compare on the case ids shared with the baseline, even when its eval set differs "
+                         "(tagged genai.baseline_intersect=true)")
+    group.addoption("--genai-require-baseline", action="store_true", default=False,
+                    help="a gate that needs a baseline fails, instead of being skipped, when there is none")
     group.addoption("--genai-concurrency", metavar="N", type=int, default=None,
                     help="cases run concurrently on a pool of N (overrides llm.concurrency); results do not depend on N")
 

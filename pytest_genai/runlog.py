@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from pytest_genai.plain import from_plain, json_schema, to_plain
+from pytest_genai.stats.ci import CI
 from pytest_genai.types import CaseResult
 
 SCHEMA_VERSION = 2
@@ -22,6 +23,7 @@ RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 LEGACY_SUMMARY = "summary.json"
 SCHEMA_FILE = Path(__file__).with_name("runlog.schema.json")
+TOP_CHANGES = 10  # regressed / improved cases kept in the record (all of them are in comparison.json)
 
 STATUSES = ("complete", "partial", "stopped", "failed")
 
@@ -39,6 +41,7 @@ class Gate:
     value: float | None
     passed: bool
     reason: str = ""
+    skipped: bool = False  # not checked (a baseline gate with no baseline): neither passed nor failed
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -98,6 +101,42 @@ class Execution:
 
 
 @dataclass(frozen=True)
+class CaseChangeSummary:
+    """A case that regressed or improved against the baseline, and why (pass → fail, EM 1 → 0, F1 drop)."""
+
+    id: str
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BaselineSummary:
+    """The baseline this run was compared with (or why there was none) and what the comparison found; the
+    full per-case comparison is the run folder's comparison.json."""
+
+    ref: str | None = None  # as given: --genai-baseline or compare.baseline
+    source: str = ""  # run folder | mlflow run | registered model
+    run_id: str | None = None  # the baseline's MLflow run, when known
+    model_version: str | None = None  # NAME/VERSION when resolved from models:/
+    note: str = ""  # why there is no baseline ("models:/X@production does not exist yet")
+    eval_set_hash: str | None = None
+    intersect: bool = False
+    cases_paired: int = 0
+    only_candidate: int = 0
+    only_baseline: int = 0
+    baseline_metrics: Mapping[str, float] = field(default_factory=dict)  # the baseline on the paired cases
+    deltas: Mapping[str, CI] = field(default_factory=dict)  # paired CI of candidate - baseline
+    mcnemar_p: Mapping[str, float] = field(default_factory=dict)  # "em", "pass": exact McNemar p of the flips
+    regressed_count: int = 0
+    improved_count: int = 0
+    regressed: tuple[CaseChangeSummary, ...] = ()  # most severe first, at most TOP_CHANGES
+    improved: tuple[CaseChangeSummary, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        return self.cases_paired > 0
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One eval run: provenance, params, metrics, gates, errors and the per-case results."""
 
@@ -115,6 +154,10 @@ class RunRecord:
     errors: tuple[str, ...] = ()
     execution: Execution = field(default_factory=Execution)
     tracking: Tracking = field(default_factory=Tracking)
+    cis: Mapping[str, CI] = field(default_factory=dict)  # percentile-bootstrap CI of each aggregate that has one
+    ci_confidence: float | None = None  # None: no CIs were computed
+    ci_resamples: int = 0
+    baseline: BaselineSummary | None = None  # None: no baseline was asked for
     results: tuple[CaseResult, ...] = ()
 
     @property
@@ -123,11 +166,16 @@ class RunRecord:
 
     @property
     def gates_passed(self) -> bool:
-        return all(g.passed for g in self.gates)
+        """Every gate passed or was skipped (a baseline gate with no baseline)."""
+        from pytest_genai.gates import gates_verdict  # gates.py imports Gate from here
+
+        return gates_verdict(self.gates)
 
     @property
     def failing_gates(self) -> list[Gate]:
-        return [g for g in self.gates if not g.passed]
+        from pytest_genai import gates
+
+        return gates.failing(self.gates)
 
     @property
     def passed(self) -> bool:

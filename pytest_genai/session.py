@@ -51,6 +51,7 @@ class EvalSession:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _pipeline_tags: dict[str, str] | None = None
     pending: list[Case] = field(default_factory=list)  # started on the runner when the first case runs
+    comparison: dict[str, Any] | None = None  # comparison.json of the finished run (sanitized), when compared
 
     @classmethod
     def from_config(cls, config: GenaiConfig, repeat: int = 1, runtime: Runtime | None = None) -> "EvalSession":
@@ -239,10 +240,13 @@ class EvalSession:
 
     # -- the run record -------------------------------------------------------------------------
     def finish(self, env: Any, git: Any, *, enforce: bool, selected: set[str] | None = None, stopped_early: bool = False,
-               tracking: Tracking | None = None, workers: int = 0) -> RunRecord:
+               tracking: Tracking | None = None, workers: int = 0, baseline: Any = None,
+               compare: Any = None) -> RunRecord:
         """Aggregate into the run record. A selected case without a result (skipped, crashed worker) counts as
-        errored, unless the session stopped early (-x, Ctrl-C), which makes the run `stopped` instead."""
-        from pytest_genai.gates import evaluate_gates
+        errored, unless the session stopped early (-x, Ctrl-C), which makes the run `stopped` instead.
+        CIs are computed over the cases; with `baseline` (compare.baseline.Baseline, resolved at session start) the
+        paired comparison too, kept as `self.comparison` (comparison.json, sanitized) and summarised in the record."""
+        from pytest_genai.compare.measure import CompareOptions, measure
         from pytest_genai.metrics.registry import aggregate
         from pytest_genai.scoring import no_result
 
@@ -270,18 +274,25 @@ class EvalSession:
             status = "partial"
         else:
             status = "complete"
-        gates = tuple(evaluate_gates(self.config.get("gates") or {}, metrics))
+        options = compare or CompareOptions.from_config(self.config)
+        measured = measure(results, metrics, self.config.get("gates") or {}, seed=self.seed, options=options,
+                           baseline=baseline, eval_set_hash=self.eval_set.sha256)
+        errors += measured.errors
+        self.comparison = None if measured.comparison is None else self.sanitizer.obj(measured.comparison)
         prov = self.provenance(env, git)
         execution = self.execution(workers)
         record = RunRecord(schema_version=SCHEMA_VERSION, status=status, started_at=self.started_at, ended_at=_now(),
-                           provenance=prov, params=self.config.params(), metrics=metrics, gates=gates,
-                           gates_enforced=enforce or status == "complete", errors=tuple(errors), execution=execution,
-                           tracking=tracking or Tracking(), results=tuple(results))
+                           provenance=prov, params=self.config.params(), metrics=dict(measured.metrics),
+                           gates=measured.gates, gates_enforced=enforce or status == "complete", errors=tuple(errors),
+                           execution=execution, tracking=tracking or Tracking(), cis=dict(measured.cis),
+                           ci_confidence=options.confidence if measured.cis else None,
+                           ci_resamples=options.resamples if measured.cis else 0, baseline=measured.baseline,
+                           results=tuple(results))
         from pytest_genai.tracking.tags import run_tags
 
         from pytest_genai.metrics.registry import METRICS
 
-        units = {m: METRICS.get(m).unit for m in metrics if m in METRICS and METRICS.get(m).unit}
+        units = {m: METRICS.get(m).unit for m in record.metrics if m in METRICS and METRICS.get(m).unit}
         record = replace(record, tags={**run_tags(record), **self.cache_tags(results), **self.pipeline_tags()},
                          metric_units=units)
         return sanitize_record(record, self.sanitizer)

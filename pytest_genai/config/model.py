@@ -14,9 +14,10 @@ from pytest_genai.config.validate import SECRET_REF, apply_defaults, schema_prob
 from pytest_genai.config.yaml_lines import Lines, line_of, load_yaml_with_lines
 
 
-# Sections that say where results (and models) go, not what is measured: left out of config_hash so the
-# same experiment logged to another server (or a CI override) keeps its identity.
-UNHASHED_SECTIONS = ("tracking", "registry")
+# Sections that say where results (and models) go, or what a run is compared with, not what is measured: left
+# out of config_hash so the same experiment logged to another server, or compared with another baseline, keeps
+# its identity.
+UNHASHED_SECTIONS = ("tracking", "registry", "compare", "monitor")
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,12 @@ def _unknown(data: Any, node: dict[str, Any], prefix: tuple[str, ...], lines: Li
         key = str(key)
         path = prefix + (key,)
         dotted = ".".join(path)
+        if prefix == ("monitor", "slo"):  # the gate grammar on the metric registry's names (monitoring's included)
+            from pytest_genai.monitor.metrics import slo_problem
+
+            if (why := slo_problem(key, value)) is not None:
+                yield Problem(dotted, why, line_of(lines, path))
+            continue
         if is_gates:
             known = gateable_metrics()
             if key not in known:
@@ -81,8 +87,12 @@ def schema_problems(data: Any, lines: Lines) -> list[Problem]:
 
 
 def _message(err: Any) -> str:
-    if err.validator == "pattern" and err.absolute_path and err.absolute_path[0] == "gates":
-        return f"{err.instance!r} is not a comparison; write it like '>= 0.6', '<= 1200' or '== 0'"
+    if err.absolute_path and err.absolute_path[0] == "gates" and len(err.absolute_path) > 1:
+        from pytest_genai.gates import FORMS
+
+        return f"{err.instance!r} is not a gate; write it (or a list of them) like {FORMS}"
+    if list(err.absolute_path) == ["compare", "confidence"] and err.validator != "type":
+        return f"must be strictly between 0 and 1, like 0.95 (got {err.instance!r})"
     if err.validator == "pattern" and list(err.absolute_path)[-1:] == ["api_key"]:
         return "must be an environment reference like '${OPENAI_API_KEY}', never the key itself"
     if err.validator == "pattern" and list(err.absolute_path) == ["safety", "redact_key"]:
@@ -112,8 +122,34 @@ def semantic_problems(data: Any, lines: Lines) -> list[Problem]:
 
         if provider not in PROVIDERS:
             out.append(Problem("llm.provider", PROVIDERS.unknown_message(provider), line_of(lines, ("llm", "provider"))))
+    out += gate_expression_problems(data.get("gates") if isinstance(data, dict) else None, lines)
     if isinstance(data, dict) and data.get("pipeline") == "builtin:rag" and "rag" not in data:
         out.append(Problem("rag", "pipeline builtin:rag needs a rag section (at least rag.corpus)", line_of(lines, ("pipeline",))))
+    return out
+
+
+def gate_expression_problems(gates: Any, lines: Lines) -> list[Problem]:
+    """Each gate expression parsed with the gate grammar, its direction checked against the metric's (unknown
+    metrics and values that are not strings are reported by the other checks)."""
+    if not isinstance(gates, dict):
+        return []
+    from pytest_genai.gates import gate_problem
+    from pytest_genai.metrics.registry import METRICS
+
+    known = gateable_metrics()
+    out: list[Problem] = []
+    for key, value in gates.items():
+        key = str(key)
+        if key not in known:
+            continue
+        listed = isinstance(value, list)
+        for i, expr in enumerate(value if listed else [value]):
+            if not isinstance(expr, str) or not expr.strip():
+                continue
+            why = gate_problem(key, expr, METRICS.get(key).higher_is_better)
+            if why:
+                path = ("gates", key, str(i)) if listed else ("gates", key)
+                out.append(Problem(".".join(path), why, line_of(lines, path)))
     return out
 
 

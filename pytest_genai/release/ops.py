@@ -8,12 +8,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from pytest_genai import names
 from pytest_genai.release.bundle import BUNDLE_FORMAT
 from pytest_genai.release.history import append_history, pointed, read_history
-from pytest_genai.release.register import RegistryError, check_registry_store
+from pytest_genai.release.register import RegistryError, check_registry_store, verdict
 
 HEADLINE = ("f1", "em", "hit_at_k", "mrr", "latency_p95_ms", "cost_per_question_usd", "error_rate")
 
@@ -94,16 +94,40 @@ def gate_check(client: Any, version: Any, config_path: Path) -> Check:
     if here != there:
         ok = False
         lines.append(f"it was evaluated on eval set {there}, the config's {eval_path.name} is {here}: re-evaluate first")
-    gates = evaluate_gates(dict(config.get("gates") or {}), run.data.metrics)
+    metrics = run.data.metrics
+    has_baseline = bool(run.data.tags.get(names.TAG_BASELINE_RUN_ID))
+    gates = evaluate_gates(dict(config.get("gates") or {}), metrics, cis=_logged_cis(metrics, "ci"),
+                           deltas=_logged_cis(metrics, "delta_ci"), baseline_available=has_baseline)
     if not gates:
         ok = False
         lines.append(f"{config.path.name} has no gates: promotion needs gates to pass")
     for g in gates:
-        mark = "pass" if g.passed else "FAIL"
         value = "n/a" if g.value is None else f"{g.value:.6g}"
-        lines.append(f"  {mark}  {g.metric} {value} {g.expression}{' (' + g.reason + ')' if g.reason else ''}")
-        ok = ok and g.passed
+        lines.append(f"  {verdict(g):7s} {g.metric} {value} {g.expression}{' (' + g.reason + ')' if g.reason else ''}")
+        ok = ok and (g.passed or g.skipped)
     return Check(ok, tuple(lines))
+
+
+def _logged_cis(metrics: Mapping[str, float], kind: str) -> dict[str, Any]:
+    """The eval's confidence intervals (`<m>_ci_low/high`) or paired delta CIs (`<m>_delta_ci_low/high`), as logged
+    by the run, so CI and baseline gates of the config in force are checked against what the eval measured."""
+    from pytest_genai.compare.names import stat_name
+    from pytest_genai.stats.ci import CI
+
+    suffix = f"_{kind}_low"
+    out: dict[str, Any] = {}
+    for key, low in metrics.items():
+        if not key.endswith(suffix):
+            continue
+        metric = key[: -len(suffix)]
+        high = metrics.get(stat_name(metric, f"{kind}_high"))
+        if high is None:
+            continue
+        point = metrics.get(stat_name(metric, "delta") if kind == "delta_ci" else metric, (low + high) / 2)
+        out[metric] = CI(low, high, point, (high - low) / 2)
+    return out
+
+
 
 
 def reeval_check(client: Any, name: str, version: Any, config_path: Path) -> Check:

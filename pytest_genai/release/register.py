@@ -60,11 +60,17 @@ def _value(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
 
 
+def verdict(gate: Any) -> str:
+    return "skipped" if getattr(gate, "skipped", False) else ("pass" if gate.passed else "FAIL")
+
+
 def gate_line(gates: Sequence[Any]) -> str:
     """The gate table in one line: the version's description."""
     passed = sum(1 for g in gates if g.passed)
-    cells = [f"{g.metric} {_value(g.value)} {g.expression} {'pass' if g.passed else 'FAIL'}" for g in gates]
-    return f"gates {passed}/{len(gates)} passed: " + " · ".join(cells)
+    skipped = sum(1 for g in gates if getattr(g, "skipped", False))
+    cells = [f"{g.metric} {_value(g.value)} {g.expression} {verdict(g)}" for g in gates]
+    extra = f", {skipped} skipped" if skipped else ""
+    return f"gates {passed}/{len(gates) - skipped} passed{extra}: " + " · ".join(cells)
 
 
 def version_tags(record: Any) -> dict[str, str]:
@@ -89,8 +95,9 @@ def version_tags(record: Any) -> dict[str, str]:
     if p.index_fingerprint:
         tags[names.TAG_INDEX_FINGERPRINT] = p.index_fingerprint
     tags.update({k: str(v) for k, v in p.model_hashes.items()})
-    for g in record.gates:
-        tags[names.TAG_GATE_PREFIX + g.metric] = f"{'pass' if g.passed else 'FAIL'} {_value(g.value)} {g.expression}"
+    for metric in dict.fromkeys(g.metric for g in record.gates):  # a metric may have several expressions
+        mine = [g for g in record.gates if g.metric == metric]
+        tags[names.TAG_GATE_PREFIX + metric] = " & ".join(f"{verdict(g)} {_value(g.value)} {g.expression}" for g in mine)
     return tags
 
 

@@ -30,8 +30,44 @@ def _metric_order(record: Any) -> list[str]:
     return names + [n for n in record.metrics if n not in names]
 
 
+_STAT_SUFFIXES = ("_delta_ci_low", "_delta_ci_high", "_ci_low", "_ci_high", "_delta", "_mcnemar_p")
+
+
+def _is_stat(name: str, record: Any) -> bool:
+    """A flat comparison metric (f1_ci_low, em_mcnemar_p, ...): logged to MLflow, shown in its own columns."""
+    for suffix in _STAT_SUFFIXES:
+        base = name[: -len(suffix)]
+        if name.endswith(suffix) and (base in record.metrics or base == "pass"):
+            return True
+    return False
+
+
+def ci_text(ci: Any) -> str:
+    """`[low, high] ±half`: the interval and its half-width (what the eval set can resolve)."""
+    if ci is None or not all(isinstance(x, float) and math.isfinite(x) for x in (ci.low, ci.high)):
+        return ""
+    return f"[{fmt(ci.low)}, {fmt(ci.high)}] ±{fmt(ci.half_width)}"
+
+
+def delta_text(ci: Any) -> str:
+    if ci is None or not isinstance(ci.point, float) or not math.isfinite(ci.point):
+        return ""
+    return f"{ci.point:+.4g} {ci_text(ci)}".rstrip()
+
+
+def gate_verdict(g: Any, enforced: bool) -> str:
+    from pytest_genai.gates import is_skipped
+
+    if is_skipped(g):
+        reason = g.reason.split(":", 1)[1].strip() if g.reason.startswith("skipped:") else g.reason
+        return f"skipped ({reason})"
+    verdict = "pass" if g.passed else ("FAIL" if enforced else "fail (not enforced)")
+    return verdict + (f" ({g.reason})" if g.reason else "")
+
+
 def summary_lines(record: Any) -> list[Line]:
-    """The metric table with units and gate verdicts, then status and errors: everything from the record."""
+    """The metric table with units, CIs, deltas against the baseline and gate verdicts, then the comparison,
+    status and errors: everything from the record."""
     from pytest_genai.metrics.registry import METRICS
 
     out: list[Line] = []
@@ -42,19 +78,37 @@ def summary_lines(record: Any) -> list[Line]:
     if p.env_lock_hash is None:
         out.append(Line(f"env: lock file {p.env_lock_file or '(none configured)'} not found: env_drift is not computed "
                         "(a gate on it fails)", "yellow"))
-    gates = {g.metric: g for g in record.gates}
-    rows = [("metric", "value", "unit", "gate", "result")]
-    for metric in _metric_order(record) + [m for m in gates if m not in record.metrics]:
-        g = gates.get(metric)
-        verdict = "" if g is None else ("pass" if g.passed else ("FAIL" if record.gates_enforced else "fail (not enforced)"))
-        if g is not None and g.reason:
-            verdict += f" ({g.reason})"
+    cis = getattr(record, "cis", None) or {}
+    b = getattr(record, "baseline", None)
+    deltas = b.deltas if b is not None else {}
+    level = f"{round(100 * record.ci_confidence)}% CI" if getattr(record, "ci_confidence", None) else "CI"
+    by_metric: dict[str, list[Any]] = {}
+    for g in record.gates:
+        by_metric.setdefault(g.metric, []).append(g)
+    head = ["metric", "value"] + ([level] if cis else []) + (["vs baseline (delta, paired CI)"] if deltas else []) \
+        + ["unit", "gate", "result"]
+    rows: list[list[str]] = [head]
+    shown = [m for m in _metric_order(record) if not _is_stat(m, record)]
+    for metric in shown + [m for m in by_metric if m not in record.metrics]:
         unit = record.metric_units.get(metric) or (METRICS.get(metric).unit if metric in METRICS else "")
-        rows.append((metric, fmt(record.metrics.get(metric)), unit, g.expression.strip() if g else "", verdict))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for i, g in enumerate(by_metric.get(metric) or [None]):
+            first = i == 0
+            row = [metric if first else "", fmt(record.metrics.get(metric)) if first else ""]
+            if cis:
+                row.append(ci_text(cis.get(metric)) if first else "")
+            if deltas:
+                row.append(delta_text(deltas.get(metric)) if first else "")
+            row += [unit if first else "", g.expression.strip() if g else "",
+                    gate_verdict(g, record.gates_enforced) if g else ""]
+            rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     for i, row in enumerate(rows):
         text = "  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip()
-        out.append(Line(text, "bold" if i == 0 else ("red" if row[4].startswith("FAIL") else ("green" if row[4] == "pass" else ""))))
+        verdict = row[-1]
+        out.append(Line(text, "bold" if i == 0 else ("red" if verdict.startswith("FAIL") else
+                                                      ("green" if verdict.startswith("pass") else
+                                                       ("yellow" if verdict.startswith("skipped") else "")))))
+    out += comparison_lines(record)
     if record.status != "complete":
         note = "enforced (--genai-enforce-gates)" if record.gates_enforced else "NOT enforced"
         out.append(Line(f"{record.status} run: {fmt(record.metrics.get('cases_evaluated'))} of "
@@ -64,13 +118,53 @@ def summary_lines(record: Any) -> list[Line]:
     return out
 
 
+def comparison_lines(record: Any) -> list[Line]:
+    """How to read the CIs, the baseline (or why there is none), McNemar, and the regressed / improved cases."""
+    from pytest_genai.compare.baseline import describe
+
+    out: list[Line] = []
+    cis = getattr(record, "cis", None) or {}
+    if cis:
+        f1 = cis.get("f1") or next(iter(cis.values()))
+        name = "f1" if "f1" in cis else next(iter(cis))
+        out.append(Line(f"CIs: {round(100 * (record.ci_confidence or 0.95))}% percentile bootstrap over cases "
+                        f"({record.ci_resamples} resamples, seed {record.provenance.seed}). ±half is what this eval set "
+                        f"can resolve: with {f1.n} cases a change in {name} smaller than about {fmt(f1.half_width)} "
+                        "is indistinguishable from noise"))
+    b = getattr(record, "baseline", None)
+    if b is None:
+        return out
+    if not b.available:
+        out.append(Line(f"baseline: none ({b.note or 'not resolved'}); baseline gates skipped", "yellow"))
+        return out
+    parts = [f"{b.cases_paired} cases paired"]
+    if b.intersect:
+        parts.append(f"shared ids only ({b.only_candidate} only here, {b.only_baseline} only in the baseline)")
+    parts += [f"{k} McNemar p={fmt(v)}" for k, v in b.mcnemar_p.items() if isinstance(v, float) and math.isfinite(v)]
+    out.append(Line(f"baseline: {describe(b)}: {', '.join(parts)}"))
+    for label, count, changes, style in (("regressed", b.regressed_count, b.regressed, "red"),
+                                          ("improved", b.improved_count, b.improved, "green")):
+        if not count:
+            out.append(Line(f"{label}: none"))
+            continue
+        more = f", top {len(changes)} shown (all in comparison.json)" if count > len(changes) else ""
+        out.append(Line(f"{label}: {count} case(s){more}", style))
+        out += [Line(f"  {c.id}: {'; '.join(c.reasons)}", style) for c in changes]
+    return out
+
+
 def verdict_lines(record: Any) -> list[Line]:
+    from pytest_genai.gates import is_skipped
+
     failing = record.failing_gates
     if failing and record.gates_enforced:
         parts = [f"{g.metric}={fmt(g.value)} (gate {g.expression.strip()}{', ' + g.reason if g.reason else ''})" for g in failing]
         return [Line(f"GATES FAILED: {'; '.join(parts)}", "red-bold")]
     if record.gates and record.gates_enforced:
-        return [Line(f"gates passed: {len(record.gates)} of {len(record.gates)}", "green")]
+        skipped = sum(is_skipped(g) for g in record.gates)
+        checked = len(record.gates) - skipped
+        note = f" ({skipped} skipped: no baseline)" if skipped else ""
+        return [Line(f"gates passed: {checked} of {checked}{note}", "green")]
     return []
 
 

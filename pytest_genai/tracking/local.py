@@ -13,6 +13,8 @@ import yaml
 
 from pytest_genai.runlog import RunRecord, write_run
 
+COMPARISON_FILE = "comparison.json"  # the full comparison with the baseline (per-case changes, statistics)
+
 
 def new_run_dir(root: Path, config_hash: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -72,6 +74,9 @@ def write_run_dir(run_dir: Path, session: Any, record: RunRecord, env: Any) -> N
     (run_dir / "gates.json").write_text(dumps({
         "passed": record.gates_passed, "enforced": record.gates_enforced, "status": record.status,
         "gates": [g.to_dict() for g in record.gates]}, indent=2), "utf-8")
+    comparison = getattr(session, "comparison", None)
+    if comparison is not None:  # sanitized by the session, like everything persisted
+        (run_dir / COMPARISON_FILE).write_text(dumps(san.obj(comparison), indent=2) + "\n", "utf-8")
     write_run(run_dir, record)
 
 

@@ -45,4 +45,13 @@ def run_tags(record: Any) -> dict[str, str]:
         tags[names.TAG_INDEX_FINGERPRINT] = p.index_fingerprint
     for key, value in p.model_hashes.items():
         tags[key] = value
+    b = getattr(record, "baseline", None)
+    if b is not None:
+        tags[names.TAG_BASELINE_REF] = b.ref or ""
+        if b.run_id:
+            tags[names.TAG_BASELINE_RUN_ID] = b.run_id
+        if b.model_version:
+            tags[names.TAG_BASELINE_MODEL_VERSION] = b.model_version
+        if b.intersect:
+            tags[names.TAG_BASELINE_INTERSECT] = "true"
     return tags

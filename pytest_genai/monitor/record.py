@@ -1,0 +1,309 @@
+"""Request records: what the served model writes for every row it answers, and the sinks that keep them.
+
+A record is plain JSON, sanitized by the bundle config's Sanitizer before it leaves the process (ids and times
+excepted: they join feedback and select windows). Writing never raises into `predict`: a failing sink is
+counted and logged once. Sinks:
+
+* `local`   one JSON line per record appended (O_APPEND, one write per request) to `monitor.path`
+            (default `.pytest-genai/requests.jsonl` under the serving process's cwd; env GENAI_MONITOR_PATH wins);
+* `mlflow`  one MLflow 3 trace per record, tagged with the LoggedModel id, built and exported off the request
+            path (a bounded queue to one daemon thread; MLflow's own async trace export behind it), so a
+            tracking outage neither fails nor slows a request (a full queue drops records, counted);
+* `off`     nothing recorded.
+The env GENAI_MONITOR_SINK overrides `monitor.sink`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+SCHEMA = 1
+DEFAULT_SINK = "local"
+SINKS = ("local", "mlflow", "off")
+DEFAULT_PATH = ".pytest-genai/requests.jsonl"
+ENV_PATH = "GENAI_MONITOR_PATH"
+ENV_SINK = "GENAI_MONITOR_SINK"
+TRACE_NAME = "genai.request"
+TAG_MODEL_ID = "genai.model_id"
+TAG_REQUEST_ID = "genai.request_id"
+ATTR_RECORD = "genai.record"
+# Fields that are identifiers or numbers the sanitizer must not touch (a hex id could look like a phone number).
+_RAW_FIELDS = ("schema", "request_id", "ts", "time", "model_id", "model_run_id", "model_name", "model_version")
+
+log = logging.getLogger("pytest_genai.monitor")
+
+
+class SinkError(Exception):
+    """A sink that cannot be read or configured; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Who answered: the LoggedModel id is authoritative (read from the model's MLmodel); the registered name and
+    version are what MLflow wrote next to a model downloaded as models:/NAME/... (registered_model_meta)."""
+
+    model_id: str | None = None
+    run_id: str | None = None
+    name: str | None = None
+    version: str | None = None
+
+
+def identity_of(model_dir: Path) -> ModelIdentity:
+    """Best effort: a model folder without MLmodel (a bare bundle in a test) has no identity, and still serves."""
+    import yaml
+
+    try:
+        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text("utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return ModelIdentity()
+    name = version = None
+    try:
+        meta = yaml.safe_load((model_dir / "registered_model_meta").read_text("utf-8")) or {}
+        name, version = meta.get("model_name"), meta.get("model_version")
+    except (OSError, yaml.YAMLError):
+        pass
+    return ModelIdentity(mlmodel.get("model_id") or None, mlmodel.get("run_id") or None,
+                         str(name) if name else None, str(version) if version is not None else None)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def request_record(*, request_id: str, ts: float, identity: ModelIdentity, question: str | None, answer: str | None,
+                   latency_ms: float, input_tokens: int, output_tokens: int, pricing: tuple[float, float],
+                   verdict: Any, retrieved: Sequence[Mapping[str, Any]] = (), error: str | None = None,
+                   batched: bool = False) -> dict[str, Any]:
+    """One row's record, raw (the Recorder sanitizes it). `verdict`: the guard's Verdict, or None (no safety checks)."""
+    scores = [float(r["score"]) for r in retrieved if isinstance(r, Mapping) and isinstance(r.get("score"), (int, float))]
+    return {
+        "schema": SCHEMA, "request_id": request_id, "ts": ts,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z",
+        "model_name": identity.name, "model_version": identity.version, "model_id": identity.model_id,
+        "model_run_id": identity.run_id, "question": question, "answer": answer, "latency_ms": latency_ms,
+        "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "cost_usd": input_tokens / 1000 * pricing[0] + output_tokens / 1000 * pricing[1],
+        "safety_flags": list(verdict.flags) if verdict is not None else None,
+        "toxicity": verdict.toxicity if verdict is not None else None,
+        "blocked": bool(verdict is not None and verdict.blocked),
+        "critical": bool(verdict is not None and verdict.critical),
+        "retrieval_top_score": max(scores) if scores else None,
+        "retrieved_doc_ids": [str(r.get("doc_id")) for r in retrieved if isinstance(r, Mapping)],
+        "error": error, "batched": batched,
+    }
+
+
+class Recorder:
+    """Sanitizes records and hands them to the sink; never raises. `failures` counts what was lost."""
+
+    def __init__(self, sink: Any, sanitizer: Any) -> None:
+        self.sink = sink
+        self.sanitizer = sanitizer
+        self.failures = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.sink is not None
+
+    def emit(self, records: Sequence[dict[str, Any]]) -> None:
+        if self.sink is None or not records:
+            return
+        try:
+            self.sink.write([sanitize_record(r, self.sanitizer) for r in records])
+        except Exception as exc:  # noqa: BLE001 - a broken sink must never fail the request
+            self.failures += len(records)
+            if self.failures == len(records):  # the first loss: once, not per request
+                log.warning("pytest-genai monitor: the %s sink failed, request records are being dropped: %s",
+                            getattr(self.sink, "name", "?"), self.sanitizer.secrets_only().text(str(exc)))
+
+
+def sanitize_record(record: Mapping[str, Any], sanitizer: Any) -> dict[str, Any]:
+    raw = {k: record[k] for k in _RAW_FIELDS if k in record}
+    out = sanitizer.obj({k: v for k, v in record.items() if k not in raw})
+    out.update(raw)
+    return out
+
+
+# --------------------------------------------------------------------------- sinks
+
+class LocalSink:
+    """Append-only JSONL; one os.write per request with O_APPEND, so several server workers can share a file."""
+
+    name = "local"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        data = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False, default=str) + "\n" for r in records)
+        with self._lock:
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(self._fd, data.encode("utf-8"))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class MlflowTraceSink:
+    """One trace per record, made by a daemon thread: the request only pays a `queue.put_nowait`."""
+
+    name = "mlflow"
+
+    def __init__(self, identity: ModelIdentity, experiment_id: str | None = None, max_queue: int = 10000) -> None:
+        self.identity = identity
+        self.experiment_id = experiment_id
+        self.dropped = 0
+        self.failed = 0
+        self._queue: queue.Queue[list[Mapping[str, Any]] | None] = queue.Queue(max_queue)
+        self._thread = threading.Thread(target=self._run, name="genai-monitor-traces", daemon=True)
+        self._thread.start()
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        try:
+            self._queue.put_nowait(list(records))
+        except queue.Full:
+            self.dropped += len(records)
+            if self.dropped == len(records):
+                log.warning("pytest-genai monitor: the trace queue is full (tracking slow or down): dropping records")
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every queued record was handed to MLflow, then flush MLflow's async trace export."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            import mlflow
+
+            mlflow.flush_trace_async_logging()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                if batch is None:
+                    return
+                for record in batch:
+                    try:
+                        self._trace(record)
+                    except Exception as exc:  # noqa: BLE001 - tracking down: counted, logged once
+                        self.failed += 1
+                        if self.failed == 1:
+                            log.warning("pytest-genai monitor: a trace could not be written: %s", exc)
+            finally:
+                self._queue.task_done()
+
+    def _trace(self, record: Mapping[str, Any]) -> None:
+        import mlflow
+        from mlflow.tracing.constant import TraceMetadataKey
+
+        start_ns = int(float(record["ts"]) * 1e9)
+        end_ns = start_ns + int(float(record.get("latency_ms") or 0.0) * 1e6)
+        tags = {TAG_REQUEST_ID: str(record["request_id"])}
+        metadata = {}
+        if record.get("model_id"):
+            tags[TAG_MODEL_ID] = str(record["model_id"])
+            metadata[TraceMetadataKey.MODEL_ID] = str(record["model_id"])
+        span = mlflow.start_span_no_context(
+            TRACE_NAME, span_type="CHAIN", inputs={"question": record.get("question")}, tags=tags, metadata=metadata,
+            attributes={ATTR_RECORD: json.dumps(record, separators=(",", ":"), default=str)},
+            experiment_id=self.experiment_id, start_time_ns=start_ns)
+        span.end(outputs={"answer": record.get("answer")}, status="ERROR" if record.get("error") else "OK",
+                 end_time_ns=end_ns)
+
+
+def sink_from_config(config: Any, identity: ModelIdentity, cwd: Path | None = None) -> Any:
+    """The sink the bundle config (and the serving environment) asks for, or None for `off`."""
+    section = config.get("monitor") or {}
+    kind = os.environ.get(ENV_SINK) or section.get("sink") or DEFAULT_SINK
+    if kind not in SINKS:
+        raise SinkError(f"monitor.sink {kind!r} is not one of {', '.join(SINKS)}")
+    if kind == "off":
+        return None
+    if kind == "local":
+        return LocalSink(local_path(section.get("path"), cwd))
+    return MlflowTraceSink(identity, experiment_id=_model_experiment(identity))
+
+
+def local_path(configured: str | None, cwd: Path | None = None) -> Path:
+    raw = os.environ.get(ENV_PATH) or configured or DEFAULT_PATH
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else (cwd or Path.cwd()) / path
+
+
+def _model_experiment(identity: ModelIdentity) -> str | None:
+    """Traces go to the experiment of the LoggedModel (where its eval run is), read once at load."""
+    if not identity.model_id:
+        return None
+    try:
+        from mlflow.tracking import MlflowClient
+
+        return str(MlflowClient().get_logged_model(identity.model_id).experiment_id)
+    except Exception as exc:  # noqa: BLE001 - tracking down at load: traces go to the active experiment
+        log.warning("pytest-genai monitor: cannot read LoggedModel %s (%s): traces go to the default experiment",
+                    identity.model_id, exc)
+        return None
+
+
+# --------------------------------------------------------------------------- reading
+
+def read_local(path: Path) -> list[dict[str, Any]]:
+    """Every record of a JSONL sink; a torn last line (a writer killed mid-write) is skipped."""
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise SinkError(f"the local sink {path} does not exist: nothing was recorded there (is the model served "
+                        f"from another directory, or with {ENV_PATH} set?)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SinkError(f"the local sink {path} cannot be read: {exc}") from None
+    out: list[dict[str, Any]] = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                continue
+            raise SinkError(f"{path}:{i + 1} is not a request record (not JSON)") from None
+        if not isinstance(record, dict) or "request_id" not in record or "ts" not in record:
+            raise SinkError(f"{path}:{i + 1} is not a request record (no request_id/ts)")
+        out.append(record)
+    return out
+
+
+def read_traces(experiment_ids: Iterable[str], model_id: str) -> list[dict[str, Any]]:
+    """The records behind the traces of `model_id` (tracking URI: MLflow's current one)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    out: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = client.search_traces(locations=list(experiment_ids), filter_string=f"tags.`{TAG_MODEL_ID}` = '{model_id}'",
+                                    max_results=500, page_token=token)
+        for trace in page:
+            for span in trace.data.spans:
+                raw = span.attributes.get(ATTR_RECORD)
+                if raw:
+                    out.append(json.loads(raw) if isinstance(raw, str) else dict(raw))
+                    break
+        token = page.token
+        if not token:
+            return out
