@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 LOCK_TOOLS ?= build/lock-tools
 UV_VERSION ?= 0.13.9
 
-.PHONY: setup eval test lock bench
+.PHONY: setup eval test lock bench server server-stop
 
 # The lock installs with --require-hashes (scripts/install_lock.sh falls back to the PyTorch CPU index for torch
 # alone when the first attempt fails); the project itself is a separate, editable install (no hash to check).
@@ -30,6 +30,15 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# A shared tracking server on this machine (PostgreSQL + `mlflow server --app-name basic-auth`, 127.0.0.1 only,
+# in build/server/): prints the export lines a shell needs, so `eval "$$(make -s server)"`. `server-stop` ends
+# exactly those processes (scripts/server.py destroy also deletes the folder).
+server: setup
+	@$(BIN)/python scripts/server.py start
+
+server-stop:
+	@$(BIN)/python scripts/server.py stop
 
 # Re-pin after changing dependencies: the lock lists every installed distribution but this project, with the
 # sha256 of every file the index has for each pinned version (see scripts/lock.py).

@@ -185,6 +185,26 @@ ROWS: tuple[Row, ...] = (
         "`mlflow.pyfunc.load_model('models:/NAME@staging')`, interleaved",
         lambda r: f"load {r['load_model_median_s']:.2f} s vs build {r['build_pipeline_median_s']:.2f} s",
         lambda r: f"{r['load_over_build']:.2f}x", lambda r: _met(r["load_over_build"] <= 1.5)),
+    Row("server_logging", "logging a 10,000-case run to the PostgreSQL-backed, authenticated server < 5 s",
+        "`bench_server_logging.py`: `make server`'s script in a temp folder, then `log_run_dir` of a 10,000-case run folder "
+        "over HTTP with basic auth",
+        lambda r: f"{r['log_median_s']:.2f} s median of {r['rounds']} ({r['run_dir_mb']:.1f} MB; server start {r['server_start_s']:.0f} s)",
+        lambda r: f"{r['log_median_s']:.2f} s", lambda r: _met(r["log_median_s"] < 5)),
+    Row("server_logging", "20 concurrent sessions logging to the server complete within 2x the time of one",
+        "`bench_server_logging.py`: 20 processes log a 20-case run folder at once vs one alone (2 cores shared by the "
+        "clients and a 2-worker server)",
+        lambda r: f"{r['concurrent_wall_s']:.1f} s for 20 vs {r['one_session_log_s']:.2f} s for one",
+        lambda r: f"{r['concurrent_vs_one']:.1f}x", lambda r: _met(r["concurrent_vs_one"] <= 2)),
+    Row("monitor", "recording a request costs the served model at most 1 ms",
+        "`bench_monitor.py`: `ServedPipeline.predict` on an instant stub pipeline, single-row requests (half with an e-mail "
+        "and a phone number), sinks off / local / mlflow interleaved, the difference of the medians; the mlflow sink is "
+        "flushed and its traces counted (sqlite store)",
+        lambda r: (f"local +{r['local_overhead_ms']:.2f} ms, mlflow +{r['mlflow_overhead_ms']:.2f} ms per request (predict "
+                   f"{r['predict_off_ms']:.2f} ms without a sink); {r['mlflow_traces_written']}/{r['mlflow_traces_expected']} "
+                   f"traces written, {r['mlflow_traces_per_s']:.0f} traces/s sustained on sqlite"),
+        lambda r: f"+{max(r['local_overhead_ms'], r['mlflow_overhead_ms']):.2f} ms",
+        lambda r: _met(max(r["local_overhead_ms"], r["mlflow_overhead_ms"]) <= 1
+                       and r["mlflow_traces_written"] == r["mlflow_traces_expected"] and r["raw_pii_lines"] == 0)),
     Row("bootstrap", "bootstrap CIs, 2,000 resamples x 10,000 cases x 20 metrics < 1 s; comparing with a baseline < 1 s",
         "`bench_bootstrap.py`: `bootstrap_many` on 20 metric columns (means, NaN rates, a sum, p50/p95/p99); "
         "`compare_runs` on two 10,000-case runs; median of 5",

@@ -12,10 +12,12 @@ import bench_bootstrap  # noqa: E402
 import bench_case_overhead  # noqa: E402
 import bench_mlflow_logging  # noqa: E402
 import bench_model_load  # noqa: E402
+import bench_monitor  # noqa: E402
 import bench_pii_detectors  # noqa: E402
 import bench_providers  # noqa: E402
 import bench_rag  # noqa: E402
 import bench_release  # noqa: E402
+import bench_server_logging  # noqa: E402
 import bench_show  # noqa: E402
 import bench_startup  # noqa: E402
 import bench_toxicity  # noqa: E402
@@ -34,6 +36,8 @@ BENCHMARKS = {
     "toxicity": bench_toxicity.main,
     "release": bench_release.main,
     "bootstrap": bench_bootstrap.main,
+    "server_logging": bench_server_logging.main,
+    "monitor": bench_monitor.main,
 }
 
 

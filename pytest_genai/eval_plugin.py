@@ -320,7 +320,8 @@ class EvalPlugin:
                 assert self.run_dir is not None
                 self.run_id = log_run_dir(self.run_dir, self.tracking_uri, self.experiment)
             except Exception as exc:
-                self.tracking_error = san.text(f"{type(exc).__name__}: {str(exc)[:500]}")
+                # about the store, not the eval's data: only secrets go (the server's own address stays readable)
+                self.tracking_error = san.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
                 try:
                     from pytest_genai.runlog import read_run
 

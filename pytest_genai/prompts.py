@@ -93,7 +93,9 @@ def _env() -> Any:
     from jinja2.sandbox import SandboxedEnvironment
 
     global _ENV
-    if _ENV is None:
+    if _ENV is None or _ENV.undefined is not StrictUndefined:
+        # (re)built when jinja2 itself was re-imported (pytester's in-process runs drop modules they imported):
+        # an environment of the dropped module would no longer be this module's strict one
         _ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
     return _ENV
 
@@ -101,10 +103,15 @@ def _env() -> Any:
 _ENV: Any = None
 
 
-@functools.lru_cache(maxsize=256)
 def _compiled(text: str) -> Any:
     """Compiled once per template text, not once per case (jinja2 templates render thread-safely)."""
-    return _env().from_string(text)
+    env = _env()
+    return _compiled_in(env, text)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_in(env: Any, text: str) -> Any:
+    return env.from_string(text)
 
 
 def render_as_text(messages: list[Message]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "server_fixture"]
 
 
 @pytest.fixture(scope="session")

@@ -129,3 +129,38 @@ def test_a_bundle_packaged_by_another_release_is_refused_on_load() -> None:
     info = BundleInfo(BUNDLE_FORMAT, "0.0.1", "builtin:llm", None, "c", "e", None, None, None, {}, None, "x", False)
     with pytest.raises(BundleError, match=r"packaged by pytest-genai 0\.0\.1, but .* is installed"):
         check_release(info)
+
+
+def test_the_release_loop_against_a_real_authenticated_server(rel: Any, mlflow_server: Any, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`mlflow server` on loopback (PostgreSQL, proxied artifacts, basic auth): register twice, promote, roll back,
+    promote, and a fresh process loads models:/NAME@production through the server with the same credentials."""
+    for key, value in mlflow_server.env().items():
+        monkeypatch.setenv(key, value)
+    uri = mlflow_server.uri
+    for _ in range(2):
+        result = rel.run("--genai-config", "genai.yaml", "--genai-register", "--genai-tracking-uri", uri)
+        assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([f"registered: {NAME} version 2, alias staging -> 2 *"])
+    monkeypatch.chdir(rel.path)
+    client = _client(uri)
+    assert cli(["promote", NAME, "--from", "staging", "--to", "production", "--tracking-uri", uri]) == 0
+    client.set_registered_model_alias(NAME, "staging", "1")  # as if version 1 were the candidate now
+    assert cli(["promote", NAME, "--from", "staging", "--to", "production", "--tracking-uri", uri]) == 0
+    assert str(client.get_model_version_by_alias(NAME, "production").version) == "1"
+    assert cli(["rollback", NAME, "--tracking-uri", uri]) == 0
+    assert "production -> version 2 (was 1)" in capsys.readouterr().out
+    assert str(client.get_model_version_by_alias(NAME, "production").version) == "2"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    cases = [json.loads(line) for line in (rel.path / "evals" / "qa.jsonl").read_text().splitlines()]
+    rows = [{"id": c["id"], "question": c["question"], "context": c["context"]} for c in cases]
+    out = subprocess.run([sys.executable, "-c", LOAD, f"models:/{NAME}@production", json.dumps(rows)],
+                         cwd=tmp_path_factory.mktemp("server-load"), env={**env, "MLFLOW_TRACKING_URI": uri},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    logged = {r["id"]: r["answer"] for r in rel.last_results()}
+    assert [p["answer"] for p in json.loads(out.stdout.split("PREDICTIONS ", 1)[1])] == [logged[c["id"]] for c in cases]
+    secret = mlflow_server.admin_password
+    version = client.get_model_version(NAME, "2")
+    assert secret not in json.dumps(version.tags) and secret not in json.dumps(client.get_registered_model(NAME).tags)

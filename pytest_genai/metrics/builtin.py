@@ -99,6 +99,9 @@ def _register() -> None:
     add_run_metric("pref_win_rate", "share of paired cases whose answer is preferred over the baseline's (F1 judge: "
                    "the higher F1 against gold wins, a tie counts half); only with a baseline",
                    lambda rs, f: None, higher_is_better=True, unit="rate", group="comparison")  # set by compare_runs
+    from pytest_genai.monitor.metrics import register as monitor_metrics
+
+    monitor_metrics()  # monitoring's own names (requests_total, ...): one registry, whatever was imported first
 
 
 _register()

@@ -192,12 +192,11 @@ def _read(sink: str, path_arg: str | None, configured: str | None, base: Path, u
         return read_local(Path(path_arg).expanduser().resolve() if path_arg else local_path(configured, base))
     if not model_id or not experiment_id:
         raise MonitorError("the mlflow sink needs the version's LoggedModel id and its eval run's experiment")
-    import mlflow
+    from pytest_genai.tracking.mlflow_store import use_tracking_uri
 
-    if uri:
-        mlflow.set_tracking_uri(uri)
     try:
-        return read_traces([experiment_id], model_id)
+        with use_tracking_uri(uri):
+            return read_traces([experiment_id], model_id)
     except Exception as exc:  # noqa: BLE001 - the tracking store: one clear line
         raise SinkError(f"cannot read traces of {model_id} from {uri or 'the default store'}: {exc}") from None
 
@@ -213,10 +212,12 @@ def _experiment_of(client: Any, run_id: str | None) -> str | None:
 
 def _eval_results(client: Any, run_id: str | None) -> list[dict[str, Any]]:
     """The eval run's results.jsonl (for the drift reference); none when it cannot be fetched."""
+    import os
     import tempfile
 
     if not run_id:
         return []
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = Path(client.download_artifacts(run_id, "results.jsonl", tmp))

@@ -35,6 +35,7 @@ TRACE_NAME = "genai.request"
 TAG_MODEL_ID = "genai.model_id"
 TAG_REQUEST_ID = "genai.request_id"
 ATTR_RECORD = "genai.record"
+FLUSH_EVERY = 100  # traces handed to MLflow's async export between two waits for it to drain
 # Fields that are identifiers or numbers the sanitizer must not touch (a hex id could look like a phone number).
 _RAW_FIELDS = ("schema", "request_id", "ts", "time", "model_id", "model_run_id", "model_name", "model_version")
 
@@ -185,14 +186,10 @@ class MlflowTraceSink:
         deadline = time.monotonic() + timeout
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
-        try:
-            import mlflow
-
-            mlflow.flush_trace_async_logging()
-        except Exception:  # noqa: BLE001
-            pass
+        self._flush_mlflow()
 
     def _run(self) -> None:
+        since_flush = 0
         while True:
             batch = self._queue.get()
             try:
@@ -205,8 +202,21 @@ class MlflowTraceSink:
                         self.failed += 1
                         if self.failed == 1:
                             log.warning("pytest-genai monitor: a trace could not be written: %s", exc)
+                    since_flush += 1
+                    if since_flush >= FLUSH_EVERY:  # back-pressure: MLflow's own export queue (1000) must not overflow
+                        since_flush = 0
+                        self._flush_mlflow()
             finally:
                 self._queue.task_done()
+
+    @staticmethod
+    def _flush_mlflow() -> None:
+        try:
+            import mlflow
+
+            mlflow.flush_trace_async_logging()
+        except Exception:  # noqa: BLE001
+            pass
 
     def _trace(self, record: Mapping[str, Any]) -> None:
         import mlflow

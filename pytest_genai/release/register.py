@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from pytest_genai import names
 from pytest_genai.release.bundle import BUNDLE_ARTIFACT, BUNDLE_FORMAT, BundleError, package_version, write_bundle
@@ -152,7 +151,7 @@ def signature(rag: bool) -> Any:
 
     inputs = Schema([ColSpec(DataType.string, "question"), ColSpec(DataType.string, "context", required=False),
                      ColSpec(DataType.string, "id", required=False)])
-    outputs = [ColSpec(DataType.string, "answer")]
+    outputs = [ColSpec(DataType.string, "answer"), ColSpec(DataType.string, "request_id")]
     if rag:
         outputs.append(ColSpec(Array(DataType.string), "retrieved_doc_ids"))
     return ModelSignature(inputs=inputs, outputs=Schema(outputs))
@@ -172,20 +171,6 @@ class _PyfuncFromCode:
         return mlflow.pyfunc.save_model(**kwargs)
 
 
-@contextmanager
-def _tracking_uri(uri: str | None) -> Iterator[None]:
-    import mlflow
-
-    saved = mlflow.get_tracking_uri() if uri else None
-    if uri:
-        mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            mlflow.set_tracking_uri(saved)
-
-
 def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, model_name: str, alias: str,
                  sanitizer: Any, by: str) -> Registered:
     """Log the model to the eval run, create the version, set the alias, record the history. `record` must have
@@ -197,7 +182,7 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
     from mlflow.models import Model
 
     from pytest_genai.release.history import append_history
-    from pytest_genai.tracking.mlflow_store import _client, _quiet
+    from pytest_genai.tracking.mlflow_store import _client, _quiet, use_tracking_uri
 
     check_registry_store(uri)
     run_id = str(record.tracking.run_id)
@@ -205,7 +190,7 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
     paths = code_paths(str(config.get("pipeline")), reqs)
     rag = str(config.get("pipeline")) == "builtin:rag"
     example = [{"question": sanitizer.text(record.results[0].question) if record.results else "What is this model for?"}]
-    with _quiet(), tempfile.TemporaryDirectory(prefix="genai-bundle-") as tmp, _tracking_uri(uri):
+    with _quiet(), tempfile.TemporaryDirectory(prefix="genai-bundle-") as tmp, use_tracking_uri(uri):
         bundle = Path(tmp) / BUNDLE_ARTIFACT
         try:
             fp = record.provenance.index_fingerprint

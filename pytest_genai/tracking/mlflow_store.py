@@ -18,6 +18,9 @@ MAX_PARAM_CHARS = 6000  # MLflow truncates longer values silently; we cut them v
 
 def _client(uri: str | None) -> Any:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # MLflow's telemetry thread unsets its session variable while request threads read os.environ: seen to fail
+    # logging to a server offline; a test harness has no business phoning home anyway
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     with _quiet():
         from mlflow.tracking import MlflowClient
 
@@ -30,6 +33,32 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         yield
+
+
+@contextmanager
+def use_tracking_uri(uri: str | None) -> Iterator[None]:
+    """MLflow's fluent APIs (log_model, traces) read a process-wide URI, and `mlflow.set_tracking_uri` also rewrites
+    (or, given None, deletes) $MLFLOW_TRACKING_URI. Point them at `uri` for a block and put both back exactly, so a
+    session inside another program (pytester, a notebook) leaves its tracking set-up as it found it."""
+    if not uri:
+        yield
+        return
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    saved_global, saved_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils._tracking_uri = saved_global
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
+        reset = getattr(utils, "reset", None)
+        if callable(reset):
+            reset()  # the tracer provider caches the URI it exports to
 
 
 def resolve_uri(uri: str | None, base_dir: Path) -> str | None:
@@ -111,8 +140,7 @@ def _log_run_dir(run_dir: Path, uri: str | None, experiment: str) -> str:
         exp_id = parent.info.experiment_id
         tags["mlflow.parentRunId"] = parent.info.run_id
     else:
-        exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+        exp_id = _experiment_id(client, experiment)
     tags.setdefault("mlflow.source.name", "pytest-genai")
     tags["mlflow.source.type"] = "LOCAL"
     run = client.create_run(exp_id, tags={"mlflow.runName": run_dir.name}, run_name=run_dir.name)
@@ -133,6 +161,20 @@ def _log_run_dir(run_dir: Path, uri: str | None, experiment: str) -> str:
     write_record(run_dir, record.with_tracking(run_id=run_id, experiment_id=exp_id, incomplete_run_id=None,
                                                uri=_public_uri(uri), experiment=experiment, error=None))
     return run_id
+
+
+def _experiment_id(client: Any, experiment: str) -> str:
+    """Get or create; concurrent first sessions (a CI matrix) race to create it: the losers use the winner's."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        return str(exp.experiment_id)
+    try:
+        return str(client.create_experiment(experiment))
+    except Exception:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
 
 
 def _public_uri(uri: str | None) -> str | None:

@@ -1,0 +1,138 @@
+"""Target: logging a 10,000-case run to the PostgreSQL-backed, authenticated server under 5 s; 20 sessions
+logging at once within 2x the time of one.
+
+Starts a real server with scripts/server.py (what `make server` runs: PostgreSQL, `mlflow server --app-name
+basic-auth`, proxied artifacts) in a temporary folder, builds the same 10,000-case run folder as
+bench_mlflow_logging.py and times `log_run_dir` (experiment lookup, run creation, batched params/metrics/tags,
+artifact upload through the server). Then 20 processes, already started and imported, log a 20-case run each at
+the same moment (a file barrier); the wall time from release to the last FINISHED run is compared with one
+process doing the same alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _util import PY, REPO, record
+
+N = 10_000
+ROUNDS = 3
+SESSIONS = 20
+SMALL = 20
+
+# One child: import everything, wait for the barrier, log its own copy of the run folder, print the seconds.
+CHILD = r"""
+import json, os, shutil, sys, time
+from pathlib import Path
+from pytest_genai.runlog import Tracking, read_run, write_record
+from pytest_genai.tracking.mlflow_store import log_run_dir
+import mlflow.tracking  # imported before the clock starts, as in a session that checked the store at start
+src, dest, barrier, exp = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+shutil.copytree(src, dest)
+write_record(dest, read_run(dest, with_results=False).with_tracking(**vars(Tracking())))
+(barrier / f"ready-{os.getpid()}").touch()
+while not (barrier / "go").exists():
+    time.sleep(0.01)
+started = time.perf_counter()
+log_run_dir(dest, os.environ["MLFLOW_TRACKING_URI"], exp)
+print(json.dumps({"log_s": time.perf_counter() - started, "done_at": time.time()}))
+"""
+
+
+def start_server(folder: Path) -> dict[str, str]:
+    env = {**os.environ, "GENAI_SERVER_DIR": str(folder)}
+    proc = subprocess.run([PY, str(REPO / "scripts" / "server.py"), "start"], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scripts/server.py start failed:\n{proc.stderr[-3000:]}")
+    return dict(line.removeprefix("export ").split("=", 1) for line in proc.stdout.splitlines())
+
+
+def stop_server(folder: Path) -> None:
+    subprocess.run([PY, str(REPO / "scripts" / "server.py"), "destroy"], env={**os.environ, "GENAI_SERVER_DIR": str(folder)},
+                   capture_output=True, text=True)
+
+
+def concurrent_logging(run_dir: Path, root: Path, sessions: int, tag: str) -> dict[str, float]:
+    """`sessions` processes log at the same moment; seconds from the release to the last one done."""
+    barrier = root / f"barrier-{tag}"
+    barrier.mkdir()
+    exp = f"bench-concurrent-{tag}"
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().create_experiment(exp)  # created once: the sessions measure logging, not the get-or-create race
+    procs = [subprocess.Popen([PY, "-c", CHILD, str(run_dir), str(root / f"{tag}-{i}"), str(barrier), exp],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(sessions)]
+    while len(list(barrier.glob("ready-*"))) < sessions:
+        if any(p.poll() not in (None, 0) for p in procs):
+            raise RuntimeError(next(p.stderr.read() for p in procs if p.poll() not in (None, 0)))  # type: ignore[union-attr]
+        time.sleep(0.05)
+    released = time.time()
+    (barrier / "go").touch()
+    outs = [p.communicate() for p in procs]
+    bad = [err[-2000:] for p, (_, err) in zip(procs, outs) if p.returncode != 0]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {sessions} logging processes failed:\n{bad[0]}")
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    return {"wall_s": max(r["done_at"] for r in results) - released,
+            "log_median_s": statistics.median(r["log_s"] for r in results)}
+
+
+def main() -> dict[str, float]:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_mlflow_logging import build_run_dir
+
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+        root = Path(tmp)
+        folder = root / "server"
+        started = time.perf_counter()
+        creds = start_server(folder)
+        start_s = time.perf_counter() - started
+        saved = {k: os.environ.get(k) for k in creds}
+        os.environ.update(creds)
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        try:
+            from pytest_genai.runlog import Tracking, read_run, write_record
+            from pytest_genai.tracking.mlflow_store import log_run_dir
+
+            big = root / "big"
+            big.mkdir()
+            run_dir = build_run_dir(big)
+            size = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file())
+            times = []
+            for i in range(ROUNDS):
+                write_record(run_dir, read_run(run_dir, with_results=False).with_tracking(**vars(Tracking())))
+                t0 = time.perf_counter()
+                log_run_dir(run_dir, creds["MLFLOW_TRACKING_URI"], f"bench-{i}")
+                times.append(time.perf_counter() - t0)
+
+            import bench_mlflow_logging
+
+            bench_mlflow_logging.N = SMALL
+            small_root = root / "small"
+            small_root.mkdir()
+            small = build_run_dir(small_root)
+            one = concurrent_logging(small, root, 1, "one")
+            many = concurrent_logging(small, root, SESSIONS, "many")
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            stop_server(folder)
+    return {"cases": N, "run_dir_mb": size / 1e6, "server_start_s": start_s, "log_median_s": statistics.median(times),
+            "log_min_s": min(times), "log_max_s": max(times), "rounds": ROUNDS,
+            "concurrent_sessions": SESSIONS, "concurrent_cases_each": SMALL, "one_session_log_s": one["wall_s"],
+            "concurrent_wall_s": many["wall_s"], "concurrent_log_median_s": many["log_median_s"],
+            "concurrent_vs_one": many["wall_s"] / one["wall_s"]}
+
+
+if __name__ == "__main__":
+    json.dump(record("server_logging", main()), sys.stdout, indent=2)
+    print()
