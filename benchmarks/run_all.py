@@ -17,6 +17,7 @@ import bench_pii_detectors  # noqa: E402
 import bench_providers  # noqa: E402
 import bench_rag  # noqa: E402
 import bench_release  # noqa: E402
+import bench_report  # noqa: E402
 import bench_server_logging  # noqa: E402
 import bench_show  # noqa: E402
 import bench_startup  # noqa: E402
@@ -38,6 +39,7 @@ BENCHMARKS = {
     "bootstrap": bench_bootstrap.main,
     "server_logging": bench_server_logging.main,
     "monitor": bench_monitor.main,
+    "report": bench_report.main,
 }
 
 

@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--reason", default="", help="why (recorded in the alias history)")
     rb.add_argument("--tracking-uri", default=None, help=tracking_help)
     from pytest_genai.monitor import cli as monitor_cli
+    from pytest_genai.report import cli as report_cli
 
     monitor_cli.add_parser(sub)
+    report_cli.add_parser(sub)
     args = parser.parse_args(argv)
     from pytest_genai.config import ConfigError
     from pytest_genai.prompts import PromptError
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from pytest_genai.release.register import RegistryError
 
     commands = {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show,
-                "models": _models, "promote": _promote, "rollback": _rollback, "monitor": monitor_cli.run}
+                "models": _models, "promote": _promote, "rollback": _rollback, "monitor": monitor_cli.run,
+                "report": report_cli.run}
     try:
         return commands[args.command](args)
     except BrokenPipeError:  # `pytest-genai show RUN | head`

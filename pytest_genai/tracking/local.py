@@ -43,7 +43,8 @@ def check_results_dir(root: Path) -> str | None:
 
 
 def write_run_dir(run_dir: Path, session: Any, record: RunRecord, env: Any) -> None:
-    """Artifacts as plain files: config, prompt, renders, eval-set snapshot, env, index manifest; then the record."""
+    """Artifacts as plain files: config, prompt, renders, eval-set snapshot, env, index manifest, the HTML report;
+    then the record (run.json last: a folder with it is complete)."""
     cfg, san = session.config, session.sanitizer
     (run_dir / "config.resolved.yaml").write_text(
         f"# resolved from {cfg.path.name}; config_hash {cfg.hash}; secrets shown as their ${{ENV}} reference\n"
@@ -77,7 +78,26 @@ def write_run_dir(run_dir: Path, session: Any, record: RunRecord, env: Any) -> N
     comparison = getattr(session, "comparison", None)
     if comparison is not None:  # sanitized by the session, like everything persisted
         (run_dir / COMPARISON_FILE).write_text(dumps(san.obj(comparison), indent=2) + "\n", "utf-8")
+    write_report(run_dir, record, comparison, san)
     write_run(run_dir, record)
+
+
+def write_report(run_dir: Path, record: RunRecord, comparison: Any = None, san: Any = None) -> None:
+    """report.html from the record (already sanitized) and every regressed case of comparison.json. A report that
+    cannot be rendered must not cost the run its local results or its MLflow run: the page then says why."""
+    from pytest_genai.report.html import REPORT_FILE, render_html, regressed_from_comparison
+
+    try:
+        page = render_html(record, regressed_from_comparison(comparison))
+    except Exception as exc:  # a bug in the report, never in the run
+        import html
+
+        reason = f"{type(exc).__name__}: {exc}"
+        reason = (san.text(reason) if san is not None else reason) or ""
+        page = (f"<!DOCTYPE html><meta charset=\"utf-8\"><title>pytest-genai report</title>"
+                f"<p>The HTML report could not be rendered: {html.escape(reason)}. run.json and results.jsonl hold "
+                "the run.</p>")
+    (run_dir / REPORT_FILE).write_text(page, "utf-8")
 
 
 def _snapshot(raw: bytes, san: Any) -> bytes:

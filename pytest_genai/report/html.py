@@ -1,0 +1,622 @@
+"""The static HTML report of a run: one self-contained file (inline CSS and JS, no network) rendered from the run
+record only, so the same page comes out of a session (`report.html` in the run folder, an MLflow artifact) and of
+`pytest-genai report RUN`.
+
+The summary parts (provenance, gates, metrics, histograms) are HTML escaped here; the cases are embedded once as
+JSON in a `<script type="application/json">` element and the table is built in the browser with `textContent`
+only, in chunks, with the details of a row built when it is first opened: 10,000 cases stay a few MB and the page
+stays responsive. A Content-Security-Policy allows nothing but this page's own script and style (by hash): no
+request can leave the page, and an injected script would not run."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+from pytest_genai.report.terminal import _is_stat, _metric_order, ci_text, delta_text, fmt, gate_verdict
+from pytest_genai.runlog import RunRecord
+from pytest_genai.types import CaseResult
+
+REPORT_FILE = "report.html"
+HIST_BINS = 30
+PAGE_ALL_UP_TO = 500  # smaller runs show every case on one page; larger ones 250 a page (the DOM stays small)
+
+# The order of a case's fields in the embedded JSON (a list per case: no repeated keys). The JS reads the same
+# names from the `fields` list it is given, so the two cannot drift apart.
+FIELDS = ("id", "question", "answer", "gold", "em", "f1", "latency_ms", "input_tokens", "output_tokens", "cost_usd",
+          "error", "prompt", "retrieved", "safety_flags", "blocked", "critical", "toxicity", "expect_failures",
+          "regressed", "hit_at_k", "reciprocal_rank", "cached")
+RETRIEVED_FIELDS = ("rank", "chunk_id", "doc_id", "score", "used")
+
+
+def render_html(record: RunRecord, regressed: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The report page. `regressed`: every regressed case id -> its reasons (comparison.json holds all of them);
+    without it the record's own list is used, which keeps the most severe few."""
+    changes = _regressed(record, regressed)
+    data = _cases_json(record.results, changes)
+    body = "\n".join([
+        _header(record),
+        _errors(record),
+        _section("Gates", _gates(record)),
+        _section("Metrics", _metrics(record)),
+        _baseline(record, changes),
+        _section("Distributions", _histograms(record)),
+        _cases_section(record, changes),
+    ])
+    title = f"pytest-genai report · {record.provenance.pipeline or 'run'} · {record.started_at}"
+    csp = (f"default-src 'none'; script-src '{_sha256(_JS)}'; style-src '{_sha256(_CSS)}'; img-src data:; "
+           "base-uri 'none'; form-action 'none'")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_e(csp)}\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        "<meta name=\"referrer\" content=\"no-referrer\">\n"
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n"
+        f"<script type=\"application/json\" id=\"genai-cases\">{data}</script>\n"
+        f"<script>{_JS}</script>\n</body>\n</html>\n")
+
+
+def _sha256(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _section(title: str, inner: str, sid: str = "") -> str:
+    ident = f" id=\"{sid}\"" if sid else ""
+    return f"<section{ident}>\n<h2>{_e(title)}</h2>\n{inner}\n</section>"
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
+    """Cells are already HTML (escaped by the caller)."""
+    klass = f" class=\"{cls}\"" if cls else ""
+    out = [f"<table{klass}><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- summary parts (escaped here)
+
+def _header(record: RunRecord) -> str:
+    p, t, x = record.provenance, record.tracking, record.execution
+    if not record.gates:
+        verdict, vcls = "no gates", "muted"
+    elif record.gates_passed:
+        verdict, vcls = "gates passed", "pass"
+    else:
+        verdict, vcls = "gates failed" + ("" if record.gates_enforced else " (not enforced)"), \
+            "fail" if record.gates_enforced else "warn"
+    cases = fmt(record.metrics.get("cases_total", len(record.results)))
+    badges = (f"<span class=\"badge {'pass' if record.status == 'complete' else 'warn'}\">status: {_e(record.status)}</span>"
+              f"<span class=\"badge {vcls}\" id=\"verdict\">{_e(verdict)}</span>"
+              f"<span class=\"badge muted\">{_e(cases)} cases</span>")
+    prompt = "-"
+    if p.prompt_id:
+        prompt = f"<code>{_e(p.prompt_id)}@{_e(p.prompt_version)}</code> hash <code>{_e(p.prompt_hash or '-')}</code>"
+    dirty = {True: "dirty", False: "clean", None: "unknown"}[p.git_dirty]
+    if p.git_dirty_paths:
+        dirty += ": " + ", ".join(p.git_dirty_paths[:20]) + (" …" if len(p.git_dirty_paths) > 20 else "")
+    drift = "not computed (no lock file)" if p.env_lock_hash is None else fmt(p.env_drift)
+    rows: list[tuple[str, str]] = [
+        ("status", _e(record.status) + ("" if record.gates_enforced else " · gates not enforced")),
+        ("time", f"{_e(record.started_at)} → {_e(record.ended_at)}"),
+        ("pipeline", f"<code>{_e(p.pipeline or '-')}</code>"),
+        ("config", f"<code>{_e(p.config_path or '-')}</code> hash <code>{_e(p.config_hash or '-')}</code>"),
+        ("seed", _e(p.seed)),
+        ("prompt", prompt),
+        ("eval set", f"<code>{_e(p.eval_set_path or '-')}</code> hash <code>{_e(p.eval_set_hash or '-')}</code>"),
+        ("index fingerprint", f"<code>{_e(p.index_fingerprint)}</code>" if p.index_fingerprint else "-"),
+    ]
+    rows += [(f"model {k}", f"<code>{_e(v)}</code>") for k, v in sorted(p.model_hashes.items())] or [("models", "-")]
+    rows += [
+        ("git", f"<code>{_e(p.git_commit)}</code> on <code>{_e(p.git_branch)}</code> ({_e(dirty)})"),
+        ("env lock", f"<code>{_e(p.env_lock_file or '-')}</code> hash <code>{_e(p.env_lock_hash or '-')}</code>"),
+        ("env drift", _e(drift) + "".join(f"<br><code>{_e(ln)}</code>" for ln in p.env_drift_lines[:20])),
+        ("python · platform", f"{_e(p.python or '-')} · {_e(p.platform or '-')}"),
+        ("execution", _e(f"{x.plan} (size {x.size}{', ' + x.reason if x.reason else ''}); repeat {x.repeat}; "
+                         f"cache {x.cache_mode}; workers {x.workers}")),
+        ("redaction", _e(p.redaction)),
+        ("tracking", _e(f"experiment {t.experiment!r}, uri {t.uri or 'MLflow default'}"
+                        + (f", run {t.run_id}" if t.run_id else "") + (f"; error: {t.error}" if t.error else ""))),
+        ("pytest-genai", _e(p.pytest_genai_version or "-")),
+    ]
+    kv = "".join(f"<tr><th scope=\"row\">{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return (f"<header>\n<h1>pytest-genai run report</h1>\n<p class=\"badges\">{badges}</p>\n"
+            f"<table class=\"kv\" id=\"provenance\"><tbody>{kv}</tbody></table>\n</header>")
+
+
+def _errors(record: RunRecord) -> str:
+    if not record.errors:
+        return ""
+    items = "".join(f"<li>{_e(err)}</li>" for err in record.errors)
+    return f"<section id=\"errors\" class=\"errors\"><h2>Run errors</h2><ul>{items}</ul></section>"
+
+
+def _verdict_class(text: str) -> str:
+    return "pass" if text.startswith("pass") else "fail" if text.startswith(("FAIL", "fail")) else \
+        "skip" if text.startswith("skipped") else ""
+
+
+def _gates(record: RunRecord) -> str:
+    if not record.gates:
+        return "<p class=\"muted\">No gates configured.</p>"
+    rows = []
+    for g in record.gates:
+        verdict = gate_verdict(g, record.gates_enforced)
+        rows.append((_e(g.metric), _e(fmt(g.value)), f"<code>{_e(g.expression.strip())}</code>",
+                     f"<span class=\"v {_verdict_class(verdict)}\">{_e(verdict)}</span>"))
+    note = "" if record.gates_enforced else "<p class=\"warn\">Partial run: gates are shown but not enforced.</p>"
+    return note + _table(("metric", "value", "gate", "verdict"), rows, "gates")
+
+
+def _metrics(record: RunRecord) -> str:
+    from pytest_genai.metrics.registry import METRICS
+
+    if not record.metrics:
+        return "<p class=\"muted\">No metrics.</p>"
+    cis = record.cis or {}
+    b = record.baseline
+    deltas = b.deltas if b is not None and b.available else {}
+    base = b.baseline_metrics if b is not None and b.available else {}
+    level = f"{round(100 * record.ci_confidence)}% CI" if record.ci_confidence else "CI"
+    head = ["metric", "value", "unit"] + ([level] if cis else []) + (["baseline", "delta (paired CI)"] if deltas else [])
+    gated = {g.metric for g in record.gates}
+    rows = []
+    for name in _metric_order(record):
+        if _is_stat(name, record):
+            continue
+        unit = record.metric_units.get(name) or (METRICS.get(name).unit if name in METRICS else "")
+        row = [_e(name) + (" <span class=\"tag\">gate</span>" if name in gated else ""),
+               _e(fmt(record.metrics.get(name))), _e(unit)]
+        if cis:
+            row.append(_e(ci_text(cis.get(name))))
+        if deltas:
+            d = deltas.get(name)
+            row.append(_e(fmt(base.get(name))) if name in base else "")
+            row.append(f"<span class=\"{_delta_class(name, d)}\">{_e(delta_text(d))}</span>" if d is not None else "")
+        rows.append(row)
+    note = ""
+    if cis:
+        note = (f"<p class=\"muted\">{_e(level)}: percentile bootstrap over cases ({record.ci_resamples} resamples, seed "
+                f"{record.provenance.seed}); ±half is what this eval set can resolve.</p>")
+    return _table(head, rows, "metrics") + note
+
+
+def _delta_class(name: str, d: Any) -> str:
+    """Green or red only when the paired CI excludes 0 (a change this eval set can tell from noise)."""
+    from pytest_genai.metrics.registry import METRICS
+
+    if d is None or not d.excludes(0.0) or name not in METRICS or METRICS.get(name).higher_is_better is None:
+        return "delta"
+    better = (d.point > 0) == bool(METRICS.get(name).higher_is_better)
+    return "delta pass" if better else "delta fail"
+
+
+def _baseline(record: RunRecord, changes: Mapping[str, Sequence[str]]) -> str:
+    b = record.baseline
+    if b is None:
+        return ""
+    from pytest_genai.compare.baseline import describe
+
+    if not b.available:
+        return _section("Baseline", f"<p class=\"warn\">No baseline ({_e(b.note or 'not resolved')}): baseline gates "
+                                    "skipped.</p>", "baseline")
+    parts = [f"{b.cases_paired} cases paired"]
+    if b.intersect:
+        parts.append(f"shared ids only ({b.only_candidate} only here, {b.only_baseline} only in the baseline)")
+    parts += [f"{k} McNemar p={fmt(v)}" for k, v in b.mcnemar_p.items() if isinstance(v, float) and math.isfinite(v)]
+    listed = f" ({len(changes)} listed in the table)" if len(changes) < b.regressed_count else ""
+    return _section("Baseline", (
+        f"<p>{_e(describe(b))}: {_e(', '.join(parts))}.</p>"
+        f"<p><span class=\"v fail\">regressed: {b.regressed_count}</span>{_e(listed)} · "
+        f"<span class=\"v pass\">improved: {b.improved_count}</span></p>"), "baseline")
+
+
+# --------------------------------------------------------------------------- histograms (inline SVG)
+
+def _histograms(record: RunRecord) -> str:
+    answered = [r for r in record.results if r.error is None]
+    lat = [r.latency_ms for r in answered if _finite(r.latency_ms)]
+    cost = [r.cost_usd for r in answered if _finite(r.cost_usd)]
+    marks = [(q, record.metrics[f"latency_{q}_ms"]) for q in ("p50", "p95") if _finite(record.metrics.get(f"latency_{q}_ms"))]
+    return ("<div class=\"hists\">"
+            + _histogram_svg(lat, "latency per case", "ms", "hist-latency", marks)
+            + _histogram_svg(cost, "cost per case", "USD", "hist-cost", [])
+            + "</div>")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _histogram_svg(values: Sequence[float], title: str, unit: str, ident: str,
+                   marks: Sequence[tuple[str, float]]) -> str:
+    """Counts in HIST_BINS equal bins from min to max; each bar has a <title> with its range and count."""
+    head = f"<figure id=\"{ident}\"><figcaption>{_e(title)} ({_e(unit)}, {len(values)} answered cases)</figcaption>"
+    if not values:
+        return head + "<p class=\"muted\">no data</p></figure>"
+    lo, hi = min(values), max(values)
+    nbins = HIST_BINS if hi > lo else 1
+    width = (hi - lo) / nbins if hi > lo else 1.0
+    counts = [0] * nbins
+    for v in values:
+        counts[min(int((v - lo) / width), nbins - 1)] += 1
+    W, H, L, B = 420, 160, 40, 28  # svg size, left and bottom margins
+    pw, ph = W - L - 8, H - B - 8
+    top = max(counts)
+    bw = pw / nbins
+    out = [f"<svg viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"{_e(title)}\">",
+           f"<line class=\"axis\" x1=\"{L}\" y1=\"{8 + ph}\" x2=\"{L + pw}\" y2=\"{8 + ph}\"/>",
+           f"<line class=\"axis\" x1=\"{L}\" y1=\"8\" x2=\"{L}\" y2=\"{8 + ph}\"/>"]
+    for i, n in enumerate(counts):
+        if not n:
+            continue
+        h = ph * n / top
+        a, z = lo + i * width, (lo + (i + 1) * width) if hi > lo else hi
+        out.append(f"<rect class=\"bar\" x=\"{L + i * bw + 0.5:.1f}\" y=\"{8 + ph - h:.1f}\" width=\"{max(bw - 1, 1):.1f}\" "
+                   f"height=\"{h:.1f}\"><title>{_e(fmt(a))}–{_e(fmt(z))} {_e(unit)}: {n} cases</title></rect>")
+    for j, (name, x) in enumerate(marks):
+        if lo <= x <= hi and hi > lo:
+            px = L + pw * (x - lo) / (hi - lo)
+            out.append(f"<line class=\"mark\" x1=\"{px:.1f}\" y1=\"8\" x2=\"{px:.1f}\" y2=\"{8 + ph}\"><title>{_e(name)} "
+                       f"{_e(fmt(x))} {_e(unit)}</title></line><text class=\"mark\" x=\"{px + 2:.1f}\" y=\"{18 + 12 * j}\">{_e(name)}</text>")
+    out += [f"<text x=\"{L}\" y=\"{H - 8}\">{_e(fmt(lo))}</text>",
+            f"<text x=\"{L + pw}\" y=\"{H - 8}\" text-anchor=\"end\">{_e(fmt(hi))}</text>",
+            f"<text x=\"{L - 4}\" y=\"16\" text-anchor=\"end\">{top}</text>",
+            f"<text x=\"{L - 4}\" y=\"{8 + ph}\" text-anchor=\"end\">0</text>", "</svg>"]
+    return head + "".join(out) + "</figure>"
+
+
+# --------------------------------------------------------------------------- the cases (JSON, built by the JS)
+
+def _regressed(record: RunRecord, given: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
+    if given is not None:
+        return {str(k): tuple(v) for k, v in given.items()}
+    b = record.baseline
+    return {c.id: tuple(c.reasons) for c in (b.regressed if b is not None else ())}
+
+
+def regressed_from_comparison(comparison: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]] | None:
+    """id -> reasons of every regressed case in a comparison.json (None when there is none)."""
+    if not comparison or not isinstance(comparison.get("regressed"), list):
+        return None
+    return {str(c["id"]): tuple(c.get("reasons") or ()) for c in comparison["regressed"] if isinstance(c, Mapping)}
+
+
+def _num(x: Any, digits: int | None = None) -> float | int | None:
+    if x is None or isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    if isinstance(x, int) or float(x).is_integer():
+        return int(x)
+    return round(x, digits) if digits is not None else float(f"{x:.6g}")
+
+
+def _case_row(r: CaseResult, reasons: Sequence[str] | None) -> list[Any]:
+    retrieved = [[_num(c.get("rank")), c.get("chunk_id"), c.get("doc_id"), _num(c.get("score"), 4),
+                  None if c.get("used") is None else int(bool(c.get("used")))] for c in r.retrieved]
+    return [r.id, r.question, r.answer, list(r.answers), _num(r.em, 4), _num(r.f1, 4), _num(r.latency_ms, 2),
+            r.input_tokens, r.output_tokens, _num(r.cost_usd), r.error, r.prompt, retrieved,
+            None if r.safety_flags is None else list(r.safety_flags), int(r.blocked), int(r.critical),
+            _num(r.toxicity, 4), list(r.expect_failures), None if reasons is None else list(reasons),
+            _num(r.hit_at_k, 4), _num(r.reciprocal_rank, 4), None if r.cached is None else int(r.cached)]
+
+
+def _cases_json(results: Sequence[CaseResult], changes: Mapping[str, Sequence[str]]) -> str:
+    doc = {"fields": FIELDS, "retrieved_fields": RETRIEVED_FIELDS,
+           "rows": [_case_row(r, changes.get(r.id)) for r in results]}
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    # inside <script> no `<` may start a tag, comment or `</script>`; U+2028/2029 are escaped for old JS parsers.
+    # `\u003c` is the JSON escape of `<`, stricter than `<\/` (it also covers `<!--`).
+    return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _cases_section(record: RunRecord, changes: Mapping[str, Sequence[str]]) -> str:
+    n = len(record.results)
+    page = 0 if n <= PAGE_ALL_UP_TO else 250
+    failed = sum(1 for r in record.results if r.error is not None or r.expect_failures)
+    flagged = sum(1 for r in record.results if r.safety_flags or r.blocked)
+    regressed = sum(1 for r in record.results if r.id in changes)
+    controls = (
+        "<div class=\"controls\">"
+        "<input type=\"search\" id=\"q\" placeholder=\"search id, question, answer, gold, error, flags, doc ids\" "
+        "aria-label=\"search cases\" size=\"48\">"
+        f"<label><input type=\"checkbox\" id=\"f-failed\"> failed ({failed})</label>"
+        f"<label><input type=\"checkbox\" id=\"f-regressed\"{'' if record.baseline else ' disabled'}> "
+        f"regressed ({regressed})</label>"
+        f"<label><input type=\"checkbox\" id=\"f-flagged\"> flagged ({flagged})</label>"
+        f"<span id=\"count\" aria-live=\"polite\">{n} cases</span></div>"
+        "<div class=\"pager\"><button type=\"button\" id=\"prev\">&larr; previous</button> <span id=\"page\"></span> "
+        "<button type=\"button\" id=\"next\">next &rarr;</button> <label>rows per page <select id=\"size\">"
+        + "".join(f"<option value=\"{v}\"{' selected' if v == page else ''}>{label}</option>"
+                  for v, label in ((100, "100"), (250, "250"), (1000, "1000"), (0, "all")))
+        + "</select></label></div>")
+    cols = (("i", "#"), ("id", "case"), ("pass", "result"), ("em", "EM"), ("f1", "F1"), ("latency_ms", "latency ms"),
+            ("tokens", "tokens in/out"), ("cost_usd", "cost USD"), ("flags", "flags"), ("regressed", "regressed"))
+    head = "".join(f"<th scope=\"col\" data-key=\"{k}\" aria-sort=\"none\"><button type=\"button\">{_e(label)}</button></th>"
+                   for k, label in cols)
+    table = (f"<table id=\"cases\" class=\"cases\"><thead><tr>{head}</tr></thead><tbody id=\"cases-body\"></tbody></table>"
+             "<noscript><p>The case table needs JavaScript; the same data is in results.jsonl.</p></noscript>")
+    hint = ("<p class=\"muted\">Click a header to sort, a case to open its question, answer, gold answers, rendered "
+            "prompt, retrieved chunks and safety flags. Filters combine (all checked must hold); large runs show a page at a time.</p>")
+    return _section(f"Cases ({n})", controls + hint + table, "cases-section")
+
+
+_CSS = """
+:root{--fg:#1b1f24;--muted:#5c6670;--bg:#fff;--line:#d8dee4;--head:#f3f5f7;--pass:#116329;--fail:#b3261e;--warn:#8a5300;
+--skip:#6e5b00;--bar:#3a6ea5;--mark:#b3261e;--sel:#eef4fb}
+@media (prefers-color-scheme:dark){:root{--fg:#e6e9ec;--muted:#9aa4ae;--bg:#15181b;--line:#30363d;--head:#1e2329;
+--pass:#4ac26b;--fail:#ff7b72;--warn:#d29922;--skip:#c9b44a;--bar:#6ea8e6;--mark:#ff7b72;--sel:#1d2733}}
+*{box-sizing:border-box}
+body{margin:0 auto;max-width:1400px;padding:16px 24px;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
+sans-serif;color:var(--fg);background:var(--bg)}
+h1{font-size:22px;margin:0 0 8px}h2{font-size:17px;margin:24px 0 8px;border-bottom:1px solid var(--line)}
+code,pre{font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+pre{white-space:pre-wrap;word-break:break-word;background:var(--head);padding:8px;margin:4px 0;border-radius:4px;
+max-height:24em;overflow:auto}
+table{border-collapse:collapse;margin:4px 0}th,td{border-bottom:1px solid var(--line);padding:3px 8px;text-align:left;
+vertical-align:top}thead th{background:var(--head);position:sticky;top:0}
+table.kv th{font-weight:600;white-space:nowrap;color:var(--muted)}table.kv td{word-break:break-all}
+.badges .badge{display:inline-block;padding:2px 10px;margin-right:8px;border-radius:10px;border:1px solid currentColor;
+font-weight:600}
+.pass{color:var(--pass)}.fail{color:var(--fail)}.warn{color:var(--warn)}.skip{color:var(--skip)}.muted{color:var(--muted)}
+.v{font-weight:600}.tag{font-size:11px;color:var(--muted);border:1px solid var(--line);border-radius:6px;padding:0 4px}
+.errors{border:1px solid var(--fail);padding:4px 12px;border-radius:4px}.errors h2{color:var(--fail);border:0}
+.hists{display:flex;flex-wrap:wrap;gap:24px}figure{margin:0}figcaption{color:var(--muted);margin-bottom:4px}
+svg text{font-size:11px;fill:var(--muted)}svg .axis{stroke:var(--muted)}svg .bar{fill:var(--bar)}
+svg line.mark{stroke:var(--mark);stroke-dasharray:3 2}svg text.mark{fill:var(--mark)}
+.controls{display:flex;flex-wrap:wrap;gap:14px;align-items:center;margin:8px 0}
+.controls input[type=search]{padding:4px 8px;font:inherit;color:inherit;background:var(--bg);border:1px solid var(--line);
+border-radius:4px}#count{color:var(--muted)}
+table.cases{width:100%}table.cases td{white-space:nowrap}table.cases td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.cases th button{all:unset;cursor:pointer;font-weight:600}table.cases th[aria-sort=ascending] button::after{content:" \\25b2"}
+table.cases th[aria-sort=descending] button::after{content:" \\25bc"}
+table.cases tr.case{cursor:pointer}table.cases tr.case:hover,table.cases tr.open{background:var(--sel)}
+table.cases td.id button{all:unset;cursor:pointer;color:var(--bar);text-decoration:underline}
+tr.detail>td{white-space:normal;background:var(--bg);padding:8px 16px 16px}
+.detail dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}.detail dt{font-weight:600;color:var(--muted)}
+.detail dd{margin:0;min-width:0}.detail table td{white-space:nowrap}
+.pager{display:flex;gap:10px;align-items:center;margin:4px 0}.pager button,.pager select{font:inherit}
+"""
+
+_JS = r"""
+(function () {
+  "use strict";
+  var doc = JSON.parse(document.getElementById("genai-cases").textContent);
+  var F = {}, R = {};
+  doc.fields.forEach(function (n, i) { F[n] = i; });
+  doc.retrieved_fields.forEach(function (n, i) { R[n] = i; });
+  var rows = doc.rows, N = rows.length;
+  var body = document.getElementById("cases-body");
+  var countEl = document.getElementById("count");
+  var els = new Array(N), details = new Array(N), open = new Array(N), hay = null;
+  var order = [], view = [], i;
+  for (i = 0; i < N; i++) order.push(i);
+  // the table shows one page of the filtered, sorted cases: the DOM holds at most `size` rows, so sorting,
+  // filtering and searching 10,000 cases only touch arrays (rows and their details are built when first shown)
+  var state = { failed: false, regressed: false, flagged: false, q: "", key: null, dir: 1, page: 0, size: 0 };
+
+  function failed(c) { return c[F.error] !== null || (c[F.expect_failures] || []).length > 0; }
+  function flagged(c) { return (c[F.safety_flags] || []).length > 0 || c[F.blocked] === 1; }
+  function flagText(c) {
+    var f = (c[F.safety_flags] || []).slice();
+    if (c[F.blocked] === 1) f.push("blocked");
+    if (c[F.critical] === 1) f.push("critical");
+    return f.join(", ");
+  }
+  function num(x, d) {
+    if (x === null || x === undefined) return "-";
+    if (Number.isInteger(x)) return String(x);
+    return Math.abs(x) >= 1e-3 ? String(Number(x.toPrecision(d || 4))) : x.toExponential(2);
+  }
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+  function makeRow(k) {
+    var c = rows[k], tr = el("tr", null, "case");
+    tr.dataset.i = k;
+    tr.dataset.id = c[F.id];
+    tr.appendChild(el("td", k + 1, "num"));
+    var idc = el("td", null, "id"), b = el("button", c[F.id]);
+    b.type = "button";
+    b.setAttribute("aria-expanded", "false");
+    idc.appendChild(b);
+    tr.appendChild(idc);
+    var bad = failed(c);
+    tr.appendChild(el("td", bad ? (c[F.error] !== null ? "error" : "fail") : "pass", bad ? "fail" : "pass"));
+    tr.appendChild(el("td", num(c[F.em]), "num"));
+    tr.appendChild(el("td", num(c[F.f1]), "num"));
+    tr.appendChild(el("td", num(c[F.latency_ms], 5), "num"));
+    tr.appendChild(el("td", c[F.input_tokens] + " / " + c[F.output_tokens], "num"));
+    tr.appendChild(el("td", num(c[F.cost_usd]), "num"));
+    tr.appendChild(el("td", flagText(c), flagged(c) ? "warn" : ""));
+    tr.appendChild(el("td", c[F.regressed] ? c[F.regressed].join("; ") : "", "fail"));
+    return tr;
+  }
+  function haystack(k) {
+    var c = rows[k], parts = [c[F.id], c[F.question], c[F.answer] || "", (c[F.gold] || []).join("\n"),
+      c[F.error] || "", flagText(c), (c[F.expect_failures] || []).join("\n"), (c[F.regressed] || []).join("\n")];
+    (c[F.retrieved] || []).forEach(function (r) { parts.push(r[R.chunk_id], r[R.doc_id]); });
+    return parts.join("\n").toLowerCase();
+  }
+  function matches(k) {
+    var c = rows[k];
+    if (state.failed && !failed(c)) return false;
+    if (state.flagged && !flagged(c)) return false;
+    if (state.regressed && !c[F.regressed]) return false;
+    if (state.q) {
+      if (hay === null) { hay = new Array(N); for (var j = 0; j < N; j++) hay[j] = haystack(j); }
+      if (hay[k].indexOf(state.q) < 0) return false;
+    }
+    return true;
+  }
+  function sortValue(k, key) {
+    var c = rows[k];
+    switch (key) {
+      case "i": return k;
+      case "id": return c[F.id];
+      case "pass": return failed(c) ? 0 : 1;
+      case "tokens": return c[F.input_tokens] + c[F.output_tokens];
+      case "flags": return flagText(c);
+      case "regressed": return c[F.regressed] ? c[F.regressed].length : 0;
+      default: return c[F[key]];
+    }
+  }
+  function resort() {
+    var key = state.key, dir = state.dir, vals = new Array(N), k;
+    order = [];
+    for (k = 0; k < N; k++) { order.push(k); vals[k] = key === null ? k : sortValue(k, key); }
+    if (key === null) return;
+    order.sort(function (a, b) {
+      var x = vals[a], y = vals[b];
+      if (x === null || x === undefined) return (y === null || y === undefined) ? a - b : 1;  // no value: last
+      if (y === null || y === undefined) return -1;
+      if (x < y) return -dir;
+      if (x > y) return dir;
+      return a - b;
+    });
+  }
+  function refilter() {
+    view = order.filter(matches);
+    var pages = pageCount();
+    if (state.page >= pages) state.page = pages - 1;
+  }
+  function pageCount() { return state.size > 0 ? Math.max(1, Math.ceil(view.length / state.size)) : 1; }
+  function draw() {
+    var size = state.size > 0 ? state.size : view.length, start = state.page * size;
+    var frag = document.createDocumentFragment();
+    view.slice(start, start + size).forEach(function (k) {
+      if (!els[k]) els[k] = makeRow(k);
+      frag.appendChild(els[k]);
+      if (open[k]) frag.appendChild(details[k]);
+    });
+    body.textContent = "";
+    body.appendChild(frag);
+    var pages = pageCount(), d = document.body.dataset;
+    countEl.textContent = view.length === N ? N + " cases" : view.length + " of " + N + " cases match";
+    document.getElementById("page").textContent = "page " + (state.page + 1) + " of " + pages;
+    document.getElementById("prev").disabled = state.page === 0;
+    document.getElementById("next").disabled = state.page >= pages - 1;
+    d.shown = String(view.length);
+    d.q = state.q;
+    d.page = String(state.page + 1);
+    d.pages = String(pages);
+  }
+  function update(sort) {
+    if (sort) resort();
+    refilter();
+    draw();
+  }
+  function dl(pairs) {
+    var d = el("dl");
+    pairs.forEach(function (p) {
+      if (p[1] === null || p[1] === undefined) return;
+      d.appendChild(el("dt", p[0]));
+      var dd = el("dd");
+      if (p[1] instanceof Node) dd.appendChild(p[1]); else dd.textContent = String(p[1]);
+      d.appendChild(dd);
+    });
+    return d;
+  }
+  function list(items) {
+    var ul = el("ul");
+    items.forEach(function (t) { ul.appendChild(el("li", t)); });
+    return ul;
+  }
+  function chunks(rs) {
+    var t = el("table"), h = el("tr"), th = el("thead"), tb = el("tbody");
+    ["rank", "chunk", "doc", "score", "used in context"].forEach(function (n) { h.appendChild(el("th", n)); });
+    th.appendChild(h);
+    t.appendChild(th);
+    rs.forEach(function (r) {
+      var tr = el("tr");
+      tr.appendChild(el("td", r[R.rank], "num"));
+      tr.appendChild(el("td", r[R.chunk_id]));
+      tr.appendChild(el("td", r[R.doc_id]));
+      tr.appendChild(el("td", num(r[R.score]), "num"));
+      tr.appendChild(el("td", r[R.used] === null ? "-" : (r[R.used] ? "yes" : "no")));
+      tb.appendChild(tr);
+    });
+    t.appendChild(tb);
+    return t;
+  }
+  function makeDetail(k) {
+    var c = rows[k], tr = el("tr", null, "detail"), td = el("td");
+    td.colSpan = 10;
+    var flags = flagText(c);
+    var safety = c[F.safety_flags] === null ? "not checked" : (flags || "none");
+    if (c[F.toxicity] !== null) safety += " (toxicity " + num(c[F.toxicity]) + ")";
+    var measured = "EM " + num(c[F.em]) + " · F1 " + num(c[F.f1]) + " · latency " + num(c[F.latency_ms], 5) +
+      " ms · tokens " + c[F.input_tokens] + " in / " + c[F.output_tokens] + " out · cost " + num(c[F.cost_usd]) + " USD";
+    if (c[F.hit_at_k] !== null) measured += " · hit@k " + num(c[F.hit_at_k]);
+    if (c[F.reciprocal_rank] !== null) measured += " · RR " + num(c[F.reciprocal_rank]);
+    if (c[F.cached] !== null) measured += c[F.cached] ? " · cached" : " · not cached";
+    var rs = c[F.retrieved] || [];
+    td.appendChild(dl([
+      ["case", c[F.id]],
+      ["question", el("pre", c[F.question])],
+      ["answer", c[F.answer] === null ? "(no answer)" : el("pre", c[F.answer], "answer")],
+      ["gold answers", list(c[F.gold] || [])],
+      ["measured", measured],
+      ["error", c[F.error] === null ? null : el("pre", c[F.error], "fail")],
+      ["expect failures", (c[F.expect_failures] || []).length ? list(c[F.expect_failures]) : null],
+      ["regressed", c[F.regressed] ? c[F.regressed].join("; ") : null],
+      ["safety", safety],
+      ["retrieved", rs.length ? chunks(rs) : null],
+      ["rendered prompt", c[F.prompt] === null ? "(not recorded)" : el("pre", c[F.prompt], "prompt")]
+    ]));
+    tr.appendChild(td);
+    return tr;
+  }
+  function toggle(k) {
+    open[k] = !open[k];
+    if (open[k] && !details[k]) details[k] = makeDetail(k);
+    var tr = els[k];
+    tr.classList.toggle("open", open[k]);
+    tr.querySelector("td.id button").setAttribute("aria-expanded", String(open[k]));
+    if (open[k]) tr.after(details[k]); else if (details[k].parentNode) details[k].remove();
+  }
+  body.addEventListener("click", function (ev) {
+    var tr = ev.target.closest("tr.case");
+    if (tr && !String(window.getSelection ? window.getSelection() : "").length) toggle(Number(tr.dataset.i));
+  });
+  document.querySelectorAll("#cases thead th").forEach(function (th) {
+    th.querySelector("button").addEventListener("click", function () {
+      var key = th.dataset.key;
+      state.dir = state.key === key ? -state.dir : 1;
+      state.key = key;
+      state.page = 0;
+      document.querySelectorAll("#cases thead th").forEach(function (o) { o.setAttribute("aria-sort", "none"); });
+      th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending");
+      update(true);
+    });
+  });
+  ["failed", "regressed", "flagged"].forEach(function (name) {
+    var box = document.getElementById("f-" + name);
+    state[name] = box.checked;
+    box.addEventListener("change", function () { state[name] = box.checked; state.page = 0; update(false); });
+  });
+  var q = document.getElementById("q"), size = document.getElementById("size"), timer = null;
+  state.q = q.value.trim().toLowerCase();
+  q.addEventListener("input", function () {
+    clearTimeout(timer);
+    timer = setTimeout(function () { state.q = q.value.trim().toLowerCase(); state.page = 0; update(false); }, 120);
+  });
+  state.size = Number(size.value);
+  size.addEventListener("change", function () { state.size = Number(size.value); state.page = 0; update(false); });
+  document.getElementById("prev").addEventListener("click", function () { state.page--; draw(); });
+  document.getElementById("next").addEventListener("click", function () { state.page++; draw(); });
+  update(true);
+  document.body.dataset.ready = "1";
+})();
+"""
