@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PromptError, SessionSetupError, RunLogError, RegistryError, BundleError, OSError) as exc:
         print(f"pytest-genai {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if type(exc).__name__ != "MlflowException":  # the store refused something: one line, not a traceback
+            raise
+        print(f"pytest-genai {args.command}: the MLflow store refused: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+              file=sys.stderr)
+        return 2
 
 
 def _session(config_path: str):  # type: ignore[no-untyped-def]

@@ -142,7 +142,7 @@ def test_baseline_from_a_models_alias_and_a_missing_alias(cmp: Project) -> None:
     first = candidate(cmp, gates, "--genai-baseline", "models:/cmp-model@staging", tracking=True)
     out = first.stdout.str()
     assert first.ret == 0, out
-    assert "no baseline (models:/cmp-model@staging does not exist yet)" in out and "skipped (" in out
+    assert "no baseline (models:/cmp-model@staging does not exist yet (no registered model " in out and "skipped (" in out
     record = json.loads((cmp.run_dirs()[-1] / "run.json").read_text())
     assert record["gates"][0]["skipped"] and not record["gates"][0]["passed"]
     required = candidate(cmp, gates, "--genai-baseline", "models:/cmp-model@staging", "--genai-require-baseline")

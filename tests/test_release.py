@@ -116,7 +116,10 @@ def _check_version(released: dict[str, Any]) -> None:
     # a model logged from code, with the lock's pins as requirements, and the bundle (index included)
     import mlflow
     dl = Path(released["path"]).parent / (Path(released["path"]).name + "-download")  # outside the checkout: it stays clean
-    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/1", dst_path=str(dl), tracking_uri=released["uri"]))
+    from pytest_genai.tracking.mlflow_store import use_tracking_uri
+
+    with use_tracking_uri(released["uri"]):  # models:/ resolves through the process-wide registry URI
+        model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/1", dst_path=str(dl)))
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     assert mlmodel["flavors"]["python_function"]["model_code_path"].endswith("model_code.py")
     assert mlmodel["signature"]["inputs"] and "retrieved_doc_ids" in mlmodel["signature"]["outputs"]
@@ -195,6 +198,7 @@ def _check_round_trip(released: dict[str, Any]) -> None:
     first = _cli(path, uri, "promote", MODEL, "--from", "staging", "--to", "production", "--reeval", "--reason", "first release")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "re-evaluated v1 on 4 cases: 4 identical" in first.stdout
+    assert not (path / ".pytest-genai" / "requests.jsonl").exists()  # a re-evaluation is not production traffic
     assert str(client.get_model_version_by_alias(MODEL, "production").version) == "1"
     # a second version, from a replay of the recorded answers (same pipeline, no model calls)
     again = _pytest(path, uri, "--genai-register", "--genai-cache", "replay")

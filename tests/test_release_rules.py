@@ -164,3 +164,34 @@ def test_the_release_loop_against_a_real_authenticated_server(rel: Any, mlflow_s
     secret = mlflow_server.admin_password
     version = client.get_model_version(NAME, "2")
     assert secret not in json.dumps(version.tags) and secret not in json.dumps(client.get_registered_model(NAME).tags)
+
+
+def test_promotion_refuses_no_ops_reserved_aliases_and_unchecked_baseline_gates(rel: Any, capsys: pytest.CaptureFixture[str],
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert rel.run("--genai-config", "genai.yaml", "--genai-register").ret == 0
+    monkeypatch.chdir(rel.path)
+    uri = rel.mlflow_uri
+    base = ["--tracking-uri", uri]
+    assert cli(["promote", NAME, "--from", "staging", "--to", "production", *base]) == 0
+    capsys.readouterr()
+    assert cli(["promote", NAME, "--from", "staging", "--to", "production", *base]) == 2
+    assert "already points at version 1" in capsys.readouterr().err
+    for bad in ("latest", "v3", "bad alias"):
+        assert cli(["promote", NAME, "--from", "staging", "--to", bad, *base]) == 2
+        assert "is not a usable alias" in capsys.readouterr().err
+    rel.config["gates"] = {"f1": [">= 0.5", ">= baseline - 0.02"]}
+    rel.write_config("strict.yaml")
+    assert cli(["promote", NAME, "--from", "staging", "--to", "canary", "--config", "strict.yaml", *base]) == 2
+    captured = capsys.readouterr()
+    assert "skipped" in captured.out and "this version's eval had none" in captured.out
+    history = json.loads(_client(uri).get_registered_model(NAME).tags["genai.alias_history"])
+    assert [h["action"] for h in history] == ["register", "promote"]  # the refusals recorded nothing
+    assert "canary" not in _client(uri).get_registered_model(NAME).aliases
+
+
+def test_a_reserved_alias_in_the_config_is_an_error_before_any_case(rel: Any) -> None:
+    rel.write_config(registry__alias="latest")
+    result = rel.run("--genai-config", "genai.yaml", "--genai-register")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*registry.alias*"])
+    assert rel.run_dirs() == []

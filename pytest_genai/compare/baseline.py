@@ -53,7 +53,7 @@ def record_from_mlflow(run_id: str, uri: str | None, with_results: bool = False)
     from pytest_genai.tracking.mlflow_store import _bounded, _client, _quiet
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with _quiet(), _bounded(0, 10), tempfile.TemporaryDirectory(prefix="genai-run-") as tmp:
+    with _quiet(), _bounded(0, 30), tempfile.TemporaryDirectory(prefix="genai-run-") as tmp:
         client = _client(uri)
         try:
             client.get_run(run_id)
@@ -111,7 +111,7 @@ def _from_registry(ref: str, uri: str | None) -> Baseline:
     if not m:
         raise BaselineError(f"{ref!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
     name, alias, version = m.group("name"), m.group("alias"), m.group("version")
-    with _quiet(), _bounded(0, 10):
+    with _quiet(), _bounded(0, 30):
         from mlflow.exceptions import MlflowException
 
         client = _client(uri)
@@ -121,7 +121,7 @@ def _from_registry(ref: str, uri: str | None) -> Baseline:
                     mv = client.get_model_version_by_alias(name, alias)
                 except MlflowException as exc:
                     if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
-                        return Baseline(ref, "registered model", note=f"{ref} does not exist yet")
+                        return _missing_alias(client, ref, name)
                     raise
             else:
                 mv = client.get_model_version(name, version)
@@ -134,6 +134,21 @@ def _from_registry(ref: str, uri: str | None) -> Baseline:
     if not run_id:
         raise BaselineError(f"{ref} is version {mv.version}, which names no eval run (tag {names.TAG_EVAL_RUN_ID})")
     return Baseline(ref, "registered model", _from_mlflow(str(run_id), uri), str(run_id), str(label))
+
+
+def _missing_alias(client: Any, ref: str, name: str) -> Baseline:
+    """No such alias yet is the first run's normal state (baseline gates skipped); a model name that is a typo of an
+    existing one is an error, or a misspelt reference would switch every baseline gate off in CI."""
+    from pytest_genai.config.suggest import suggest_name
+
+    known = [m.name for m in client.search_registered_models(max_results=1000)]
+    if name in known:
+        return Baseline(ref, "registered model", note=f"{ref} does not exist yet (model {name} has no such alias)")
+    hint = suggest_name(name, known)
+    if hint:
+        raise BaselineError(f"{ref}: there is no registered model {name!r} — did you mean {hint!r}? "
+                            f"(registered: {', '.join(sorted(known))})")
+    return Baseline(ref, "registered model", note=f"{ref} does not exist yet (no registered model {name!r})")
 
 
 def check_comparable(baseline: RunRecord, eval_set_hash: str, case_ids: list[str], *, intersect: bool) -> str | None:

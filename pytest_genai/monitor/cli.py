@@ -41,7 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--feedback", default=None, metavar="FILE",
                    help="JSONL of {request_id, answers?: [...], thumbs?: up|down}: em/f1 and feedback_positive_rate")
     p.add_argument("--sink", default=None, choices=("local", "mlflow"), help="where the records are (default monitor.sink)")
-    p.add_argument("--path", default=None, help="the local sink's file (default monitor.path, relative to the config)")
+    p.add_argument("--path", default=None, help="the local sink's file (default: GENAI_MONITOR_PATH, else monitor.path, "
+                                                "relative to the current folder: run monitor where the model is served)")
     p.add_argument("--tracking-uri", default=None,
                    help="default: MLFLOW_TRACKING_URI, then the config's tracking.uri, then MLflow's default store")
     p.add_argument("--no-log", action="store_true", help="print only: do not create the monitoring run")
@@ -107,12 +108,13 @@ def build_report(args: argparse.Namespace) -> Report:
     eval_run_id = tags.get("genai.eval_run_id")
     experiment_id = _experiment_of(client, eval_run_id)
     sink = args.sink or section.get("sink") or "local"
-    records = _read(sink, args.path, section.get("path"), config.base_dir, uri, experiment_id, model_id)
+    records = _read(sink, args.path, section.get("path"), Path.cwd(), uri, experiment_id, model_id)
     selected, others = agg.select(records, window, model_id)
     sanitizer = Sanitizer.from_config(config)
     metrics = agg.traffic_metrics(selected)
     head = [f"monitor: {args.name} v{version.version} (@{args.alias}, {model_id or 'no LoggedModel id'}), "
-            f"{sink} sink, window {window.describe()}: {len(selected)} request(s)"
+            f"{sink} sink{' ' + str(_where(sink, args.path, section.get('path'))) if sink == 'local' else ''}, "
+            f"window {window.describe()}: {len(selected)} request(s)"
             + (f"; {others} record(s) of other models ignored" if others else "")]
     if not selected:
         head.append("no traffic in the window: SLO gates on rates and latencies are skipped, not passed")
@@ -182,10 +184,17 @@ def alert_line(name: str, version: str, alias: str, gates: Sequence[Any]) -> str
     return f"ALERT {name} v{version}@{alias}: SLO breached: " + "; ".join(parts)
 
 
+def _where(sink: str, path_arg: str | None, configured: str | None) -> Path:
+    """The local sink file monitor reads (printed, so a wrong folder is obvious)."""
+    from pytest_genai.monitor.record import local_path
+
+    return Path(path_arg).expanduser().resolve() if path_arg else local_path(configured, Path.cwd())
+
+
 def _read(sink: str, path_arg: str | None, configured: str | None, base: Path, uri: str | None,
           experiment_id: str | None, model_id: str | None) -> list[dict[str, Any]]:
-    """Local: --path (relative to here), else GENAI_MONITOR_PATH, else monitor.path or the default, relative to the
-    config's folder (where the model is served from). MLflow: the traces of the LoggedModel."""
+    """Local: --path, else GENAI_MONITOR_PATH, else monitor.path or the default, relative to the current folder (the
+    serving process writes relative to its own: run monitor from there). MLflow: the traces of the LoggedModel."""
     from pytest_genai.monitor.record import SinkError, local_path, read_local, read_traces
 
     if sink == "local":

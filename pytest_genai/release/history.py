@@ -46,6 +46,6 @@ def pointed(history: list[Mapping[str, Any]], alias: str) -> list[str]:
                 stack.pop()
             if not stack or stack[-1] != e.get("version"):
                 stack.append(str(e.get("version")))
-        else:
+        elif not stack or stack[-1] != str(e.get("version")):  # a move to where it already was changes nothing
             stack.append(str(e.get("version")))
     return stack

@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -104,7 +105,10 @@ def gate_check(client: Any, version: Any, config_path: Path) -> Check:
     for g in gates:
         value = "n/a" if g.value is None else f"{g.value:.6g}"
         lines.append(f"  {verdict(g):7s} {g.metric} {value} {g.expression}{' (' + g.reason + ')' if g.reason else ''}")
-        ok = ok and (g.passed or g.skipped)
+        ok = ok and g.passed  # a skipped gate (a baseline gate of an eval that had no baseline) was not passed
+    if any(g.skipped for g in gates):
+        lines.append("  a gate of the config in force needs a baseline, and this version's eval had none: re-evaluate it "
+                     "with --genai-baseline (e.g. models:/NAME@production), or promote with a config without that gate")
     return Check(ok, tuple(lines))
 
 
@@ -150,9 +154,20 @@ def reeval_check(client: Any, name: str, version: Any, config_path: Path) -> Che
     eval_path = config.resolve_path("eval.set")
     assert eval_path is not None
     cases = [c for c in load_eval_set(eval_path).cases if c.id in logged]
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
     rows = [{"id": c.id, "question": c.question, **({"context": c.context} if c.context else {})} for c in cases]
-    out = model.predict(rows)
+    saved = os.environ.get("GENAI_MONITOR_SINK")
+    os.environ["GENAI_MONITOR_SINK"] = "off"  # a re-evaluation is not production traffic: the model records nothing
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+        out = model.predict(rows)
+    except Exception as exc:  # noqa: BLE001 - the model's own failure, named as such
+        raise RegistryError(f"not promoting {name} v{version.version}: the registered model failed to load or answer for "
+                            f"--reeval: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("GENAI_MONITOR_SINK", None)
+        else:
+            os.environ["GENAI_MONITOR_SINK"] = saved
     san = Sanitizer.from_config(config)
     diffs: list[str] = []
     for case, row in zip(cases, out):
@@ -171,9 +186,15 @@ def promote(uri: str | None, name: str, source: str, target: str, config_path: P
             reason: str = "", by: str | None = None, echo: Callable[[str], None] = print) -> str:
     """Move alias `target` to the version behind `source`; returns the version. Raises RegistryError (nothing
     moved) when a check fails."""
+    check_alias_name(target, "--to")
+    if source == target:
+        raise RegistryError(f"--from and --to are both {source!r}: nothing to promote")
     client = client_for(uri)
     version = version_of(client, name, source)
     _check_format(version)
+    if _current(client, name, target) == str(version.version):
+        raise RegistryError(f"{name}@{target} already points at version {version.version} (the version behind @{source}): "
+                            "nothing moved")
     check = gate_check(client, version, config_path)
     for line in check.lines:
         echo(line)
@@ -207,6 +228,16 @@ def rollback(uri: str | None, name: str, alias: str = "production", *, reason: s
     _move(client, name, alias, target, str(current.version),
           {"action": "rollback", "by": by or who(), "reason": reason or f"rollback from v{current.version}"})
     return str(current.version), target
+
+
+ALIAS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+
+
+def check_alias_name(alias: str, where: str) -> None:
+    """MLflow's alias rules, checked before anything is read or written: `latest` and `v<N>` are reserved."""
+    if not ALIAS_NAME.match(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise RegistryError(f"{where} {alias!r} is not a usable alias: letters, digits, '_' and '-', not starting with a "
+                            "digit; 'latest' and 'v<number>' are reserved by MLflow")
 
 
 def _current(client: Any, name: str, alias: str) -> str | None:

@@ -214,7 +214,11 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
         version = client.create_model_version(model_name, model_info.model_uri, run_id=run_id, tags=version_tags(record),
                                               description=gate_line(record.gates), model_id=model_info.model_id)
         previous = _alias_version(client, model_name, alias)
-        client.set_registered_model_alias(model_name, alias, version.version)
+        try:
+            client.set_registered_model_alias(model_name, alias, version.version)
+        except Exception:  # a version nobody points at is half a release: take it back
+            client.delete_model_version(model_name, version.version)
+            raise
         append_history(client, model_name, {"alias": alias, "version": str(version.version), "previous": previous,
                                             "action": "register", "by": by, "reason": f"eval run {run_id}"})
         client.set_tag(run_id, names.TAG_REGISTERED, f"{model_name}/{version.version}@{alias}")

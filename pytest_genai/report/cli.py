@@ -63,7 +63,7 @@ def _mlflow_comparison(run_id: str, uri: str | None) -> Mapping[str, Any] | None
     """comparison.json of an MLflow run, when it was compared with a baseline (every regressed case)."""
     from pytest_genai.tracking.mlflow_store import _bounded, _client, _quiet
 
-    with _quiet(), _bounded(0, 10), tempfile.TemporaryDirectory(prefix="genai-report-") as tmp:
+    with _quiet(), _bounded(0, 30), tempfile.TemporaryDirectory(prefix="genai-report-") as tmp:
         try:
             local = _client(uri).download_artifacts(run_id, COMPARISON_FILE, tmp)
         except Exception:

@@ -124,18 +124,30 @@ def comparison_lines(record: Any) -> list[Line]:
 
     out: list[Line] = []
     cis = getattr(record, "cis", None) or {}
-    if cis:
-        f1 = cis.get("f1") or next(iter(cis.values()))
-        name = "f1" if "f1" in cis else next(iter(cis))
-        out.append(Line(f"CIs: {round(100 * (record.ci_confidence or 0.95))}% percentile bootstrap over cases "
-                        f"({record.ci_resamples} resamples, seed {record.provenance.seed}). ±half is what this eval set "
-                        f"can resolve: with {f1.n} cases a change in {name} smaller than about {fmt(f1.half_width)} "
-                        "is indistinguishable from noise"))
     b = getattr(record, "baseline", None)
+    deltas = (b.deltas if b is not None and b.available else None) or {}
+    if cis:
+        # with a baseline the paired delta's CI is what says which change this eval set can see; else the run's own
+        source, kind = (deltas, "paired delta") if deltas else (cis, "")
+        name = "f1" if "f1" in source else next(iter(source))
+        ci = source[name]
+        text = (f"CIs: {round(100 * (record.ci_confidence or 0.95))}% percentile bootstrap over cases "
+                f"({record.ci_resamples} resamples, seed {record.provenance.seed}). ±half is what this eval set can resolve")
+        if ci.half_width > 0:
+            text += (f": with {ci.n} {'pairs' if kind else 'cases'} a change in {name} smaller than about "
+                     f"{fmt(ci.half_width)}{' (' + kind + ' ±half)' if kind else ''} is indistinguishable from noise")
+        else:
+            text += f" ({name} did not vary across the resampled cases: its CI has no width)"
+        out.append(Line(text))
     if b is None:
         return out
     if not b.available:
-        out.append(Line(f"baseline: none ({b.note or 'not resolved'}); baseline gates skipped", "yellow"))
+        from pytest_genai.gates import is_skipped
+
+        needing = [g for g in record.gates if is_skipped(g) or "baseline is required" in (g.reason or "")]
+        what = ("baseline gates skipped" if any(is_skipped(g) for g in needing)
+                else "baseline gates FAIL (--genai-require-baseline)" if needing else "no gate needs one")
+        out.append(Line(f"baseline: none ({b.note or 'not resolved'}); {what}", "yellow"))
         return out
     parts = [f"{b.cases_paired} cases paired"]
     if b.intersect:

@@ -100,7 +100,9 @@ def check_store(uri: str | None) -> str | None:
         return None
     if uri.startswith(("http://", "https://")):
         try:
-            with _quiet(), _bounded(0, 5):
+            # no retries: a refused connection answers at once; a live server on a loaded machine (basic auth
+            # hashes each password) may take seconds to answer, which is not a reason to stop the run
+            with _quiet(), _bounded(0, 30):
                 _client(uri).search_experiments(max_results=1)
         except Exception as exc:
             return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -116,35 +118,45 @@ def _active_parent(uri: str | None) -> Any:
     return run
 
 
-def log_run_dir(run_dir: Path, uri: str | None, experiment: str) -> str:
+def log_run_dir(run_dir: Path, uri: str | None, experiment: str, *, into_run_id: str | None = None) -> str:
     """Create the run, log params/metrics/tags in batches and the folder as artifacts; return the run id.
-    The run record in the folder is what is logged; its `tracking` part records where it went."""
+    The run record in the folder is what is logged; its `tracking` part records where it went. A shard's record
+    (execution.shard) is logged as a child of its group's parent run (found or created); `into_run_id` logs the
+    record into that existing run instead of a new one (`pytest-genai merge` filling the parent)."""
     with _quiet(), _bounded(2, 15):
-        return _log_run_dir(run_dir, uri, experiment)
+        return _log_run_dir(run_dir, uri, experiment, into_run_id)
 
 
-def _log_run_dir(run_dir: Path, uri: str | None, experiment: str) -> str:
+def _log_run_dir(run_dir: Path, uri: str | None, experiment: str, into_run_id: str | None = None) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
     record = read_run(run_dir, with_results=False)
     client = _client(uri)
     stale = record.tracking.incomplete_run_id
-    if stale:  # an earlier attempt created the run but did not finish logging: replace it
+    if stale and stale != into_run_id:  # an earlier attempt created the run but did not finish logging: replace it
         try:
             client.delete_run(stale)
         except Exception:
             pass
-    parent = _active_parent(uri)
     tags: dict[str, str] = dict(record.tags)
-    if parent is not None:
-        exp_id = parent.info.experiment_id
-        tags["mlflow.parentRunId"] = parent.info.run_id
-    else:
+    if into_run_id is not None:
+        exp_id = str(client.get_run(into_run_id).info.experiment_id)
+    elif record.execution.shard and record.execution.group:
         exp_id = _experiment_id(client, experiment)
+        tags["mlflow.parentRunId"] = group_parent(client, exp_id, record.execution.group)
+    else:
+        parent = _active_parent(uri)
+        if parent is not None:
+            exp_id = parent.info.experiment_id
+            tags["mlflow.parentRunId"] = parent.info.run_id
+        else:
+            exp_id = _experiment_id(client, experiment)
     tags.setdefault("mlflow.source.name", "pytest-genai")
     tags["mlflow.source.type"] = "LOCAL"
-    run = client.create_run(exp_id, tags={"mlflow.runName": run_dir.name}, run_name=run_dir.name)
-    run_id = run.info.run_id
+    if into_run_id is not None:
+        run_id = into_run_id
+    else:
+        run_id = client.create_run(exp_id, tags={"mlflow.runName": run_dir.name}, run_name=run_dir.name).info.run_id
     write_record(run_dir, record.with_tracking(incomplete_run_id=run_id, uri=_public_uri(uri), experiment=experiment))
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, 0) for k, v in record.metrics.items()
@@ -161,6 +173,40 @@ def _log_run_dir(run_dir: Path, uri: str | None, experiment: str) -> str:
     write_record(run_dir, record.with_tracking(run_id=run_id, experiment_id=exp_id, incomplete_run_id=None,
                                                uri=_public_uri(uri), experiment=experiment, error=None))
     return run_id
+
+
+def group_runs(client: Any, exp_id: str, group: str, kind: str) -> list[Any]:
+    """The live runs of a group of one kind (`eval`: parent candidates, `shard`: the shards), oldest first."""
+    from pytest_genai import names
+
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{names.TAG_GROUP}` = '{group}' and "
+                                                      f"tags.`{names.TAG_KIND}` = '{kind}'", max_results=5000)
+    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
+def group_parent(client: Any, exp_id: str, group: str) -> str:
+    """Find or create the parent run of a group, race-safely enough for a CI matrix starting together: look; if
+    there is none, create one, look again and keep the oldest, deleting ours when it is not. Two shards can still
+    both keep their own if their clocks disagree about who came first (start times are the clients'); `merge`
+    settles that: it keeps the oldest candidate, moves every shard under it and deletes the empty others."""
+    from pytest_genai import names
+
+    found = group_runs(client, exp_id, group, "eval")
+    if found:
+        return str(found[0].info.run_id)
+    mine = client.create_run(exp_id, run_name=f"eval-{group}", tags={
+        "mlflow.runName": f"eval-{group}", names.TAG_GROUP: group, names.TAG_KIND: "eval",
+        names.TAG_STATUS: "pending", names.TAG_PARTIAL: "true",  # filled in by `pytest-genai merge`
+        "mlflow.source.name": "pytest-genai", "mlflow.note.content":
+            f"Sharded eval {group}: its shards are the child runs; `pytest-genai merge {group}` fills this run."})
+    found = group_runs(client, exp_id, group, "eval") or [mine]
+    keep = str(found[0].info.run_id)
+    if keep != mine.info.run_id:
+        try:
+            client.delete_run(mine.info.run_id)
+        except Exception:
+            pass
+    return keep
 
 
 def _experiment_id(client: Any, experiment: str) -> str:
@@ -195,7 +241,7 @@ def known_prompt_hashes(uri: str | None, experiment: str, prompt_id: str, versio
         db = (uri or "sqlite:///mlflow.db")[len("sqlite:///"):]
         if not Path(db).is_file():
             return set()  # no store yet: nothing logged, and no reason to create (and migrate) one now
-    with _quiet(), _bounded(0, 10):
+    with _quiet(), _bounded(0, 30):
         client = _client(uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
