@@ -195,6 +195,16 @@ ROWS: tuple[Row, ...] = (
         "clients and a 2-worker server)",
         lambda r: f"{r['concurrent_wall_s']:.1f} s for 20 vs {r['one_session_log_s']:.2f} s for one",
         lambda r: f"{r['concurrent_vs_one']:.1f}x", lambda r: _met(r["concurrent_vs_one"] <= 2)),
+    Row("merge", "merging 4 shards of 2,500 cases (`pytest-genai merge`) < 5 s",
+        "`bench_merge.py`: 4 shard runs of a 10,000-case eval logged to a migrated sqlite store, then `merge()` on a fresh "
+        "copy of the store each round (find the shards, download run.json + results.jsonl, check, the merged record with "
+        "2,000-resample CIs, the run folder, logging into the parent), metrics checked against the unsharded run's; then "
+        "once in a fresh interpreter",
+        lambda r: (f"{r['merge_median_s']:.2f} s median of {r['rounds']} ({r['cases']:,} cases, metrics identical to "
+                   f"unsharded); a fresh process {r['merge_fresh_process_s']:.1f} s, of which MLflow's import and store "
+                   f"opening {r['mlflow_import_and_store_open_s']:.1f} s"),
+        lambda r: f"{r['merge_median_s']:.2f} s",
+        lambda r: _met(r["merge_median_s"] < 5 and r["metrics_identical_to_unsharded"])),
     Row("monitor", "recording a request costs the served model at most 1 ms",
         "`bench_monitor.py`: `ServedPipeline.predict` on an instant stub pipeline, single-row requests (half with an e-mail "
         "and a phone number), sinks off / local / mlflow interleaved, the difference of the medians; the mlflow sink is "

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_bootstrap  # noqa: E402
 import bench_case_overhead  # noqa: E402
 import bench_mlflow_logging  # noqa: E402
+import bench_merge  # noqa: E402
 import bench_model_load  # noqa: E402
 import bench_monitor  # noqa: E402
 import bench_pii_detectors  # noqa: E402
@@ -40,6 +41,7 @@ BENCHMARKS = {
     "server_logging": bench_server_logging.main,
     "monitor": bench_monitor.main,
     "report": bench_report.main,
+    "merge": bench_merge.main,
 }
 
 

@@ -44,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--tracking-uri", default=None, help=tracking_help)
     from pytest_genai.monitor import cli as monitor_cli
     from pytest_genai.report import cli as report_cli
+    from pytest_genai.shard import merge as merge_cmd
 
     monitor_cli.add_parser(sub)
     report_cli.add_parser(sub)
+    merge_cmd.add_parser(sub)
     args = parser.parse_args(argv)
     from pytest_genai.config import ConfigError
     from pytest_genai.prompts import PromptError
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show,
                 "models": _models, "promote": _promote, "rollback": _rollback, "monitor": monitor_cli.run,
-                "report": report_cli.run}
+                "report": report_cli.run, "merge": merge_cmd.run}
     try:
         return commands[args.command](args)
     except BrokenPipeError:  # `pytest-genai show RUN | head`

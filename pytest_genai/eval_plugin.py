@@ -52,7 +52,31 @@ class EvalPlugin:
         session.hook = config.hook
         for tag in sorted({t for c in session.eval_set.cases for t in marker_tags(c.tags)}):
             config.addinivalue_line("markers", f"{tag}: eval-set tag (pytest-genai)")
+        self.shard, self.group = self._shard_options()
         self._add_eval_set_to_args()
+
+    def _shard_options(self) -> tuple[tuple[int, int] | None, str | None]:
+        """--genai-shard I/N and the group it belongs to (--genai-group, else from GitHub Actions' run id)."""
+        from pytest_genai.shard.select import ShardError, check_group, default_group, parse_shard
+
+        spec, group = self.config.getoption("genai_shard", None), self.config.getoption("genai_group", None)
+        try:
+            shard = parse_shard(str(spec)) if spec is not None else None
+            group = check_group(str(group)) if group else None
+            if group is not None and shard is None:
+                raise ShardError("--genai-group goes with --genai-shard I/N (it names the eval the shards belong to)")
+            if shard is not None and group is None:
+                group = default_group(os.environ)
+                if group is None:
+                    raise ShardError("--genai-shard needs --genai-group ID (the eval its shards belong to; in GitHub "
+                                     "Actions it defaults to $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT)")
+        except ShardError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        return shard, group
+
+    @property
+    def shard_label(self) -> str | None:
+        return f"{self.shard[0]}/{self.shard[1]}" if self.shard else None
 
     # -- collection ---------------------------------------------------------------------------
     def _add_eval_set_to_args(self) -> None:
@@ -72,6 +96,21 @@ class EvalPlugin:
             # An explicit node id keeps ids stable when the eval set lies outside the rootdir.
             return EvalSetFile.from_parent(parent, path=file_path, nodeid=self.file_nodeid)
         return None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """--genai-shard I/N: the cases of other shards are deselected (the terminal counts them); other tests stay."""
+        if self.shard is None:
+            return
+        from pytest_genai.shard.select import shard_of
+
+        i, n = self.shard
+        keep, drop = [], []
+        for item in items:
+            (drop if isinstance(item, CaseItem) and shard_of(item.case.id, n) != i else keep).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -122,6 +161,10 @@ class EvalPlugin:
         ]
         if self.workers:
             lines.append("genai: execution plan: pytest-xdist workers, each running its share one case at a time")
+        if self.shard is not None:
+            lines.append(f"genai: shard {self.shard_label} of eval group {self.group}: a child run; gates reported, "
+                         f"{'enforced (--genai-enforce-gates)' if self.config.getoption('genai_enforce_gates') else 'not enforced'}"
+                         f" (`pytest-genai merge {self.group}` enforces them on the whole eval)")
         if not s.sanitizer.redact_pii:
             lines.append("genai: safety.redact is false: PII is kept as is in results (secrets are still masked)")
         elif not s.sanitizer.keyed:
@@ -304,7 +347,8 @@ class EvalPlugin:
         tracking = Tracking(uri=san.secrets_only().text(self.tracking_uri), experiment=self.experiment)
         self.record = record = self.state.finish(self.env, self.git, enforce=enforce, selected=self.selected,
                                                  stopped_early=stopped, tracking=tracking, workers=self.workers,
-                                                 baseline=self.baseline, compare=self.compare_options)
+                                                 baseline=self.baseline, compare=self.compare_options,
+                                                 shard=self.shard_label, group=self.group)
         root = self.state.config.resolve_path("tracking.results_dir")
         assert root is not None
         try:

@@ -32,6 +32,9 @@ TAG_BASELINE_RUN_ID = "genai.baseline_run_id"
 TAG_BASELINE_REF = "genai.baseline"  # the baseline as given (--genai-baseline / compare.baseline)
 TAG_BASELINE_MODEL_VERSION = "genai.baseline_model_version"  # NAME/VERSION when resolved from models:/
 TAG_BASELINE_INTERSECT = "genai.baseline_intersect"  # "true": compared on the shared case ids only
+TAG_SHARD = "genai.shard"  # "I/N" on a shard run (genai.kind=shard)
+TAG_GROUP = "genai.group"  # the eval a shard belongs to; also on its parent run (genai.kind=eval)
+TAG_MERGED_RUNS = "genai.merged_runs"  # on a merged parent: the shard run ids, comma-separated, in shard order
 TAG_REGISTERED = "genai.registered"  # on the eval run: NAME/VERSION it became, or why it did not
 
 # Model-version tags (the eval behind a version) and registered-model tags (alias history).

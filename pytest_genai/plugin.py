@@ -47,6 +47,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="a gate that needs a baseline fails, instead of being skipped, when there is none")
     group.addoption("--genai-concurrency", metavar="N", type=int, default=None,
                     help="cases run concurrently on a pool of N (overrides llm.concurrency); results do not depend on N")
+    group.addoption("--genai-shard", metavar="I/N", default=None,
+                    help="run shard I of N: the cases whose hashed id falls in shard I (stable when cases are added); "
+                         "logged as a child run of the --genai-group parent; gates reported, not enforced")
+    group.addoption("--genai-group", metavar="ID", default=None,
+                    help="the eval the shards belong to (default $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT); "
+                         "`pytest-genai merge ID` aggregates them into the parent run")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -92,12 +92,15 @@ class Tracking:
 class Execution:
     """How the cases ran (the execution plan) and the run-time options that change how, not what."""
 
-    plan: str = "sequential"  # sequential | pool | batches | worker
+    plan: str = "sequential"  # sequential | pool | batches | worker | shards (a merged run)
     size: int = 1
     reason: str = ""
     repeat: int = 1
     cache_mode: str = "off"
     workers: int = 0
+    shard: str | None = None  # "I/N": this run is shard I of N of an eval (--genai-shard); never a full run
+    group: str | None = None  # the eval the shard belongs to (--genai-group); on a merged run, the group merged
+    merged_runs: tuple[str, ...] = ()  # on a merged run (`pytest-genai merge`): the shard runs, in shard order
 
 
 @dataclass(frozen=True)
@@ -186,9 +189,10 @@ class RunRecord:
         return replace(self, tracking=replace(self.tracking, **changes))
 
     def to_json(self, with_results: bool = False) -> dict[str, Any]:
-        data = to_plain(self)
-        if not with_results:
-            data.pop("results")
+        if with_results:
+            return to_plain(self)
+        data = to_plain(replace(self, results=()))  # not converting 10,000 results only to drop them
+        data.pop("results")
         return data
 
     @classmethod

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from pytest_genai.config import GenaiConfig
 from pytest_genai.evalset import EvalSet, load_eval_set
@@ -241,13 +241,12 @@ class EvalSession:
     # -- the run record -------------------------------------------------------------------------
     def finish(self, env: Any, git: Any, *, enforce: bool, selected: set[str] | None = None, stopped_early: bool = False,
                tracking: Tracking | None = None, workers: int = 0, baseline: Any = None,
-               compare: Any = None) -> RunRecord:
+               compare: Any = None, shard: str | None = None, group: str | None = None) -> RunRecord:
         """Aggregate into the run record. A selected case without a result (skipped, crashed worker) counts as
         errored, unless the session stopped early (-x, Ctrl-C), which makes the run `stopped` instead.
         CIs are computed over the cases; with `baseline` (compare.baseline.Baseline, resolved at session start) the
-        paired comparison too, kept as `self.comparison` (comparison.json, sanitized) and summarised in the record."""
-        from pytest_genai.compare.measure import CompareOptions, measure
-        from pytest_genai.metrics.registry import aggregate
+        paired comparison too, kept as `self.comparison` (comparison.json, sanitized) and summarised in the record.
+        A shard (`shard` "I/N") is never `complete`: its gates are reported, not enforced, unless `enforce`."""
         from pytest_genai.scoring import no_result
 
         order = {c.id: i for i, c in enumerate(self.eval_set.cases)}
@@ -259,10 +258,6 @@ class EvalSession:
         results.sort(key=lambda r: order.get(r.id, len(order)))
         results = self._deferred_toxicity(results)
         errors = list(self.errors) + self._replay_problems(results)
-        facts: dict[str, float] = {"cases_total": float(len(self.eval_set))}
-        if env.lock_hash is not None:
-            facts["env_drift"] = float(env.drift)
-        metrics = aggregate(results, facts)
         unbuilt = [r for r in results if (r.error or "").startswith("building the pipeline")]
         if unbuilt and len(unbuilt) == len(results):  # under xdist each worker reports its build failure per item
             errors.append(f"the pipeline did not build on any worker: {unbuilt[0].error.splitlines()[0]}")
@@ -270,32 +265,19 @@ class EvalSession:
             status = "failed"
         elif stopped_early and missing:
             status = "stopped"
-        elif len(selected) < len(self.eval_set):
+        elif len(selected) < len(self.eval_set) or shard is not None:
             status = "partial"
         else:
             status = "complete"
-        options = compare or CompareOptions.from_config(self.config)
-        measured = measure(results, metrics, self.config.get("gates") or {}, seed=self.seed, options=options,
-                           baseline=baseline, eval_set_hash=self.eval_set.sha256)
-        errors += measured.errors
-        self.comparison = None if measured.comparison is None else self.sanitizer.obj(measured.comparison)
-        prov = self.provenance(env, git)
-        execution = self.execution(workers)
-        record = RunRecord(schema_version=SCHEMA_VERSION, status=status, started_at=self.started_at, ended_at=_now(),
-                           provenance=prov, params=self.config.params(), metrics=dict(measured.metrics),
-                           gates=measured.gates, gates_enforced=enforce or status == "complete", errors=tuple(errors),
-                           execution=execution, tracking=tracking or Tracking(), cis=dict(measured.cis),
-                           ci_confidence=options.confidence if measured.cis else None,
-                           ci_resamples=options.resamples if measured.cis else 0, baseline=measured.baseline,
-                           results=tuple(results))
-        from pytest_genai.tracking.tags import run_tags
-
-        from pytest_genai.metrics.registry import METRICS
-
-        units = {m: METRICS.get(m).unit for m in record.metrics if m in METRICS and METRICS.get(m).unit}
-        record = replace(record, tags={**run_tags(record), **self.cache_tags(results), **self.pipeline_tags()},
-                         metric_units=units)
-        return sanitize_record(record, self.sanitizer)
+        execution = replace(self.execution(workers), shard=shard, group=group)
+        record, comparison = build_record(
+            results, config=self.config, cases_total=len(self.eval_set), eval_set_hash=self.eval_set.sha256,
+            provenance=self.provenance(env, git), execution=execution, status=status, errors=errors,
+            started_at=self.started_at, enforce=enforce, tracking=tracking or Tracking(), sanitizer=self.sanitizer,
+            compare=compare, baseline=baseline,
+            extra_tags={**cache_tags(self.runtime.cache_mode, results), **self.pipeline_tags()})
+        self.comparison = comparison
+        return record
 
     def _deferred_toxicity(self, results: list[CaseResult]) -> list[CaseResult]:
         """Toxicity not needed for a block decision is scored here, in one batch (0.05 ms/text, not 11 ms)."""
@@ -366,13 +348,7 @@ class EvalSession:
         return Execution(plan.kind, plan.size, plan.reason, self.repeat, self.runtime.cache_mode, workers)
 
     def cache_tags(self, results: Sequence[CaseResult]) -> dict[str, str]:
-        answered = [r for r in results if r.cached is not None]
-        hits = sum(bool(r.cached) for r in answered)
-        source = "measured" if hits == 0 else ("recorded" if hits == len(answered) else "mixed")
-        tags = {"genai.cache_mode": self.runtime.cache_mode, "genai.latency_source": source}
-        if self.runtime.cache_mode != "off":
-            tags.update({"genai.cache_hits": str(hits), "genai.cache_misses": str(len(answered) - hits)})
-        return tags
+        return cache_tags(self.runtime.cache_mode, results)
 
     def pipeline_tags(self) -> dict[str, str]:
         """Tags only the process that built the pipeline knows; xdist workers send them once (workeroutput)."""
@@ -393,10 +369,53 @@ class EvalSession:
         return self._pipeline_tags
 
 
+def build_record(results: Sequence[CaseResult], *, config: GenaiConfig, cases_total: int, eval_set_hash: str,
+                 provenance: Provenance, execution: Execution, status: str, errors: Sequence[str], started_at: str,
+                 enforce: bool, tracking: Tracking, sanitizer: Any, compare: Any = None, baseline: Any = None,
+                 extra_tags: Mapping[str, str] | None = None) -> tuple[RunRecord, dict[str, Any] | None]:
+    """The run record from per-case results (in eval-set order): registry metrics, CIs, the comparison with a
+    baseline, gates, tags; and comparison.json (sanitized) or None. One function for a session's end and for
+    `pytest-genai merge`, so a merged sharded eval has exactly the numbers of the same cases run unsharded."""
+    from pytest_genai.compare.measure import CompareOptions, measure
+    from pytest_genai.metrics.registry import METRICS, aggregate
+    from pytest_genai.tracking.tags import run_tags
+
+    facts: dict[str, float] = {"cases_total": float(cases_total)}
+    if provenance.env_lock_hash is not None:
+        facts["env_drift"] = float(provenance.env_drift or 0)
+    metrics = aggregate(list(results), facts)
+    options = compare or CompareOptions.from_config(config)
+    measured = measure(results, metrics, config.get("gates") or {}, seed=provenance.seed, options=options,
+                       baseline=baseline, eval_set_hash=eval_set_hash)
+    comparison = None if measured.comparison is None else sanitizer.obj(measured.comparison)
+    record = RunRecord(schema_version=SCHEMA_VERSION, status=status, started_at=started_at, ended_at=_now(),
+                       provenance=provenance, params=config.params(), metrics=dict(measured.metrics),
+                       gates=measured.gates, gates_enforced=enforce or status == "complete",
+                       errors=tuple(errors) + tuple(measured.errors), execution=execution, tracking=tracking,
+                       cis=dict(measured.cis), ci_confidence=options.confidence if measured.cis else None,
+                       ci_resamples=options.resamples if measured.cis else 0, baseline=measured.baseline,
+                       results=tuple(results))
+    units = {m: METRICS.get(m).unit for m in record.metrics if m in METRICS and METRICS.get(m).unit}
+    record = replace(record, tags={**run_tags(record), **(extra_tags or {})}, metric_units=units)
+    return sanitize_record(record, sanitizer), comparison
+
+
+def cache_tags(cache_mode: str, results: Sequence[CaseResult]) -> dict[str, str]:
+    """How the answers were obtained: measured live, replayed from the cache, or a mix."""
+    answered = [r for r in results if r.cached is not None]
+    hits = sum(bool(r.cached) for r in answered)
+    source = "measured" if hits == 0 else ("recorded" if hits == len(answered) else "mixed")
+    tags = {"genai.cache_mode": cache_mode, "genai.latency_source": source}
+    if cache_mode != "off":
+        tags.update({"genai.cache_hits": str(hits), "genai.cache_misses": str(len(answered) - hits)})
+    return tags
+
+
 def sanitize_record(record: RunRecord, sanitizer: Any) -> RunRecord:
     """The one boundary for the run record: every string in it (results are sanitized where they are made)."""
-    data = sanitizer.obj(record.to_json())
-    data["tracking"] = sanitizer.secrets_only().obj(record.to_json()["tracking"])  # where to log it must stay usable
+    plain = record.to_json()
+    data = sanitizer.obj(plain)
+    data["tracking"] = sanitizer.secrets_only().obj(plain["tracking"])  # where to log it must stay usable
     return RunRecord.from_json(data, record.results)
 
 

@@ -35,6 +35,15 @@ def run_tags(record: Any) -> dict[str, str]:
         "genai.concurrency": str(x.size if x.plan == "pool" else 1),
         "genai.batch_size": str(x.size if x.plan == "batches" else 1),
     }
+    shard, group = getattr(x, "shard", None), getattr(x, "group", None)
+    if shard:  # one shard of an eval: never mistaken for a full run (promotion and baselines read genai.kind/status)
+        tags[names.TAG_KIND] = "shard"
+        tags[names.TAG_SHARD] = shard
+    if group:
+        tags[names.TAG_GROUP] = group
+    merged = getattr(x, "merged_runs", ())
+    if merged:
+        tags[names.TAG_MERGED_RUNS] = ",".join(merged)[:5000]
     if p.git_commit != "unknown":
         tags[names.TAG_MLFLOW_GIT_COMMIT] = p.git_commit
     if p.prompt_id is not None:

@@ -1,0 +1,424 @@
+"""`pytest-genai merge ID`: the shards of one eval (`--genai-shard I/N --genai-group ID`) become one run.
+
+Every shard's run record and per-case results are read back from the tracking store; the shards must be 1..N, each
+once, measured with one config, eval set, prompt and commit, and together cover the eval set exactly. The merged
+record is built by the function a session ends with (`session.build_record`) from the union of the results, so its
+metrics, CIs and gates are those of the same cases run on one machine; it is `complete`, its gates are enforced,
+it is written to a local run folder and logged as the content of the group's parent run, which is what registry
+promotion (`genai.eval_run_id`) and baselines then see. Exit 0: merged, gates passed; 1: gates failed or a run
+error; 2: the shards cannot be merged (the message names the shard)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from pytest_genai.runlog import Execution, Provenance, RunRecord, Tracking
+from pytest_genai.types import CaseResult
+
+SHARDS_FILE = "shards.json"  # in the merged run folder: which shard runs it was made from
+
+
+class MergeError(Exception):
+    """The shards cannot be merged (exit 2); the message names the shard and why."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # I of I/N
+    count: int  # N
+    run_id: str
+    record: RunRecord
+    lines: Mapping[str, str] = field(default_factory=dict)  # case id -> its results.jsonl line, as the shard wrote it
+    parent_run_id: str | None = None  # the parent it was logged under (mlflow.parentRunId)
+
+    @property
+    def label(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("merge", help="merge the shards of a sharded eval (--genai-shard, --genai-group ID) into "
+                                            "its parent run: metrics and gates over every case (exit 1 if a gate fails)")
+    p.add_argument("group", metavar="ID", help="the eval group (--genai-group of the shards)")
+    p.add_argument("--config", default="genai.yaml", help="the config the shards ran (default genai.yaml)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="default: the config's tracking.uri, then MLFLOW_TRACKING_URI, then MLflow's default store")
+    p.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="how many shards there must be (default: the N the shards recorded)")
+    p.add_argument("--register", action="store_true",
+                   help="then register the merged eval like --genai-register (or registry.register_on_pass): a new "
+                        "version of registry.model_name pointing at the parent run, if every gate passed")
+    return p
+
+
+def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
+    from pytest_genai.compare.baseline import BaselineError
+    from pytest_genai.config import ConfigError
+    from pytest_genai.runlog import RunLogError
+    from pytest_genai.session import SessionSetupError
+    from pytest_genai.shard.select import ShardError
+
+    from pytest_genai.release.register import RegistryError
+
+    try:
+        record, where = merge(args.group, Path(args.config), args.tracking_uri, args.shards)
+    except (MergeError, ShardError, ConfigError, SessionSetupError, RunLogError, BaselineError, OSError) as exc:
+        print(f"pytest-genai merge: {exc}", file=sys.stderr)
+        return 2
+    from pytest_genai.report.terminal import summary_lines, tracking_lines, verdict_lines
+
+    x = record.execution
+    echo(f"merged {len(x.merged_runs)} shards of group {x.group}: status {record.status}, "
+         f"{len(record.results)} cases, config_hash {record.provenance.config_hash[:12]}")
+    for line in summary_lines(record) + tracking_lines(record, where) + verdict_lines(record):
+        echo(line.text)
+    failed = not record.passed
+    if getattr(args, "register", False) or _register_on_pass(Path(args.config)):
+        try:
+            echo(register(record, Path(args.config), args.tracking_uri))
+        except RegistryError as exc:
+            echo(f"REGISTRATION FAILED: {exc}")
+            failed = True
+    return 1 if failed else 0
+
+
+def _register_on_pass(config_path: Path) -> bool:
+    from pytest_genai.config import load_config
+
+    return bool(load_config(config_path).get("registry.register_on_pass"))
+
+
+def register(record: RunRecord, config_path: Path, tracking_uri: str | None) -> str:
+    """What --genai-register does at the end of a session, for the merged record (the parent run): one line, a
+    refusal (gates failed, dirty tree, ...) or the version it became. RegistryError when registering broke."""
+    from pytest_genai.config import load_config
+    from pytest_genai.release.ops import who
+    from pytest_genai.release.register import RegistryError, refusal, register_run
+    from pytest_genai.session import EvalSession
+
+    session = EvalSession.from_config(load_config(config_path))
+    cfg = session.config
+    name, alias = cfg.get("registry.model_name"), str(cfg.get("registry.alias") or "staging")
+    if not name:
+        raise RegistryError(str(cfg.error("registry.model_name", "--register needs the registered model's name")))
+    why = refusal(record, require_clean_git=bool(cfg.get("registry.require_clean_git", True)))
+    if why:
+        return f"registry: not registering {name}: {why}"
+    try:
+        reg = register_run(record=record, config=cfg, prompt=session.prompt, uri=_uri(tracking_uri, cfg),
+                           model_name=str(name), alias=alias, sanitizer=session.sanitizer, by=who())
+    except RegistryError:
+        raise
+    except Exception as exc:
+        raise RegistryError(session.sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")) from None
+    return (f"registered: {name} version {reg.version}, alias {alias} -> {reg.version} (models:/{name}@{alias}, "
+            f"logged model {reg.model_id}, eval run {record.tracking.run_id})")
+
+
+# --------------------------------------------------------------------------- pure checks and the merged record
+
+def check_shards(shards: Sequence[Shard], group: str, expected: int | None = None) -> int:
+    """N, when shards 1..N are each present exactly once; else MergeError naming the missing or duplicated shard."""
+    if not shards:
+        raise MergeError(f"no shard run of group {group} in the tracking store (tag genai.group={group}, "
+                         "genai.kind=shard): did the shards log (tracking.enabled, the same store and experiment)?")
+    counts = sorted({s.count for s in shards})
+    if expected is None and len(counts) > 1:
+        raise MergeError(f"the shards of group {group} disagree on N: " + ", ".join(sorted({s.label for s in shards})))
+    n = expected if expected is not None else counts[0]
+    if n < 1:
+        raise MergeError(f"--shards {n}: must be at least 1")
+    other = [s for s in shards if s.count != n]
+    if other:
+        raise MergeError(f"shard {other[0].label} (run {other[0].run_id}) of group {group} is not one of {n} shards")
+    problems = []
+    for i in range(1, n + 1):
+        mine = [s for s in shards if s.index == i]
+        if not mine:
+            problems.append(f"shard {i}/{n} is missing")
+        elif len(mine) > 1:
+            problems.append(f"shard {i}/{n} is duplicated ({len(mine)} runs: {', '.join(s.run_id for s in mine)})")
+    if problems:
+        raise MergeError(f"group {group}: " + "; ".join(problems))
+    return n
+
+
+def check_consistent(shards: Sequence[Shard], *, config_hash: str, eval_set_hash: str, case_ids: Sequence[str]) -> None:
+    """One config, eval set, prompt and commit across the shards (and the config given to merge); each shard holds
+    only its own cases and together they are the eval set."""
+    from pytest_genai.shard.select import shard_of
+
+    first = shards[0]
+    for what, get, want in (("config_hash", lambda p: p.config_hash, config_hash),
+                            ("eval_set.hash", lambda p: p.eval_set_hash, eval_set_hash),
+                            ("prompt.hash", lambda p: p.prompt_hash, get_attr(first, "prompt_hash")),
+                            ("git commit", lambda p: p.git_commit, get_attr(first, "git_commit"))):
+        for s in shards:
+            have = get(s.record.provenance)
+            if have != want:
+                source = "the config given to merge" if what in ("config_hash", "eval_set.hash") else f"shard {first.label}"
+                raise MergeError(f"shard {s.label} (run {s.run_id}) was measured with another {what}: {have} vs "
+                                 f"{want} of {source}: the shards are not one eval")
+    expected = set(case_ids)
+    seen: dict[str, str] = {}
+    for s in shards:
+        for r in s.record.results:
+            if r.id in seen:
+                raise MergeError(f"case {r.id!r} is in shard {seen[r.id]} and in shard {s.label}")
+            seen[r.id] = s.label
+            if r.id not in expected:
+                raise MergeError(f"shard {s.label} (run {s.run_id}) has case {r.id!r}, which is not in the eval set")
+            if shard_of(r.id, s.count) != s.index:
+                raise MergeError(f"shard {s.label} (run {s.run_id}) has case {r.id!r} of shard "
+                                 f"{shard_of(r.id, s.count)}/{s.count}: it was not selected by --genai-shard")
+    missing = [c for c in case_ids if c not in seen]
+    if missing:
+        shown = ", ".join(f"{c} (shard {shard_of(c, first.count)}/{first.count})" for c in missing[:5])
+        more = f", … ({len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise MergeError(f"{len(missing)} case(s) of the eval set have no result in any shard: {shown}{more} "
+                         "(a shard run with -k, or stopped early)")
+
+
+def get_attr(shard: Shard, name: str) -> Any:
+    return getattr(shard.record.provenance, name)
+
+
+def merged_provenance(shards: Sequence[Shard]) -> Provenance:
+    """The shards share what was measured; of the environment the worst shard is kept (highest drift, dirty)."""
+    worst = max(shards, key=lambda s: s.record.provenance.env_drift or 0).record.provenance
+    base = shards[0].record.provenance
+    dirty = [s.record.provenance.git_dirty for s in shards]
+    paths = tuple(dict.fromkeys(p for s in shards for p in s.record.provenance.git_dirty_paths))
+    return replace(base, env_lock_hash=worst.env_lock_hash, env_drift=worst.env_drift,
+                   env_drift_lines=worst.env_drift_lines, git_dirty=None if None in dirty else any(dirty),
+                   git_dirty_paths=paths)
+
+
+def merged_results(shards: Sequence[Shard], case_ids: Sequence[str]) -> list[CaseResult]:
+    order = {c: i for i, c in enumerate(case_ids)}
+    return sorted((r for s in shards for r in s.record.results), key=lambda r: order.get(r.id, len(order)))
+
+
+def pipeline_tags(record: RunRecord) -> dict[str, str]:
+    """The tags only the shard's built pipeline knew (index fingerprint, model sha256s, index cache)."""
+    from pytest_genai.tracking.tags import run_tags
+
+    derived = run_tags(record)
+    return {k: v for k, v in record.tags.items()
+            if k not in derived and not k.startswith("genai.cache_") and k not in ("genai.cache_mode", "genai.latency_source")}
+
+
+def merge_record(shards: Sequence[Shard], *, session: Any, group: str, tracking: Tracking, baseline: Any = None,
+                 compare: Any = None) -> tuple[RunRecord, dict[str, Any] | None]:
+    """The merged record: `build_record` over the union of the shards' results, complete, gates enforced."""
+    from pytest_genai.session import build_record, cache_tags
+
+    ids = [c.id for c in session.eval_set.cases]
+    results = merged_results(shards, ids)
+    first = shards[0].record
+    errors = [f"shard {s.label}: {e}" for s in shards for e in s.record.errors]
+    status = "failed" if any(s.record.status == "failed" for s in shards) else "complete"
+    execution = Execution(plan="shards", size=len(shards), reason=f"merged from {len(shards)} shards of group {group}",
+                          repeat=first.execution.repeat, cache_mode=first.execution.cache_mode, workers=0,
+                          group=group, merged_runs=tuple(s.run_id for s in shards))
+    return build_record(results, config=session.config, cases_total=len(session.eval_set),
+                        eval_set_hash=session.eval_set.sha256, provenance=merged_provenance(shards), execution=execution,
+                        status=status, errors=errors, started_at=min(s.record.started_at for s in shards), enforce=True,
+                        tracking=tracking, sanitizer=session.sanitizer, compare=compare, baseline=baseline,
+                        extra_tags={**cache_tags(first.execution.cache_mode, results), **pipeline_tags(first)})
+
+
+# --------------------------------------------------------------------------- the store and the run folder
+
+def fetch_shards(client: Any, uri: str | None, exp_id: str, group: str) -> list[Shard]:
+    """Every live shard run of the group, with its record (run.json) and results (results.jsonl, kept line by line
+    too: the merged results.jsonl is those lines, not 10,000 results serialised again). Read as
+    `compare.baseline.record_from_mlflow` reads a run, but from the run's artifact store directly: the `runs:/`
+    resolution looks up logged models on every download (~80 ms each on sqlite)."""
+    import tempfile
+
+    from pytest_genai.runlog import RESULTS_FILE, RUN_FILE, RunLogError, read_results, read_run
+    from pytest_genai.shard.select import parse_shard
+    from pytest_genai.tracking.mlflow_store import group_runs, use_tracking_uri
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    out = []
+    with use_tracking_uri(uri):  # an mlflow-artifacts:/ store (a server's proxied artifacts) is found through it
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        for run in group_runs(client, exp_id, group, "shard"):
+            rid, label = str(run.info.run_id), run.data.tags.get("genai.shard", "?")
+            repo = get_artifact_repository(run.info.artifact_uri)
+            with tempfile.TemporaryDirectory(prefix="genai-shard-") as tmp:
+                for name in (RUN_FILE, RESULTS_FILE):
+                    try:
+                        repo.download_artifacts(name, tmp)
+                    except Exception as exc:
+                        raise RunLogError(f"shard {label} (run {rid}) has no {name} artifact: {type(exc).__name__}: "
+                                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+                record = read_run(Path(tmp), with_results=False)
+                results = read_results(Path(tmp))
+                lines = [ln for ln in (Path(tmp) / RESULTS_FILE).read_text("utf-8").splitlines() if ln.strip()]
+            if record.tracking.run_id is None:
+                record = record.with_tracking(run_id=rid)
+            i, n = parse_shard(record.execution.shard or label)
+            out.append(Shard(i, n, rid, replace(record, results=tuple(results)),
+                             {r.id: ln for r, ln in zip(results, lines)}, run.data.tags.get("mlflow.parentRunId")))
+    return sorted(out, key=lambda s: (s.index, s.run_id))
+
+
+def settle_parent(client: Any, exp_id: str, group: str, shards: Sequence[Shard]) -> str:
+    """The group's parent (the oldest candidate; created if none): every shard is moved under it and the
+    unfilled duplicates that concurrent shards may have left are deleted."""
+    from pytest_genai import names
+    from pytest_genai.tracking.mlflow_store import group_parent, group_runs
+
+    parent = group_parent(client, exp_id, group)
+    for s in shards:
+        if s.parent_run_id != parent:
+            client.set_tag(s.run_id, "mlflow.parentRunId", parent)
+    for other in group_runs(client, exp_id, group, "eval"):
+        if other.info.run_id != parent and other.data.tags.get(names.TAG_STATUS) == "pending":
+            client.delete_run(other.info.run_id)
+    return parent
+
+
+def write_merged_dir(run_dir: Path, session: Any, record: RunRecord, comparison: Any, shards: Sequence[Shard],
+                     client: Any = None) -> None:
+    """The merged run folder: config, prompt, eval-set snapshot, renders, gates, comparison, which shards, the
+    HTML report, the record. Each shard's environment (installed packages, drift) stays with its own run."""
+    import yaml
+
+    from pytest_genai.runlog import RESULTS_FILE, _atomic, write_record, write_run
+    from pytest_genai.tracking.local import COMPARISON_FILE, _snapshot, dumps, write_report
+
+    cfg, san = session.config, session.sanitizer
+    (run_dir / "config.resolved.yaml").write_text(
+        f"# resolved from {cfg.path.name}; config_hash {cfg.hash}; secrets shown as their ${{ENV}} reference\n"
+        + yaml.safe_dump(san.obj(json.loads(json.dumps(cfg.public))), sort_keys=False), "utf-8")
+    if session.prompt is not None:
+        (run_dir / "prompt").mkdir()
+        (run_dir / "prompt" / session.prompt.path.name).write_text(san.text(session.prompt.path.read_text("utf-8")) or "", "utf-8")
+    (run_dir / "eval_set").mkdir()
+    if not _shard_snapshot(client, shards[0].run_id, run_dir):  # the shards logged the same sanitized snapshot
+        (run_dir / "eval_set" / session.eval_set.path.name).write_bytes(_snapshot(session.eval_set.raw, san))
+    with (run_dir / "renders.jsonl").open("w", encoding="utf-8") as fh:
+        for r in record.results:
+            fh.write(json.dumps({"id": r.id, "prompt": r.prompt}, ensure_ascii=False) + "\n")
+    (run_dir / "gates.json").write_text(dumps({
+        "passed": record.gates_passed, "enforced": record.gates_enforced, "status": record.status,
+        "gates": [g.to_dict() for g in record.gates]}, indent=2), "utf-8")
+    if comparison is not None:
+        (run_dir / COMPARISON_FILE).write_text(dumps(comparison, indent=2) + "\n", "utf-8")
+    (run_dir / SHARDS_FILE).write_text(dumps({"group": record.execution.group, "shards": [
+        {"shard": s.label, "run_id": s.run_id, "status": s.record.status, "cases": len(s.record.results),
+         "started_at": s.record.started_at, "ended_at": s.record.ended_at,
+         "env_lock_hash": s.record.provenance.env_lock_hash, "env_drift": s.record.provenance.env_drift,
+         "execution": s.record.execution.plan} for s in shards]}, indent=2) + "\n", "utf-8")
+    write_report(run_dir, record, comparison, san)
+    lines = {k: v for s in shards for k, v in s.lines.items()}
+    if all(r.id in lines for r in record.results):  # the shards' own lines, in eval-set order
+        _atomic(run_dir / RESULTS_FILE, "".join(lines[r.id] + "\n" for r in record.results))
+        write_record(run_dir, record)
+    else:
+        write_run(run_dir, record)
+
+
+def _shard_snapshot(client: Any, run_id: str, run_dir: Path) -> bool:
+    """Shard 1's eval_set/ snapshot into the merged folder (sanitizing 10,000 lines again costs seconds)."""
+    import tempfile
+
+    if client is None:
+        return False
+    with tempfile.TemporaryDirectory(prefix="genai-snapshot-") as tmp:
+        try:
+            client.download_artifacts(run_id, "eval_set", tmp)
+        except Exception:
+            return False
+        files = [f for f in (Path(tmp) / "eval_set").glob("*") if f.is_file()]
+        for f in files:
+            (run_dir / "eval_set" / f.name).write_bytes(f.read_bytes())
+        return bool(files)
+
+
+def _uri(cli_uri: str | None, config: Any) -> str | None:
+    from pytest_genai.tracking.mlflow_store import resolve_uri
+
+    if cli_uri:
+        return resolve_uri(cli_uri, Path.cwd())
+    cfg_uri = config.get("tracking.uri")
+    if cfg_uri:
+        return resolve_uri(str(cfg_uri), config.base_dir)
+    return os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def merge(group: str, config_path: Path, tracking_uri: str | None = None, expected: int | None = None) -> tuple[RunRecord, Path]:
+    """Fetch, check, build, write locally, log into the parent; the record as logged and its run folder."""
+    from pytest_genai.cli import _load_conftest
+    from pytest_genai.compare.measure import CompareOptions
+    from pytest_genai.config import load_config
+    from pytest_genai.runlog import read_run, write_record
+    from pytest_genai.session import EvalSession
+    from pytest_genai.shard.select import check_group
+    from pytest_genai.tracking.local import new_run_dir
+    from pytest_genai.tracking.mlflow_store import _bounded, _client, _public_uri, _quiet, log_run_dir
+
+    check_group(group, "ID")
+    if not config_path.is_file():
+        raise MergeError(f"--config {config_path}: no such file")
+    _load_conftest(config_path.resolve().parent)
+    session = EvalSession.from_config(load_config(config_path))
+    cfg = session.config
+    uri, experiment = _uri(tracking_uri, cfg), str(cfg.get("tracking.experiment"))
+    with _quiet(), _bounded(2, 15):
+        client = _client(uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise MergeError(f"the tracking store {_public_uri(uri) or 'MLflow default'} has no experiment "
+                             f"{experiment!r} (tracking.experiment): no shard of group {group} was logged there")
+        exp_id = str(exp.experiment_id)
+        shards = fetch_shards(client, uri, exp_id, group)
+        check_shards(shards, group, expected)
+        check_consistent(shards, config_hash=cfg.hash, eval_set_hash=session.eval_set.sha256,
+                         case_ids=[c.id for c in session.eval_set.cases])
+        baseline = _baseline(cfg, uri, session)
+        record, comparison = merge_record(shards, session=session, group=group, baseline=baseline,
+                                          compare=CompareOptions.from_config(cfg),
+                                          tracking=Tracking(uri=session.sanitizer.secrets_only().text(uri),
+                                                            experiment=experiment))
+        root = cfg.resolve_path("tracking.results_dir")
+        assert root is not None
+        run_dir = new_run_dir(root, cfg.hash)
+        write_merged_dir(run_dir, session, record, comparison, shards, client)
+        parent = settle_parent(client, exp_id, group, shards)
+        try:
+            log_run_dir(run_dir, uri, experiment, into_run_id=parent)
+        except Exception as exc:
+            error = session.sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
+            write_record(run_dir, read_run(run_dir, False).with_tracking(error=error))
+            raise MergeError(f"logging the merged run into parent run {parent} failed: {error} (the merged run is "
+                             f"in {run_dir}: `pytest-genai upload` cannot fill a parent, re-run merge)") from None
+    return replace(read_run(run_dir, with_results=False), results=record.results), run_dir
+
+
+def _baseline(cfg: Any, uri: str | None, session: Any) -> Any:
+    """compare.baseline of the config, resolved as a session resolves it (a shard compares on its own cases;
+    the merged run on all of them, like the unsharded run)."""
+    ref = cfg.get("compare.baseline")
+    if not ref:
+        return None
+    from pytest_genai.compare.baseline import check_comparable, resolve_baseline
+
+    baseline = resolve_baseline(str(ref), uri, cfg.base_dir)
+    if baseline.record is not None:
+        why = check_comparable(baseline.record, session.eval_set.sha256, [c.id for c in session.eval_set.cases],
+                               intersect=bool(cfg.get("compare.intersect", False)))
+        if why:
+            raise MergeError(f"compare.baseline {ref}: {why}")
+    return baseline
