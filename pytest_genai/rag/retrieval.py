@@ -125,11 +125,7 @@ def build_retriever(config: Any, prebuilt: Path | None = None) -> tuple[Retrieve
         if ce_path is None or not ce_path.is_dir():
             raise config.error("rag.reranker.path", f"the cross-encoder folder {ce_path} does not exist")
     # Every pin and limit is checked from the files, before the model is loaded: a wrong pin fails in a second.
-    sha = model_sha256(path)
-    pinned = rag.get("embed_model_sha256")
-    if pinned and pinned != sha:
-        raise config.error("rag.embed_model_sha256", f"the model at {path} has {covers(path)} {sha}, not the pinned "
-                                                     f"{pinned}: the model changed. Pin the new hash only if the change is intended.")
+    sha = _pinned_sha(config, path, "the model changed. Pin the new hash only if the change is intended.")
     max_length = max_seq_length(path)
     if rag["chunk_size"] > max_length - 2:
         raise config.error("rag.chunk_size", f"is {rag['chunk_size']} tokens but {rag['embed_model']} reads at most "
@@ -158,6 +154,16 @@ def build_retriever(config: Any, prebuilt: Path | None = None) -> tuple[Retrieve
 
 
 
+def _pinned_sha(config: Any, path: Path, why: str) -> str:
+    """`model_sha256` of the embedder's folder, checked against `rag.embed_model_sha256` when it is pinned."""
+    sha = model_sha256(path)
+    pinned = config.get("rag.embed_model_sha256")
+    if pinned and pinned != sha:
+        raise config.error("rag.embed_model_sha256", f"the model at {path} has {covers(path)} {sha}, not the pinned "
+                                                     f"{pinned}: {why}")
+    return sha
+
+
 def _prebuilt_retriever(config: Any, folder: Path) -> tuple[Retriever, BuildInfo]:
     """A packaged model's retriever: the embedding model is checked against its pin and against the index's
     manifest (same model files, same transformers/tokenizers/faiss versions), so a query is embedded exactly as
@@ -167,11 +173,7 @@ def _prebuilt_retriever(config: Any, folder: Path) -> tuple[Retriever, BuildInfo
         path = resolve_embedder(rag["embed_model"], config.base_dir)
     except EmbeddingError as exc:
         raise config.error("rag.embed_model", str(exc)) from None
-    sha = model_sha256(path)
-    pinned = rag.get("embed_model_sha256")
-    if pinned and pinned != sha:
-        raise config.error("rag.embed_model_sha256", f"the model at {path} has {covers(path)} {sha}, not the pinned "
-                                                     f"{pinned}: the model changed since it was packaged")
+    sha = _pinned_sha(config, path, "the model changed since it was packaged")
     index = load_index_from(folder)
     problem = verify_prebuilt(index.manifest, sha, index_params(rag["index"]))
     if problem is None and index.manifest.get("vectors_sha256") != _vectors_sha256(index.vectors):

@@ -293,18 +293,11 @@ def write_merged_dir(run_dir: Path, session: Any, record: RunRecord, comparison:
                      client: Any = None) -> None:
     """The merged run folder: config, prompt, eval-set snapshot, renders, gates, comparison, which shards, the
     HTML report, the record. Each shard's environment (installed packages, drift) stays with its own run."""
-    import yaml
-
     from pytest_genai.runlog import RESULTS_FILE, _atomic, write_record, write_run
-    from pytest_genai.tracking.local import COMPARISON_FILE, _snapshot, dumps, write_report
+    from pytest_genai.tracking.local import COMPARISON_FILE, _snapshot, dumps, write_config_and_prompt, write_report
 
-    cfg, san = session.config, session.sanitizer
-    (run_dir / "config.resolved.yaml").write_text(
-        f"# resolved from {cfg.path.name}; config_hash {cfg.hash}; secrets shown as their ${{ENV}} reference\n"
-        + yaml.safe_dump(san.obj(json.loads(json.dumps(cfg.public))), sort_keys=False), "utf-8")
-    if session.prompt is not None:
-        (run_dir / "prompt").mkdir()
-        (run_dir / "prompt" / session.prompt.path.name).write_text(san.text(session.prompt.path.read_text("utf-8")) or "", "utf-8")
+    san = session.sanitizer
+    write_config_and_prompt(run_dir, session)
     (run_dir / "eval_set").mkdir()
     if not _shard_snapshot(client, shards[0].run_id, run_dir):  # the shards logged the same sanitized snapshot
         (run_dir / "eval_set" / session.eval_set.path.name).write_bytes(_snapshot(session.eval_set.raw, san))

@@ -42,9 +42,8 @@ def check_results_dir(root: Path) -> str | None:
     return None
 
 
-def write_run_dir(run_dir: Path, session: Any, record: RunRecord, env: Any) -> None:
-    """Artifacts as plain files: config, prompt, renders, eval-set snapshot, env, index manifest, the HTML report;
-    then the record (run.json last: a folder with it is complete)."""
+def write_config_and_prompt(run_dir: Path, session: Any) -> None:
+    """The resolved config (secrets as their ${ENV} reference) and the prompt file, sanitized: every run folder's."""
     cfg, san = session.config, session.sanitizer
     (run_dir / "config.resolved.yaml").write_text(
         f"# resolved from {cfg.path.name}; config_hash {cfg.hash}; secrets shown as their ${{ENV}} reference\n"
@@ -52,6 +51,13 @@ def write_run_dir(run_dir: Path, session: Any, record: RunRecord, env: Any) -> N
     if session.prompt is not None:
         (run_dir / "prompt").mkdir()
         (run_dir / "prompt" / session.prompt.path.name).write_text(san.text(session.prompt.path.read_text("utf-8")) or "", "utf-8")
+
+
+def write_run_dir(run_dir: Path, session: Any, record: RunRecord, env: Any) -> None:
+    """Artifacts as plain files: config, prompt, renders, eval-set snapshot, env, index manifest, the HTML report;
+    then the record (run.json last: a folder with it is complete)."""
+    san = session.sanitizer
+    write_config_and_prompt(run_dir, session)
     (run_dir / "eval_set").mkdir()
     (run_dir / "eval_set" / session.eval_set.path.name).write_bytes(_snapshot(session.eval_set.raw, san))
     with (run_dir / "renders.jsonl").open("w", encoding="utf-8") as fh:
