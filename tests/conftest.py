@@ -127,7 +127,9 @@ class Project:
 
     def run_dirs(self) -> list[Path]:
         root = self.path / "runs"
-        return sorted(root.iterdir()) if root.is_dir() else []
+        # oldest first by when each folder was last written (run.json goes last): names are <second>-<config hash>,
+        # so two runs in one second would sort by hash, not by time
+        return sorted(root.iterdir(), key=lambda d: (d.stat().st_mtime_ns, d.name)) if root.is_dir() else []
 
     def last_results(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in (self.run_dirs()[-1] / "results.jsonl").read_text().splitlines()]

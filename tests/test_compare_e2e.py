@@ -176,7 +176,9 @@ def test_bad_baselines_are_clear_errors(cmp: Project) -> None:
     assert "cand.yaml:" in err
     joined = candidate(cmp, {"f1": ">= baseline - 0.5"}, "--genai-baseline", str(base_dir),
                        "--genai-baseline-intersect")
-    record = json.loads((cmp.run_dirs()[-1] / "run.json").read_text())
+    # run folders are named <second>-<config hash>: two runs in one second sort by hash, so pick by what is new
+    newest = max((d for d in cmp.run_dirs() if d != base_dir), key=lambda d: (d / "run.json").stat().st_mtime_ns)
+    record = json.loads((newest / "run.json").read_text())
     assert record["tags"]["genai.baseline_intersect"] == "true" and record["baseline"]["cases_paired"] == 8
     assert joined.ret == 0, joined.stdout.str()
 
