@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pytest_genai.environ import overridden
 from _util import PY, REPO, record
 
 N = 10_000
@@ -93,8 +94,8 @@ def main() -> dict[str, float]:
         started = time.perf_counter()
         creds = start_server(folder)
         start_s = time.perf_counter() - started
-        saved = {k: os.environ.get(k) for k in creds}
-        os.environ.update(creds)
+        env = overridden(dict(creds))  # the server's credentials for this process, put back at the end
+        env.__enter__()
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         try:
             from pytest_genai.runlog import Tracking, read_run, write_record
@@ -120,11 +121,7 @@ def main() -> dict[str, float]:
             one = concurrent_logging(small, root, 1, "one")
             many = concurrent_logging(small, root, SESSIONS, "many")
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            env.__exit__(None, None, None)
             stop_server(folder)
     return {"cases": N, "run_dir_mb": size / 1e6, "server_start_s": start_s, "log_median_s": statistics.median(times),
             "log_min_s": min(times), "log_max_s": max(times), "rounds": ROUNDS,

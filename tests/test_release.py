@@ -23,7 +23,6 @@ import yaml
 
 from pytest_genai.testing.example_project import copy_example
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = "pytest-genai-example"
 BIN = Path(sys.executable).parent
 

@@ -155,19 +155,15 @@ def reeval_check(client: Any, name: str, version: Any, config_path: Path) -> Che
     assert eval_path is not None
     cases = [c for c in load_eval_set(eval_path).cases if c.id in logged]
     rows = [{"id": c.id, "question": c.question, **({"context": c.context} if c.context else {})} for c in cases]
-    saved = os.environ.get("GENAI_MONITOR_SINK")
-    os.environ["GENAI_MONITOR_SINK"] = "off"  # a re-evaluation is not production traffic: the model records nothing
+    from pytest_genai.environ import overridden
+
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-        out = model.predict(rows)
+        with overridden({"GENAI_MONITOR_SINK": "off"}):  # a re-evaluation is not production traffic: nothing recorded
+            model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+            out = model.predict(rows)
     except Exception as exc:  # noqa: BLE001 - the model's own failure, named as such
         raise RegistryError(f"not promoting {name} v{version.version}: the registered model failed to load or answer for "
                             f"--reeval: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    finally:
-        if saved is None:
-            os.environ.pop("GENAI_MONITOR_SINK", None)
-        else:
-            os.environ["GENAI_MONITOR_SINK"] = saved
     san = Sanitizer.from_config(config)
     diffs: list[str] = []
     for case, row in zip(cases, out):

@@ -227,11 +227,5 @@ def rows_of(model_input: Any) -> list[Any]:
 
 
 def _plain(value: Any) -> Any:
-    try:
-        import math
-
-        if isinstance(value, float) and math.isnan(value):
-            return None  # pandas' missing value for an optional column
-    except Exception:  # pragma: no cover
-        pass
-    return value
+    """pandas fills a missing optional column with NaN: that is no value."""
+    return None if isinstance(value, float) and value != value else value

@@ -46,19 +46,18 @@ def use_tracking_uri(uri: str | None) -> Iterator[None]:
     import mlflow
     from mlflow.tracking._tracking_service import utils
 
-    saved_global, saved_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        utils._tracking_uri = saved_global
-        if saved_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved_env
-        reset = getattr(utils, "reset", None)
-        if callable(reset):
-            reset()  # the tracer provider caches the URI it exports to
+    from pytest_genai.environ import overridden
+
+    saved_global = utils._tracking_uri
+    with overridden(keep=("MLFLOW_TRACKING_URI",)):
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            utils._tracking_uri = saved_global
+            reset = getattr(utils, "reset", None)
+            if callable(reset):
+                reset()  # the tracer provider caches the URI it exports to
 
 
 def resolve_uri(uri: str | None, base_dir: Path) -> str | None:
@@ -73,17 +72,10 @@ def resolve_uri(uri: str | None, base_dir: Path) -> str | None:
 @contextmanager
 def _bounded(retries: int = 0, timeout: int = 10) -> Iterator[None]:
     """An unreachable server answers in seconds, not after MLflow's default ~4 minutes of retries."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout)
-    try:
+    from pytest_genai.environ import overridden
+
+    with overridden({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def check_store(uri: str | None) -> str | None:
