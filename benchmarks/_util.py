@@ -130,3 +130,10 @@ def record(name: str, results: dict, *, command: str | None = None, path: Path =
         tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         tmp.replace(path)
     return entry
+
+
+def example_env(uri: str) -> dict[str, str]:
+    """What a subprocess running the bundled example needs: the store, offline weights, this venv's scripts."""
+    bin_dir = str(Path(PY).parent)
+    return {"MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}

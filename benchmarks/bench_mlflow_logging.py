@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from _util import REPO, record
 
 N = 10_000
@@ -41,6 +43,14 @@ def build_run_dir(root: Path) -> Path:
     return run_dir
 
 
+def set_traces(run_dir: Path, on: bool) -> None:
+    """tracking.traces in the run folder's resolved config: what `log_run_dir` reads."""
+    resolved = run_dir / "config.resolved.yaml"
+    config = yaml.safe_load(resolved.read_text())
+    config.setdefault("tracking", {})["traces"] = on
+    resolved.write_text(yaml.safe_dump(config))
+
+
 def main() -> dict[str, float]:
     from mlflow.tracking import MlflowClient
 
@@ -53,16 +63,22 @@ def main() -> dict[str, float]:
         MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()  # migrations, not timed
         run_dir = build_run_dir(root)
         size = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file())
-        times = []
+        times: dict[bool, list[float]] = {False: [], True: []}
         for i in range(ROUNDS):
-            db = root / f"store{i}.db"
-            shutil.copyfile(template, db)
-            write_record(run_dir, read_run(run_dir, with_results=False).with_tracking(**vars(Tracking())))
-            started = time.perf_counter()
-            log_run_dir(run_dir, f"sqlite:///{db}", "bench")
-            times.append(time.perf_counter() - started)
-    return {"cases": N, "run_dir_mb": size / 1e6, "log_median_s": statistics.median(times),
-            "log_min_s": min(times), "log_max_s": max(times), "rounds": ROUNDS}
+            for traces in (False, True):
+                db = root / f"store{i}-{traces}.db"
+                shutil.copyfile(template, db)
+                set_traces(run_dir, traces)
+                write_record(run_dir, read_run(run_dir, with_results=False).with_tracking(**vars(Tracking())))
+                started = time.perf_counter()
+                log_run_dir(run_dir, f"sqlite:///{db}", "bench")
+                times[traces].append(time.perf_counter() - started)
+                if traces:
+                    assert read_run(run_dir, with_results=False).tracking.traces == N, "the traces were not logged"
+    plain, traced = statistics.median(times[False]), statistics.median(times[True])
+    return {"cases": N, "run_dir_mb": size / 1e6, "log_median_s": plain, "log_min_s": min(times[False]),
+            "log_max_s": max(times[False]), "log_with_traces_median_s": traced,
+            "traces_ms_per_case": (traced - plain) / N * 1000, "rounds": ROUNDS}
 
 
 if __name__ == "__main__":

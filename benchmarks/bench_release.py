@@ -18,7 +18,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from _util import PY, alternate, median, record
+from _util import PY, alternate, example_env, median, record
 
 from pytest_genai.testing.example_project import copy_example
 
@@ -57,19 +57,13 @@ LOAD = textwrap.dedent("""
 """)
 
 
-def _env(uri: str) -> dict[str, str]:
-    bin_dir = str(Path(PY).parent)
-    return {"MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
 def main() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "example"
         path.mkdir()
         copy_example(path, model_name=MODEL)
         uri = f"sqlite:///{path / 'mlflow.db'}"
-        env = _env(uri)
+        env = example_env(uri)
         base = [PY, "-m", "pytest", "--genai-config", "genai.yaml", "-q", "-p", "no:cacheprovider"]
         first = subprocess.run([*base, "--genai-cache", "record", "--genai-register"], cwd=path, env={**os.environ, **env},
                                capture_output=True, text=True)

@@ -137,9 +137,15 @@ ROWS: tuple[Row, ...] = (
         _tox, lambda r: f"+{r['deferred_added_ms_per_answer']:.3f} ms per answer batched ({r['per_text_added_ms_per_answer']:.2f} ms one by one)",
         lambda r: _met(r["deferred_added_ms_per_answer"] <= 0.5)),
     Row("mlflow_logging", "MLflow logging at session end for 10,000 cases < 2 s on a migrated sqlite store",
-        "`bench_mlflow_logging.py`: `log_run_dir` (experiment lookup, run, one `log_batch`, `log_artifacts`), each "
-        "round on a fresh copy of a migrated store",
+        "`bench_mlflow_logging.py`: `log_run_dir` with `tracking.traces: false` (experiment lookup, run, `log_batch`, "
+        "dataset input, `log_artifacts`), each round on a fresh copy of a migrated store",
         _mlflow, lambda r: f"{r['log_median_s']:.3f} s", lambda r: _met(r["log_median_s"] < 2)),
+    Row("mlflow_logging", "case traces (one MLflow trace per case) add at most 1 ms per case",
+        "`bench_mlflow_logging.py`: the same `log_run_dir` with `tracking.traces` true vs false, alternating, each on a "
+        "fresh store (the difference of the medians over 10,000 cases: 4 spans, 5 assessments each, bulk SQL path)",
+        lambda r: (f"{r['log_with_traces_median_s']:.2f} s with traces vs {r['log_median_s']:.2f} s without, median of "
+                   f"{r['rounds']}"),
+        lambda r: f"+{r['traces_ms_per_case']:.2f} ms per case", lambda r: _met(r["traces_ms_per_case"] <= 1)),
     Row("show", "`pytest-genai show` of a 10,000-case run folder < 0.5 s",
         "`bench_show.py`: the whole command in a fresh process (start-up, imports, reading run.json and results.jsonl, "
         "the table)",
@@ -195,6 +201,13 @@ ROWS: tuple[Row, ...] = (
         "clients and a 2-worker server)",
         lambda r: f"{r['concurrent_wall_s']:.1f} s for 20 vs {r['one_session_log_s']:.2f} s for one",
         lambda r: f"{r['concurrent_vs_one']:.1f}x", lambda r: _met(r["concurrent_vs_one"] <= 2)),
+    Row("server_logging", "case traces through the authenticated server (no target; the sqlite bulk path has one)",
+        "`bench_server_logging.py`: `log_run_dir` of a 500-case run folder with `tracking.traces` true vs false "
+        "(MLflow's public API: one `start_trace` request a case on 8 threads, spans in batches)",
+        lambda r: (f"+{r['server_traces_ms_per_case']:.1f} ms per case over {r['traced_cases']} cases"
+                   if "server_traces_ms_per_case" in r else "not measured"),
+        lambda r: (f"+{r['server_traces_ms_per_case']:.1f} ms per case" if "server_traces_ms_per_case" in r else "-"),
+        lambda r: "measured" if "server_traces_ms_per_case" in r else "not measured"),
     Row("merge", "merging 4 shards of 2,500 cases (`pytest-genai merge`) < 5 s",
         "`bench_merge.py`: 4 shard runs of a 10,000-case eval logged to a migrated sqlite store, then `merge()` on a fresh "
         "copy of the store each round (find the shards, download run.json + results.jsonl, check, the merged record with "
@@ -221,6 +234,14 @@ ROWS: tuple[Row, ...] = (
         lambda r: (f"{r['report_median_s']:.3f} s median of {r['rounds']} ({r['report_min_s']:.3f}-"
                    f"{r['report_max_s']:.3f}), {r['report_mb']:.1f} MB"),
         lambda r: f"{r['report_median_s']:.3f} s", lambda r: _met(r["report_median_s"] < 2 and r["report_mb"] < 5)),
+    Row("reproduce", "`reproduce` of the bundled example costs no more than the eval itself plus 5 s",
+        "`bench_reproduce.py`: the bundled example on 4 questions logged once, then interleaved rounds of the eval (logged to "
+        "a sqlite store) and `reproduce` of the first run from its run folder and from its MLflow run id (each must exit 0: "
+        "identical); the difference of the medians",
+        lambda r: (f"run folder +{r['reproduce_run_dir_added_s']:.2f} s, MLflow run id +{r['reproduce_mlflow_run_added_s']:.2f} s "
+                   f"(eval {r['eval_median_s']:.1f} s, median of {r['rounds']})"),
+        lambda r: f"+{max(r['reproduce_run_dir_added_s'], r['reproduce_mlflow_run_added_s']):.1f} s",
+        lambda r: _met(max(r["reproduce_run_dir_added_s"], r["reproduce_mlflow_run_added_s"]) <= 5)),
     Row("bootstrap", "bootstrap CIs, 2,000 resamples x 10,000 cases x 20 metrics < 1 s; comparing with a baseline < 1 s",
         "`bench_bootstrap.py`: `bootstrap_many` on 20 metric columns (means, NaN rates, a sum, p50/p95/p99); "
         "`compare_runs` on two 10,000-case runs; median of 5",

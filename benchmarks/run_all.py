@@ -19,6 +19,7 @@ import bench_providers  # noqa: E402
 import bench_rag  # noqa: E402
 import bench_release  # noqa: E402
 import bench_report  # noqa: E402
+import bench_reproduce  # noqa: E402
 import bench_server_logging  # noqa: E402
 import bench_show  # noqa: E402
 import bench_startup  # noqa: E402
@@ -42,6 +43,7 @@ BENCHMARKS = {
     "monitor": bench_monitor.main,
     "report": bench_report.main,
     "merge": bench_merge.main,
+    "reproduce": bench_reproduce.main,
 }
 
 

@@ -1,5 +1,5 @@
 """The `pytest-genai` command: validate a config, lock prompts, show a stored run, upload a run folder kept locally;
-list, promote and roll back registered models."""
+list, promote and roll back registered models; list runs by a saved view; reproduce a logged run."""
 
 from __future__ import annotations
 
@@ -42,13 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--alias", default="production")
     rb.add_argument("--reason", default="", help="why (recorded in the alias history)")
     rb.add_argument("--tracking-uri", default=None, help=tracking_help)
+    from pytest_genai import views as views_cmd
     from pytest_genai.monitor import cli as monitor_cli
     from pytest_genai.report import cli as report_cli
+    from pytest_genai.reproduce import cli as reproduce_cli
     from pytest_genai.shard import merge as merge_cmd
 
     monitor_cli.add_parser(sub)
     report_cli.add_parser(sub)
+    reproduce_cli.add_parser(sub)
     merge_cmd.add_parser(sub)
+    views_cmd.add_parser(sub)
     args = parser.parse_args(argv)
     from pytest_genai.config import ConfigError
     from pytest_genai.prompts import PromptError
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show,
                 "models": _models, "promote": _promote, "rollback": _rollback, "monitor": monitor_cli.run,
-                "report": report_cli.run, "merge": merge_cmd.run}
+                "report": report_cli.run, "merge": merge_cmd.run, "runs": views_cmd.run,
+                "reproduce": reproduce_cli.run}
     try:
         return commands[args.command](args)
     except BrokenPipeError:  # `pytest-genai show RUN | head`

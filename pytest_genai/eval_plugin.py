@@ -44,7 +44,8 @@ class EvalPlugin:
         self.tracking_error: str | None = None
         self.local_error: str | None = None
         self.prompt_check_error: str | None = None
-        self.release_lines: list[Any] = []  # report.terminal.Line: what registering did, or why it did not
+        self.release_lines: list[Any] = []
+        self.merge_failed = False  # the last shard merged its group and the whole eval's gates failed  # report.terminal.Line: what registering did, or why it did not
         self.release_error: str | None = None
         self.baseline: Any = None  # compare.baseline.Baseline, resolved at session start (controller only)
         self.workers = int(config.getoption("numprocesses", None) or 0) if not is_worker(config) else 0
@@ -194,6 +195,7 @@ class EvalPlugin:
         problem = check_results_dir(root)
         if problem:
             raise pytest.UsageError(str(cfg.error("tracking.results_dir", f"cannot write run folders under {root}: {problem}")))
+        self._check_markdown_path()
         if self.tracking_enabled:
             from pytest_genai.tracking.mlflow_store import check_store
 
@@ -209,6 +211,21 @@ class EvalPlugin:
         if self.register_wanted:
             self._check_registry()
         self._resolve_baseline()
+
+    def _check_markdown_path(self) -> None:
+        """--genai-markdown PATH must be writable before the first case runs, not found out after the last."""
+        option = self.config.getoption("genai_markdown", None)
+        if not option:
+            return
+        target = self.config.invocation_params.dir / option
+        folder = target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent  # the folders that do not exist yet are created at the end
+        why = ("it is a folder" if target.is_dir() else f"{folder} is not a folder" if not folder.is_dir()
+               else f"{folder} is not writable" if not os.access(folder, os.W_OK)
+               else f"{target} is not writable" if target.exists() and not os.access(target, os.W_OK) else None)
+        if why:
+            raise pytest.UsageError(f"--genai-markdown {option}: cannot write {target}: {why}")
 
     def _baseline_ref(self) -> tuple[str | None, str]:
         """The baseline asked for and where it was asked (flag wins over the config key)."""
@@ -242,7 +259,8 @@ class EvalPlugin:
             return pytest.UsageError(infra.text(f"{where} {ref}: {why}"))
 
         try:
-            baseline = resolve_baseline(ref, self.tracking_uri, base_dir)
+            baseline = resolve_baseline(ref, self.tracking_uri, base_dir, results_dir=cfg.resolve_path("tracking.results_dir"),
+                                        eval_set_hash=self.state.eval_set.sha256)
         except BaselineError as exc:
             raise refuse(str(exc)) from None
         if baseline.record is not None:
@@ -383,10 +401,86 @@ class EvalPlugin:
             self.config.hook.pytest_genai_run_finished(record=record, run_dir=self.run_dir)
         if self.register_wanted:
             self._register(record)
+        if self.shard and self.run_id and self.tracking_error is None and self.config.getoption("genai_auto_merge"):
+            self._merge_if_last()
         failed = ((record.gates_enforced and not record.gates_passed) or record.errors or self.tracking_error
-                  or self.local_error or self.release_error)
+                  or self.local_error or self.release_error or self.merge_failed)
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self._write_markdown(session, record)
+
+    def _merge_if_last(self) -> None:
+        """The last shard of a group to finish (all N shard runs logged, the parent not filled yet) merges the group
+        into its parent run, as `pytest-genai merge ID` would, and reports the merged verdict: a failed gate of the
+        whole eval fails this session. Two shards finishing at the same moment may both merge: the merged record is
+        the same (a deterministic function of the shards), logged twice into the one parent."""
+        from pytest_genai.report.terminal import Line
+        from pytest_genai.shard.merge import MergeError, merge, ready_to_merge
+
+        assert self.shard is not None and self.group is not None
+        try:
+            if not ready_to_merge(self.group, self.shard[1], self.tracking_uri, self.experiment):
+                return
+            merged, where = merge(self.group, self.state.config.path, self.tracking_uri, self.shard[1])
+        except MergeError as exc:
+            self.release_lines.append(Line(f"merge: group {self.group} not merged by this shard: {exc}", "yellow"))
+            return
+        except Exception as exc:  # the store, mid-merge: the shards are logged; `pytest-genai merge` can retry
+            why = self.state.sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:300]}")
+            self.release_lines.append(Line(f"merge: group {self.group} not merged by this shard: {why}; run "
+                                           f"`pytest-genai merge {self.group}`", "yellow"))
+            return
+        verdict = "gates passed" if merged.passed else "GATES FAILED"
+        self.merge_failed = not merged.passed
+        self.release_lines.append(Line(
+            f"merged: this was the last of the {self.shard[1]} shards of group {self.group}: parent run "
+            f"{merged.tracking.run_id}, {len(merged.results)} cases, {verdict} (local results: {where})",
+            "green" if merged.passed else "red-bold"))
+
+    def _write_markdown(self, session: pytest.Session, record: Any) -> None:
+        """The markdown summary (report.markdown) to --genai-markdown PATH and appended to $GITHUB_STEP_SUMMARY
+        (GitHub's way: every step appends). Neither may cost the run its results: a step summary that cannot be
+        written is one line; an explicit PATH that cannot be written fails the session, naming it."""
+        option = self.config.getoption("genai_markdown", None)
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if not option and not step_summary:
+            return
+        from pytest_genai.report.markdown import github_report_hint, render_markdown
+        from pytest_genai.report.terminal import Line
+
+        san, here = self.state.sanitizer, self.config.invocation_params.dir
+        run_dir = None
+        if self.run_dir is not None and self.local_error is None:
+            run_dir = str(self.run_dir.relative_to(here) if self.run_dir.is_relative_to(here) else self.run_dir)
+        try:
+            page = render_markdown(record, self.state.comparison, report_hint=github_report_hint(os.environ),
+                                   run_dir=run_dir)
+        except Exception as exc:  # a bug in the summary, never in the run
+            reason = san.text(f"{type(exc).__name__}: {exc}") or ""
+            page = f"## pytest-genai\n\nThe markdown summary could not be rendered ({reason}); run.json holds the run.\n"
+            self.release_lines.append(Line(f"markdown summary: could not be rendered: {reason}", "yellow"))
+        kept = f"; the run's results are in {run_dir}" if run_dir else ""
+        if option:
+            target = here / option
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(page, "utf-8")
+            except OSError as exc:
+                why = san.secrets_only().text(f"{type(exc).__name__}: {exc}")
+                self.release_lines.append(Line(f"MARKDOWN SUMMARY FAILED: --genai-markdown {option}: cannot write {target}: "
+                                               f"{why}{kept}. Give a path in a writable folder", "red-bold"))
+                if session.exitstatus == pytest.ExitCode.OK:
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            else:
+                self.release_lines.append(Line(f"markdown summary: {option}"))
+        if step_summary:
+            try:
+                with open(step_summary, "a", encoding="utf-8") as fh:
+                    fh.write(page if fh.tell() == 0 else "\n" + page)
+            except OSError as exc:
+                why = san.secrets_only().text(f"{type(exc).__name__}: {exc}")
+                self.release_lines.append(Line(f"step summary: could not append to $GITHUB_STEP_SUMMARY ({step_summary}): "
+                                               f"{why}{kept}", "yellow"))
 
     def _register(self, record: Any) -> None:
         """A refusal is one line and leaves the verdict alone; a registration that breaks fails the session."""
@@ -428,6 +522,9 @@ class EvalPlugin:
         """With redaction on, a cassette carries no entry written raw (e.g. by a `safety.redact: false` run)."""
         san = self.state.sanitizer
         return san.obj(entry.request) == entry.request and san.text(entry.generation.text) == entry.generation.text
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.state.discard_replay_copy()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_genai.report.terminal import write_session_summary

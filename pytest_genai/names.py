@@ -35,6 +35,16 @@ TAG_BASELINE_INTERSECT = "genai.baseline_intersect"  # "true": compared on the s
 TAG_SHARD = "genai.shard"  # "I/N" on a shard run (genai.kind=shard)
 TAG_GROUP = "genai.group"  # the eval a shard belongs to; also on its parent run (genai.kind=eval)
 TAG_MERGED_RUNS = "genai.merged_runs"  # on a merged parent: the shard run ids, comma-separated, in shard order
+TAG_PREF_JUDGE = "genai.pref_judge"  # "f1" or "llm:<model_id>@<prompt id>@<version>" (compare.judge)
+TAG_PREF_JUDGE_PROMPT_HASH = "genai.pref_judge_prompt_hash"
+TAG_PREF_JUDGE_CACHE_HITS = "genai.pref_judge_cache_hits"
+TAG_PREF_JUDGE_CACHE_MISSES = "genai.pref_judge_cache_misses"
+TAG_VIEW_PREFIX = "genai.view."  # experiment tag genai.view.<name> = a saved view's expression (views:)
+TAG_TRACES = "genai.traces"  # how many case traces were logged with the run (0: tracking.traces is false)
+TAG_PROMPT_URI = "genai.prompt_uri"  # prompts:/NAME/VERSION: the run's prompt in MLflow's Prompt Registry
+TAG_TRACKING_WARNINGS = "genai.tracking_warnings"  # what the store did not take (traces, dataset, prompt)
+TAG_RUN_NOTE = "mlflow.note.content"  # the run's description in the MLflow UI: the gate table
+DATASET_CONTEXT = "eval"  # mlflow.data.context of the eval set logged as the run's dataset input
 TAG_REGISTERED = "genai.registered"  # on the eval run: NAME/VERSION it became, or why it did not
 
 # Model-version tags (the eval behind a version) and registered-model tags (alias history).

@@ -39,7 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "version of registry.model_name and point registry.alias (default staging) at it")
     group.addoption("--genai-baseline", metavar="REF", default=None,
                     help="compare with a baseline (overrides compare.baseline): a local run folder, an MLflow run id, "
-                         "or models:/NAME@ALIAS or models:/NAME/VERSION (the eval run behind that model version)")
+                         "models:/NAME@ALIAS or models:/NAME/VERSION (the eval run behind that model version), or previous "
+                         "(the newest complete run of this eval set in tracking.results_dir)")
     group.addoption("--genai-baseline-intersect", action="store_true", default=False,
                     help="compare on the case ids shared with the baseline, even when its eval set differs "
                          "(tagged genai.baseline_intersect=true)")
@@ -53,6 +54,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--genai-group", metavar="ID", default=None,
                     help="the eval the shards belong to (default $GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT); "
                          "`pytest-genai merge ID` aggregates them into the parent run")
+    group.addoption("--genai-auto-merge", action="store_true", default=False,
+                    help="with --genai-shard: the last shard of the group to finish (all N logged, seen through the "
+                         "tracking store) merges the group into its parent run, as `pytest-genai merge ID` would; "
+                         "a failed gate of the whole eval then fails that session")
+    group.addoption("--genai-markdown", metavar="PATH", default=None,
+                    help="write the run's markdown summary (gates, deltas, failing and regressed cases) to PATH, "
+                         "e.g. for a PR comment; with $GITHUB_STEP_SUMMARY set it is also appended there")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -86,6 +86,9 @@ class Tracking:
     experiment_id: str | None = None
     incomplete_run_id: str | None = None  # a logging attempt that did not finish: replaced on upload
     error: str | None = None
+    traces: int = 0  # case traces logged with the run
+    prompt_uri: str | None = None  # prompts:/NAME/VERSION in MLflow's Prompt Registry
+    warnings: tuple[str, ...] = ()  # what the store could not take (traces, dataset, prompt); the run is logged
 
 
 @dataclass(frozen=True)

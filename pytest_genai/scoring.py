@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from pytest_genai.context import start_ledger, take_ledger
 from pytest_genai.evalset import check_expect
@@ -102,6 +102,7 @@ def run_case(pipeline: Any, case: Case, seed: int, *, pricing: tuple[float, floa
     """Call (unless `answered`, from a batch), repeat, guard, score, sanitize."""
     san = sanitizer
     answer, latency_ms, error = answered or call_pipeline(pipeline, case, seed, seed_globals, pass_seed, san)
+    answered_at, scoring_started = time.time() * 1000, time.perf_counter()
     usage = answer.usage if answer is not None else Usage()
     tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
     agree: bool | None = None
@@ -143,6 +144,8 @@ def run_case(pipeline: Any, case: Case, seed: int, *, pricing: tuple[float, floa
         toxicity=verdict.toxicity if verdict is not None else None,
         blocked=bool(verdict and verdict.blocked), critical=bool(verdict and verdict.critical),
         metadata={k: v for k, v in (answer.metadata if answer is not None else {}).items() if k not in _KNOWN_METADATA},
+        started_ms=answered_at - latency_ms if math.isfinite(latency_ms) else answered_at,
+        timings=_timings(answer),
         **retrieval,
     )
     if extra_scores is not None:
@@ -153,7 +156,16 @@ def run_case(pipeline: Any, case: Case, seed: int, *, pricing: tuple[float, floa
         else:
             if scores:
                 result = replace(result, scores={**result.scores, **scores})
+    result = replace(result, timings={**result.timings, "score_ms": (time.perf_counter() - scoring_started) * 1000})
     return sanitize_result(result, san)
+
+
+def _timings(answer: Answer | None) -> dict[str, float]:
+    """The pipeline's stage timings that are finite numbers (a custom pipeline may put anything there)."""
+    if answer is None or not isinstance(answer.timings, Mapping):
+        return {}
+    return {str(k): float(v) for k, v in answer.timings.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def sanitize_result(result: CaseResult, sanitizer: Any) -> CaseResult:

@@ -89,6 +89,9 @@ class EvalSession:
                 raise SessionSetupError(str(config.error("prompt.id", str(exc)))) from None
             if msg:
                 raise SessionSetupError(msg)
+        from pytest_genai.compare.judge import load_judge_spec
+
+        load_judge_spec(config)  # compare.judge: an LLM judge's provider, temperature and prompt (ConfigError)
         return cls(config, eval_set, prompt, repeat, runtime or Runtime(), note)
 
     # -- what the session is built from ----------------------------------------------------------
@@ -229,6 +232,9 @@ class EvalSession:
     def shutdown(self) -> None:
         if self._runner is not None:
             self._runner.shutdown()
+
+    def discard_replay_copy(self) -> None:
+        """After the run record (an LLM judge reads the cache at session end): the replayed cassette's copy."""
         path = self.runtime.cache_path
         if self.runtime.cassette is not None and path is not None and path.parent.name.startswith("genai-replay-"):
             import shutil
@@ -274,7 +280,7 @@ class EvalSession:
             results, config=self.config, cases_total=len(self.eval_set), eval_set_hash=self.eval_set.sha256,
             provenance=self.provenance(env, git), execution=execution, status=status, errors=errors,
             started_at=self.started_at, enforce=enforce, tracking=tracking or Tracking(), sanitizer=self.sanitizer,
-            compare=compare, baseline=baseline,
+            compare=compare, baseline=baseline, runtime=self.runtime,
             extra_tags={**cache_tags(self.runtime.cache_mode, results), **self.pipeline_tags()})
         self.comparison = comparison
         return record
@@ -372,7 +378,7 @@ class EvalSession:
 def build_record(results: Sequence[CaseResult], *, config: GenaiConfig, cases_total: int, eval_set_hash: str,
                  provenance: Provenance, execution: Execution, status: str, errors: Sequence[str], started_at: str,
                  enforce: bool, tracking: Tracking, sanitizer: Any, compare: Any = None, baseline: Any = None,
-                 extra_tags: Mapping[str, str] | None = None) -> tuple[RunRecord, dict[str, Any] | None]:
+                 extra_tags: Mapping[str, str] | None = None, runtime: Any = None) -> tuple[RunRecord, dict[str, Any] | None]:
     """The run record from per-case results (in eval-set order): registry metrics, CIs, the comparison with a
     baseline, gates, tags; and comparison.json (sanitized) or None. One function for a session's end and for
     `pytest-genai merge`, so a merged sharded eval has exactly the numbers of the same cases run unsharded."""
@@ -386,7 +392,7 @@ def build_record(results: Sequence[CaseResult], *, config: GenaiConfig, cases_to
     metrics = aggregate(list(results), facts)
     options = compare or CompareOptions.from_config(config)
     measured = measure(results, metrics, config.get("gates") or {}, seed=provenance.seed, options=options,
-                       baseline=baseline, eval_set_hash=eval_set_hash)
+                       baseline=baseline, eval_set_hash=eval_set_hash, runtime=runtime, sanitizer=sanitizer)
     comparison = None if measured.comparison is None else sanitizer.obj(measured.comparison)
     record = RunRecord(schema_version=SCHEMA_VERSION, status=status, started_at=started_at, ended_at=_now(),
                        provenance=provenance, params=config.params(), metrics=dict(measured.metrics),
@@ -396,7 +402,7 @@ def build_record(results: Sequence[CaseResult], *, config: GenaiConfig, cases_to
                        ci_resamples=options.resamples if measured.cis else 0, baseline=measured.baseline,
                        results=tuple(results))
     units = {m: METRICS.get(m).unit for m in record.metrics if m in METRICS and METRICS.get(m).unit}
-    record = replace(record, tags={**run_tags(record), **(extra_tags or {})}, metric_units=units)
+    record = replace(record, tags={**run_tags(record), **measured.tags, **(extra_tags or {})}, metric_units=units)
     return sanitize_record(record, sanitizer), comparison
 
 

@@ -72,6 +72,9 @@ class CaseResult:
 
     scores: Mapping[str, float] = field(default_factory=dict)  # registered per-case metrics and hook scores
     metadata: Mapping[str, Any] = field(default_factory=dict)  # what the pipeline put in Answer.metadata (sanitized)
+    # when and how long, for the case's MLflow trace: never compared (like latency, they differ run to run)
+    started_ms: float | None = None  # epoch ms when the pipeline was called
+    timings: Mapping[str, float] = field(default_factory=dict)  # Answer.timings (retrieval_ms, llm_ms, ...) + score_ms
 
     def to_dict(self) -> dict[str, Any]:
         from pytest_genai.plain import to_plain

@@ -15,6 +15,12 @@ import yaml
 pytest_plugins = ["pytester", "server_fixture"]
 
 
+@pytest.fixture(autouse=True)
+def _no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions under test never append to the CI job's own step summary (a test sets it where it checks it)."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow sqlite store with every migration applied, copied by each test that needs one."""

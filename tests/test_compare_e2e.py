@@ -192,3 +192,27 @@ def test_malformed_gate_and_confidence_name_file_and_line(cmp: Project) -> None:
     conf = candidate(cmp, {}, compare={"confidence": 1.5, "bootstrap": 10})
     conf.stderr.fnmatch_lines(["*cand.yaml:*: compare.confidence: must be strictly between 0 and 1*",
                                "*cand.yaml:*: compare.bootstrap: 10 is less than the minimum of 100*"])
+
+
+def test_previous_compares_with_the_newest_complete_run_of_the_same_eval_set(cmp: Project) -> None:
+    """`--genai-baseline previous` (or compare.baseline: previous): the first run has none (gates skipped, said so);
+    a later one pairs with the newest complete run of this eval set, not with a -k subset or another eval set."""
+    gates = {"f1": ">= 0.5", "pref_win_rate": ">= 0.6"}
+    cmp.write_config("base.yaml", gates=gates, tracking__enabled=False)
+    first = cmp.run("--genai-config", "base.yaml", "--genai-baseline", "previous")
+    out = first.stdout.str()
+    assert first.ret == 0, out
+    assert "baseline: none (no earlier complete run of this eval set in" in out and "baseline gates skipped" in out
+    first_dir = cmp.run_dirs()[-1]
+    assert cmp.run("--genai-config", "base.yaml", "-k", "q001").ret == 0  # partial: never a baseline
+    # the candidate: better on FIXED, worse on PLANTED -> pref_win_rate = an independent count, gate checked
+    result = candidate(cmp, gates, "--genai-baseline", "previous")
+    out = result.stdout.str()
+    assert f"baseline: previous (run folder {first_dir.name})" in out, out
+    cand, base = results_of(cmp.run_dirs()[-1]), results_of(first_dir)
+    wins = sum(1.0 if cand[i]["f1"] > base[i]["f1"] else 0.5 if cand[i]["f1"] == base[i]["f1"] else 0.0 for i in cand)
+    record = json.loads((cmp.run_dirs()[-1] / "run.json").read_text())
+    assert record["metrics"]["pref_win_rate"] == pytest.approx(wins / len(cand))
+    assert record["baseline"]["ref"] == "previous" and result.ret == 1  # 0.458 < 0.6: the pref gate fails
+    (pref,) = [g for g in record["gates"] if g["metric"] == "pref_win_rate"]
+    assert not pref["passed"] and not pref["skipped"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scipy.stats import ks_2samp
 
 from pytest_genai.monitor import aggregate as agg
 from pytest_genai.monitor.cli import add_parser, alert_line, check_slo, run
@@ -124,6 +125,8 @@ def _question(i: int) -> str:
 
 
 def test_served_traffic_is_recorded_redacted_and_held_to_the_slo(rel: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from mlflow.tracking import MlflowClient
+
     result = rel.run("--genai-config", "genai.yaml", "--genai-register")
     assert result.ret == 0, result.stdout.str()
     serve_dir = tmp_path_factory.mktemp("serve")
@@ -166,26 +169,33 @@ def test_served_traffic_is_recorded_redacted_and_held_to_the_slo(rel: Any, tmp_p
     assert "1 unknown request id(s)" in out
     assert any(ln.startswith("requests_total") for ln in lines) and "latency_p95_ms" in out and "pass" in out
 
-    # a second version whose pipeline sleeps 50 ms: staging moves to it, its traffic breaches latency_p95_ms <= 20
+    # a second version whose pipeline sleeps 50 ms: staging moves to it, its traffic breaches latency_p95_ms <= 20;
+    # it records with the default sink: MLflow traces, written in batches by the serving process
     rel.config["llm"]["model_id"] = "slow"
+    del rel.config["monitor"]["sink"]
     rel.write_config()
     again = rel.run("--genai-config", "genai.yaml", "--genai-register")
     assert again.ret == 0, again.stdout.str()
     server = Server(uri, f"models:/{NAME}@staging", serve_dir, sink)
     try:
         for i in range(10):
-            server.ask([{"question": f"what is the status of order {i}"}])
+            server.ask([{"question": f"write to {EMAIL} about order {i}" if i == 3 else f"what is the status of order {i}"}])
     finally:
-        server.stop()
-    ret, lines = _monitor(NAME, "--alias", "staging", "--config", str(rel.path / "genai.yaml"), "--path", str(sink),
+        server.stop()  # SIGTERM: the batch still gathering is written at exit
+    ret, lines = _monitor(NAME, "--alias", "staging", "--config", str(rel.path / "genai.yaml"),
                           "--tracking-uri", uri, "--last", "50")
     assert ret == 1, "\n".join(lines)
-    assert "10 request(s); 100 record(s) of other models ignored" in lines[0]
+    assert "10 request(s)" in lines[0] and "mlflow sink" in lines[0], lines[:3]
+    model_id = lines[0].split("@staging, ")[1].split(")")[0]  # v2's LoggedModel, as the command resolved it
+    traces = MlflowClient(tracking_uri=uri).search_traces(
+        locations=[MlflowClient(tracking_uri=uri).get_experiment_by_name("test-exp").experiment_id],
+        filter_string=f"tags.`genai.model_id` = '{model_id}'", max_results=100)
+    assert len(traces) == 10 and not [t for t in traces if EMAIL in t.to_json()]
+    assert MlflowClient(tracking_uri=uri).get_logged_model(model_id).experiment_id == traces[0].info.experiment_id
+    assert sum("<EMAIL:" in t.to_json() for t in traces) == 1 and sink.read_text().count("\n") == 100  # v2 wrote no line
     alerts = [ln for ln in lines if ln.startswith("ALERT")]
     assert len(alerts) == 1 and f"ALERT {NAME} v2@staging: SLO breached: latency_p95_ms=" in alerts[0]
     assert "(slo <= 20)" in alerts[0] and "error_rate" not in alerts[0]
-
-    from mlflow.tracking import MlflowClient
 
     runs = MlflowClient(tracking_uri=uri).search_runs(
         [MlflowClient(tracking_uri=uri).get_experiment_by_name("test-exp").experiment_id],
@@ -282,8 +292,28 @@ def test_drift_against_the_eval_runs_scores() -> None:
                      "output_tokens": 2} for s in [0.5 + i / 100 for i in range(20)]]
     live = [_rec(i, retrieval_top_score=0.3 if i < 3 else 0.6) for i in range(10)]
     d = agg.drift(live, eval_results)
-    assert d.metrics == {"retrieval_low_score_rate": pytest.approx(0.3)}
+    words_live = [len(str(r["answer"]).split()) for r in live]
+    assert d.metrics == {"retrieval_low_score_rate": pytest.approx(0.3),
+                         "answer_words_drift_ks": pytest.approx(ks_2samp(words_live, [2] * 20).statistic),
+                         "output_tokens_drift_ks": pytest.approx(ks_2samp([r["output_tokens"] for r in live],
+                                                                          [2] * 20).statistic)}
     assert any(ln.startswith("answer words (traffic/eval): p5 1/2") for ln in d.lines)
+    # gateable like any metric: monitor.slo answer_words_drift_ks
+    (gate,) = check_slo({"answer_words_drift_ks": "<= 0.2"}, d.metrics, traffic=True)
+    assert gate.passed is (d.metrics["answer_words_drift_ks"] <= 0.2) and not gate.skipped
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_ks_statistic_is_scipys(seed: int) -> None:
+    import random
+
+    from pytest_genai.stats import ks_statistic
+
+    rng = random.Random(seed)
+    a = [rng.choice(range(12)) for _ in range(rng.randint(1, 60))]  # ties, as answer lengths have
+    b = [rng.choice(range(4, 20)) for _ in range(rng.randint(1, 60))]
+    assert ks_statistic(a, b) == pytest.approx(ks_2samp(a, b).statistic, abs=1e-12)
+    assert ks_statistic(a, a) == 0 and ks_statistic([1.0], [2.0]) == 1
 
 
 def test_slo_rules() -> None:

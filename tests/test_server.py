@@ -208,6 +208,12 @@ def test_a_session_logs_through_env_credentials_and_never_records_them(
     assert run.info.status == "FINISHED" and run.data.metrics["f1"] == 1.0
     values = list(run.data.params.values()) + list(run.data.tags.values()) + list(run.data.params) + list(run.data.tags)
     assert not [v for v in values if password in v]
+    # the MLflow-native parts through the server's public API: dataset input, one trace per case with assessments
+    assert run.inputs.dataset_inputs[0].dataset.name == "qa"
+    traces = client.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, max_results=50)
+    assert sorted(t.info.tags["genai.case_id"] for t in traces) == ["h2o", "moon", "paris", "rome"]
+    assert all({"em", "f1", "pass"} <= {a.name for a in t.info.assessments} for t in traces)
+    assert not [t for t in traces if password in t.to_json()] and run.data.tags["genai.traces"] == "4"
     assert not [v for v in values if user in v], "the tracking username is not provenance either"
     run_dir = project.run_dirs()[-1]
     record = json.loads((run_dir / "run.json").read_text())
@@ -267,7 +273,8 @@ def test_concurrent_sessions_all_log_complete_runs(project: Project, mlflow_serv
     by_id = {r.info.run_id: r for r in runs}
     recorded = [json.loads((d / "run.json").read_text())["tracking"]["run_id"] for d in dirs]
     assert sorted(recorded) == sorted(by_id)  # one run per session: none lost, none duplicated
-    assert len({r.info.run_name for r in runs}) == LOAD_SESSIONS
+    assert {r.info.run_name for r in runs} == {"barrier_pipe:factory · fixed · qa"}  # one config: one descriptive name
+    assert all(r.data.tags["genai.traces"] == str(len(CASES)) for r in runs)  # every session's traces, complete
     for r in runs:
         assert r.info.status == "FINISHED"
         assert r.data.metrics["f1"] == 1.0 and r.data.metrics["cases_total"] == len(CASES)

@@ -150,6 +150,32 @@ def test_gates_are_reported_on_a_shard_and_enforced_on_the_merge(sp: Project, ca
     assert client(sp).get_run(run_json(sp.run_dirs()[-1])["tracking"]["run_id"]).data.tags["genai.gates_passed"] == "false"
 
 
+def test_the_last_shard_to_finish_merges_with_auto_merge(sp: Project) -> None:
+    """--genai-auto-merge: shard 1 sees shard 2 missing and leaves the parent pending; shard 2, the last, merges the
+    group (the same record as `pytest-genai merge`), and a failed gate of the whole eval fails its session."""
+    full = sp.run("--genai-config", "genai.yaml")
+    assert full.ret == 0, full.stdout.str()
+    unsharded = run_json(sp.run_dirs()[-1])
+    first = run_shard(sp, "1/2", "g-auto", "genai.yaml", "--genai-auto-merge")
+    assert first.ret == 0 and "merged:" not in first.stdout.str()
+    shard_one = run_json(sp.run_dirs()[-1])["tracking"]["run_id"]
+    parent_id = client(sp).get_run(shard_one).data.tags["mlflow.parentRunId"]
+    assert client(sp).get_run(parent_id).data.tags["genai.status"] == "pending"
+    last = run_shard(sp, "2/2", "g-auto", "genai.yaml", "--genai-auto-merge")
+    out = last.stdout.str()
+    assert last.ret == 0, out
+    assert f"merged: this was the last of the 2 shards of group g-auto: parent run {parent_id}" in out
+    merged = run_json(sp.run_dirs()[-1])
+    assert merged["status"] == "complete" and merged["tracking"]["run_id"] == parent_id
+    assert merged["metrics"] == unsharded["metrics"] and merged["cis"] == unsharded["cis"]
+    assert client(sp).get_run(parent_id).data.tags["genai.status"] == "complete"
+    # the whole eval fails a gate only the merge can check: the last shard's session fails, the first does not
+    sp.write_config(gates={"f1": ">= 0.9"})
+    assert run_shard(sp, "2/2", "g-auto-fail", "genai.yaml", "--genai-auto-merge").ret == 0
+    failing = run_shard(sp, "1/2", "g-auto-fail", "genai.yaml", "--genai-auto-merge")
+    assert failing.ret == 1 and "GATES FAILED" in failing.stdout.str(), failing.stdout.str()
+
+
 def test_a_missing_or_duplicated_shard_is_an_error_naming_it(sp: Project, capsys: Any) -> None:
     assert run_shard(sp, "1/2", "g3").ret == 0
     capsys.readouterr()

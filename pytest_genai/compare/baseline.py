@@ -1,7 +1,9 @@
 """Baseline resolution: what `--genai-baseline REF` (or `compare.baseline`) names, as a run record with its
-per-case results. REF is a local run folder, an MLflow run id, or `models:/NAME@ALIAS` / `models:/NAME/VERSION`
-(the eval run behind that model version, tag genai.eval_run_id). A missing alias or registered model is not an
-error (the first run has no production yet); anything else that cannot be resolved is (BaselineError)."""
+per-case results. REF is a local run folder, an MLflow run id, `models:/NAME@ALIAS` / `models:/NAME/VERSION`
+(the eval run behind that model version, tag genai.eval_run_id), or `previous` (the newest complete run of the
+same eval set in this project's results folder). A missing alias or registered model, or no previous run, is
+not an error (the first run has nothing to compare with); anything else that cannot be resolved is
+(BaselineError)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 from pytest_genai import names
 from pytest_genai.runlog import RunLogError, RunRecord, read_run
 
+PREVIOUS = "previous"  # REF: the newest complete run of the same eval set under tracking.results_dir
 _MODEL_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[0-9]+))$")
 
 
@@ -39,7 +42,16 @@ class Baseline:
 
 
 def _where(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or "the default store (sqlite:///mlflow.db)"
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db (MLflow's default)"
+
+
+def _missing_sqlite(uri: str | None) -> Path | None:
+    """The file of a sqlite store that does not exist: asking MLflow would create and migrate an empty one."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri[len("sqlite:///"):])
+    return None if path.exists() else path.resolve()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -53,6 +65,10 @@ def record_from_mlflow(run_id: str, uri: str | None, with_results: bool = False)
     from pytest_genai.tracking.mlflow_store import _bounded, _client, _quiet
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    missing = _missing_sqlite(uri)
+    if missing is not None:
+        raise RunLogError(f"{run_id!r} is not a run folder, and there is no MLflow store at {missing} to look it up "
+                          "in: pass --tracking-uri, set MLFLOW_TRACKING_URI, or run from the folder of your mlflow.db")
     with _quiet(), _bounded(0, 30), tempfile.TemporaryDirectory(prefix="genai-run-") as tmp:
         client = _client(uri)
         try:
@@ -78,9 +94,15 @@ def _need_results(record: RunRecord, what: str) -> RunRecord:
     return record
 
 
-def resolve_baseline(ref: str, uri: str | None, base_dir: Path) -> Baseline:
-    """Resolve REF (see the module doc); a relative run folder is relative to `base_dir`."""
+def resolve_baseline(ref: str, uri: str | None, base_dir: Path, *, results_dir: Path | None = None,
+                     eval_set_hash: str | None = None) -> Baseline:
+    """Resolve REF (see the module doc); a relative run folder is relative to `base_dir`; `previous` looks in
+    `results_dir` for a run of `eval_set_hash`."""
     ref = ref.strip()
+    if ref == PREVIOUS:
+        if results_dir is None or eval_set_hash is None:
+            raise BaselineError("'previous' needs the results folder and the eval set of this run")
+        return previous_run(results_dir, eval_set_hash)
     if ref.startswith("models:/"):
         return _from_registry(ref, uri)
     folder = Path(os.path.expanduser(ref))
@@ -94,6 +116,26 @@ def resolve_baseline(ref: str, uri: str | None, base_dir: Path) -> Baseline:
     if "/" in ref or os.sep in ref or ref.startswith("."):
         raise BaselineError(f"{ref!r}: no such run folder ({folder})")
     return Baseline(ref, "mlflow run", _from_mlflow(ref, uri), ref)
+
+
+def previous_run(results_dir: Path, eval_set_hash: str) -> Baseline:
+    """The newest run folder (by when its run.json was written) that is a complete eval of this eval set, with its
+    results; none yet (the first run, a fresh CI checkout) is no baseline, and its gates are skipped."""
+    candidates = []
+    for folder in (results_dir.iterdir() if results_dir.is_dir() else ()):
+        run_json = folder / "run.json"
+        if run_json.is_file():
+            candidates.append((run_json.stat().st_mtime_ns, folder.name, folder))
+    for _, _, folder in sorted(candidates, reverse=True):
+        try:
+            record = read_run(folder, with_results=False)
+        except RunLogError:
+            continue  # a folder of another release, or damaged: not a baseline, not an error
+        if record.status == "complete" and record.provenance.eval_set_hash == eval_set_hash:
+            return Baseline(PREVIOUS, f"run folder {folder.name}", _need_results(
+                read_run(folder, with_results=True), f"the run folder {folder}"), record.tracking.run_id)
+    return Baseline(PREVIOUS, "run folder", note=f"no earlier complete run of this eval set in {results_dir} "
+                                                 "(the first run): nothing to compare with")
 
 
 def _from_mlflow(run_id: str, uri: str | None) -> RunRecord:

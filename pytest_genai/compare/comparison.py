@@ -11,12 +11,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pytest_genai.compare.names import stat_name
-from pytest_genai.compare.pairing import (CaseChange, ComparisonError, case_deltas, case_passed, pair_cases,
-                                          pref_win_rate_f1, regressions)
+from pytest_genai.compare.judge import F1Judge, JudgeError
+from pytest_genai.compare.pairing import CaseChange, ComparisonError, case_deltas, case_passed, pair_cases, regressions
 from pytest_genai.metrics.registry import METRICS, Metric
 from pytest_genai.stats.bootstrap import (Statistic, as_stat, bootstrap_many, paired_bootstrap_many, point_estimates,
                                          statistic_for)
-from pytest_genai.stats.ci import CI
+from pytest_genai.stats.ci import CI, NAN_CI
 from pytest_genai.stats.mcnemar import McNemar, mcnemar_from_pairs
 from pytest_genai.types import CaseResult
 
@@ -171,6 +171,9 @@ class Comparison:
     confidence: float = 0.95
     f1_drop: float = 0.2
     wins: tuple[float, ...] = field(default=(), repr=False)  # per paired case, for an independent check
+    judge_details: Mapping[str, Any] = field(default_factory=dict, repr=False)  # the LLM judge's: prompt, verdicts
+    judge_error: str | None = None  # the judge failed: no pref_win_rate (a run error)
+    judge_tags: Mapping[str, str] = field(default_factory=dict)  # genai.pref_judge & co
 
     @property
     def delta_cis(self) -> dict[str, CI]:
@@ -188,7 +191,8 @@ class Comparison:
             "metrics": {m: mc.to_dict() for m, mc in self.metrics.items()},
             "mcnemar": {k: v.to_dict() for k, v in self.mcnemar.items()},
             "pref_win_rate": {"judge": self.pref_judge, "value": _plain(self.pref_win_rate),
-                              "ci": self.pref_win_rate_ci.to_dict()},
+                              "ci": self.pref_win_rate_ci.to_dict(), **dict(self.judge_details),
+                              **({"error": self.judge_error} if self.judge_error else {})},
             "f1_drop": self.f1_drop,
             "regressed": [c.to_dict() for c in self.regressed],
             "improved": [c.to_dict() for c in self.improved],
@@ -199,9 +203,11 @@ def compare_runs(candidate_results: Sequence[CaseResult], baseline_results: Sequ
                  metrics: Iterable[str] | None = None, seed: int, resamples: int = 2000, confidence: float = 0.95,
                  intersect: bool = False, f1_drop: float = 0.2, baseline_id: str | None = None,
                  baseline_source: str | None = None, candidate_eval_set_hash: str | None = None,
-                 baseline_eval_set_hash: str | None = None) -> Comparison:
+                 baseline_eval_set_hash: str | None = None, judge: Any = None) -> Comparison:
     """Pair the runs by case id and compare them. Different eval-set hashes (when both are given) or different
-    case ids are refused unless `intersect`; the statistics share one set of resamples of the paired cases."""
+    case ids are refused unless `intersect`; the statistics share one set of resamples of the paired cases.
+    `judge` (compare.judge.Judge, default the F1 judge) scores pref_win_rate; a judge that fails leaves it NaN
+    and says why in `judge_error`, the rest of the comparison stands."""
     if (candidate_eval_set_hash and baseline_eval_set_hash and candidate_eval_set_hash != baseline_eval_set_hash
             and not intersect):
         raise ComparisonError(f"the baseline was measured on another eval set (eval_set.hash {baseline_eval_set_hash}, "
@@ -216,10 +222,16 @@ def compare_runs(candidate_results: Sequence[CaseResult], baseline_results: Sequ
     vec_c, vec_b = case_vectors(cand, stats), case_vectors(base, stats)
     stats = {n: s for n, s in stats.items() if not np.isnan(vec_c[n]).all() and not np.isnan(vec_b[n]).all()}
     vec_c, vec_b = {n: vec_c[n] for n in stats}, {n: vec_b[n] for n in stats}
-    rate, wins = pref_win_rate_f1(pairing)
-    deltas = paired_bootstrap_many(vec_c, vec_b, statistics=stats, resamples=resamples, confidence=confidence,
-                                   seed=seed, also={"pref_win_rate": wins})  # one set of resamples for all
-    win_ci = deltas.pop("pref_win_rate")
+    judge = judge if judge is not None else F1Judge()
+    try:
+        verdicts, judge_error = judge.judge(pairing.pairs), None
+    except JudgeError as exc:
+        verdicts, judge_error = None, str(exc)
+    wins = verdicts.wins if verdicts is not None else ()
+    rate = verdicts.rate if verdicts is not None else math.nan
+    deltas = paired_bootstrap_many(vec_c, vec_b, statistics=stats, resamples=resamples, confidence=confidence, seed=seed,
+                                   also={"pref_win_rate": wins} if verdicts is not None else None)  # one set of resamples
+    win_ci = deltas.pop("pref_win_rate", NAN_CI)
     side_c, side_b = point_estimates(vec_c, statistics=stats), point_estimates(vec_b, statistics=stats)
     by_metric: dict[str, MetricComparison] = {}
     for name, ci in deltas.items():
@@ -232,7 +244,9 @@ def compare_runs(candidate_results: Sequence[CaseResult], baseline_results: Sequ
              "pass": mcnemar_from_pairs([case_passed(c) for c in cand], [case_passed(b) for b in base])}
     return Comparison(baseline_id, baseline_source, candidate_eval_set_hash, baseline_eval_set_hash, intersect,
                       len(pairing.pairs), pairing.only_candidate, pairing.only_baseline, by_metric, flips,
-                      tuple(regressed), tuple(improved), rate, win_ci, "f1", seed, resamples, confidence, f1_drop, wins)
+                      tuple(regressed), tuple(improved), rate, win_ci, judge.name, seed, resamples, confidence, f1_drop,
+                      wins, verdicts.details if verdicts is not None else {}, judge_error,
+                      verdicts.tags if verdicts is not None else {})
 
 
 def comparison_metrics(comparison: Comparison | None, cis: Mapping[str, CI]) -> dict[str, float]:

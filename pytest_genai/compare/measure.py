@@ -20,12 +20,23 @@ class CompareOptions:
     f1_drop: float = 0.2
     intersect: bool = False
     require_baseline: bool = False
+    judge: Any = None  # compare.judge: None (the F1 judge) or a compare.judge.JudgeSpec
+    judge_problem: str | None = None  # why compare.judge's LLM judge cannot be set up (reported when comparing)
 
     @classmethod
     def from_config(cls, config: Any, *, intersect: bool = False, require_baseline: bool = False) -> "CompareOptions":
+        """Never raises for compare.judge (this also runs at session end): a judge that does not check out is kept
+        as `judge_problem`; `load_judge_spec` at session start is what stops a run early on it."""
+        from pytest_genai.compare.judge import load_judge_spec
+        from pytest_genai.config import ConfigError
+
+        try:
+            judge, problem = load_judge_spec(config), None
+        except ConfigError as exc:
+            judge, problem = None, "; ".join(p.render(exc.path) for p in exc.problems)
         return cls(int(config.get("compare.bootstrap", 2000)), float(config.get("compare.confidence", 0.95)),
                    float(config.get("compare.f1_drop", 0.2)), bool(intersect or config.get("compare.intersect", False)),
-                   bool(require_baseline))
+                   bool(require_baseline), judge, problem)
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class Measured:
     baseline: BaselineSummary | None = None
     comparison: Mapping[str, Any] | None = None  # comparison.json
     errors: tuple[str, ...] = field(default=())
+    tags: Mapping[str, str] = field(default_factory=dict)  # with a comparison: which judge decided pref_win_rate
 
 
 def _summary(baseline: Any, comp: Any = None) -> BaselineSummary:
@@ -57,10 +69,14 @@ def _summary(baseline: Any, comp: Any = None) -> BaselineSummary:
 
 
 def measure(results: Sequence[CaseResult], metrics: Mapping[str, float], gates_cfg: Mapping[str, Any], *, seed: int,
-            options: CompareOptions, baseline: Any = None, eval_set_hash: str = "") -> Measured:
+            options: CompareOptions, baseline: Any = None, eval_set_hash: str = "", runtime: Any = None,
+            sanitizer: Any = None) -> Measured:
     """CIs over this run's cases; with a resolved baseline the paired comparison (baseline results restricted to
-    this run's cases when this run is a subset: -k, --lf); then the gates on values, CIs and paired deltas."""
+    this run's cases when this run is a subset: -k, --lf); then the gates on values, CIs and paired deltas.
+    An LLM judge (options.judge) calls its model through `runtime`'s response cache (the session's Runtime;
+    None: no cache, live calls) with the session's `sanitizer`."""
     from pytest_genai.compare.comparison import compare_runs, comparison_metrics, run_cis
+    from pytest_genai.compare.judge import build_judge
     from pytest_genai.compare.pairing import ComparisonError
     from pytest_genai.gates import evaluate_gates
 
@@ -74,9 +90,13 @@ def measure(results: Sequence[CaseResult], metrics: Mapping[str, float], gates_c
             comp = compare_runs(results, base, seed=seed, resamples=options.resamples, confidence=options.confidence,
                                 intersect=options.intersect, f1_drop=options.f1_drop, baseline_id=baseline.run_id,
                                 baseline_source=baseline.ref, candidate_eval_set_hash=eval_set_hash,
-                                baseline_eval_set_hash=baseline.record.provenance.eval_set_hash or None)
+                                baseline_eval_set_hash=baseline.record.provenance.eval_set_hash or None,
+                                judge=build_judge(options.judge, options.judge_problem, runtime=runtime,
+                                                  sanitizer=sanitizer, seed=seed))
         except ComparisonError as exc:
             errors.append(f"comparing with the baseline {baseline.ref} failed: {exc}")
+    if comp is not None and comp.judge_error:
+        errors.append(f"pref_win_rate: the judge ({comp.pref_judge}) failed, so it is not reported: {comp.judge_error}")
     if comp is not None:
         if math.isfinite(comp.pref_win_rate):
             out["pref_win_rate"] = float(comp.pref_win_rate)
@@ -88,4 +108,5 @@ def measure(results: Sequence[CaseResult], metrics: Mapping[str, float], gates_c
                                  baseline_note=note))
     out.update({k: v for k, v in comparison_metrics(comp, cis).items() if k not in out})  # MLflow logs them
     summary = None if baseline is None else _summary(baseline, comp)
-    return Measured(out, cis, gates, summary, comp.to_dict() if comp is not None else None, tuple(errors))
+    tags = dict(comp.judge_tags) if comp is not None else {}
+    return Measured(out, cis, gates, summary, comp.to_dict() if comp is not None else None, tuple(errors), tags)

@@ -216,8 +216,14 @@ def regressions(deltas: Sequence[CaseDelta], f1_drop: float = 0.2) -> tuple[list
     return sorted(regressed, key=lambda c: c.severity), sorted(improved, key=lambda c: c.severity)
 
 
+def f1_preference(candidate: CaseResult, baseline: CaseResult) -> float:
+    """The F1 judge on one pair: 1 when the candidate's F1 against gold beats the baseline's, 0.5 on a tie, else 0
+    (an errored case scores F1 0). The LLM judge scores a pair it cannot show (an answer missing) with it too."""
+    return 1.0 if candidate.f1 > baseline.f1 else 0.5 if candidate.f1 == baseline.f1 else 0.0
+
+
 def pref_win_rate_f1(pairing: Pairing) -> tuple[float, tuple[float, ...]]:
     """The F1 judge: per case 1 when the candidate's F1 against gold beats the baseline's, 0.5 on a tie, else 0.
     Returns the mean and the per-case win vector (for a bootstrap CI); NaN for no pairs."""
-    wins = tuple(1.0 if c.f1 > b.f1 else 0.5 if c.f1 == b.f1 else 0.0 for c, b in pairing.pairs)
+    wins = tuple(f1_preference(c, b) for c, b in pairing.pairs)
     return (sum(wins) / len(wins) if wins else math.nan), wins

@@ -14,10 +14,10 @@ from pytest_genai.config.validate import SECRET_REF, apply_defaults, schema_prob
 from pytest_genai.config.yaml_lines import Lines, line_of, load_yaml_with_lines
 
 
-# Sections that say where results (and models) go, or what a run is compared with, not what is measured: left
-# out of config_hash so the same experiment logged to another server, or compared with another baseline, keeps
+# Sections that say where results (and models) go, what a run is compared with, or how runs are looked at, not
+# what is measured: left out of config_hash so the same experiment logged to another server, or compared with another baseline, keeps
 # its identity.
-UNHASHED_SECTIONS = ("tracking", "registry", "compare", "monitor")
+UNHASHED_SECTIONS = ("tracking", "registry", "compare", "monitor", "views")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class GenaiConfig:
     def params(self) -> dict[str, str]:
         """Dotted keys of the resolved config (secrets excluded), as MLflow params."""
         out: dict[str, str] = {}
-        _flatten(self.public, "", out, set(self.secrets))
+        _flatten({k: v for k, v in self.public.items() if k != "views"}, "", out, set(self.secrets))  # views: on the experiment
         return out
 
 

@@ -82,6 +82,8 @@ def schema_problems(data: Any, lines: Lines) -> list[Problem]:
         if err.validator == "additionalProperties":
             continue  # reported with a suggestion by unknown_key_problems
         path = tuple(str(p) for p in err.absolute_path)
+        if path == ("views",) and err.validator == "pattern":  # propertyNames: point at the name's own line
+            path += (str(err.instance),)
         out.append(Problem(".".join(path), _message(err), line_of(lines, path)))
     return out
 
@@ -97,6 +99,11 @@ def _message(err: Any) -> str:
         return "must be an environment reference like '${OPENAI_API_KEY}', never the key itself"
     if err.validator == "pattern" and list(err.absolute_path) == ["safety", "redact_key"]:
         return "must be an environment reference like '${GENAI_REDACT_KEY}', never the key itself"
+    if err.validator == "pattern" and list(err.absolute_path) == ["views"]:
+        return f"view name {err.instance!r} may hold only letters, digits, '_', '.' and '-'"
+    if err.absolute_path and err.absolute_path[0] == "views" and len(err.absolute_path) == 2:
+        return (f"{err.instance!r} is not a view: write a filter string like "
+                "'em >= 0.6 and latency_p95_ms <= 1200'")
     if err.validator == "pattern" and list(err.absolute_path)[-1:] == ["pipeline"]:
         return f"{err.instance!r} is neither 'builtin:<name>' nor 'package.module:factory'"
     return err.message
@@ -123,6 +130,10 @@ def semantic_problems(data: Any, lines: Lines) -> list[Problem]:
         if provider not in PROVIDERS:
             out.append(Problem("llm.provider", PROVIDERS.unknown_message(provider), line_of(lines, ("llm", "provider"))))
     out += gate_expression_problems(data.get("gates") if isinstance(data, dict) else None, lines)
+    if isinstance(data, dict) and data.get("views") is not None:
+        from pytest_genai.views import view_problems
+
+        out += view_problems(data.get("views"), lines)
     if isinstance(data, dict) and data.get("pipeline") == "builtin:rag" and "rag" not in data:
         out.append(Problem("rag", "pipeline builtin:rag needs a rag section (at least rag.corpus)", line_of(lines, ("pipeline",))))
     return out

@@ -96,8 +96,9 @@ def _register() -> None:
                    higher_is_better=True, unit="rate", aggregation="rate")
     add_run_metric("env_drift", "installed packages that differ from the lock (missing, other version, not locked)",
                    lambda rs, f: f.get("env_drift"), higher_is_better=False, unit="packages", aggregation="count")
-    add_run_metric("pref_win_rate", "share of paired cases whose answer is preferred over the baseline's (F1 judge: "
-                   "the higher F1 against gold wins, a tie counts half); only with a baseline",
+    add_run_metric("pref_win_rate", "share of paired cases whose answer is preferred over the baseline's (compare.judge: "
+                   "F1 by default, the higher F1 against gold wins, a tie counts half; or an LLM judge asked in both "
+                   "orders); only with a baseline",
                    lambda rs, f: None, higher_is_better=True, unit="rate", group="comparison")  # set by compare_runs
     from pytest_genai.monitor.metrics import register as monitor_metrics
 

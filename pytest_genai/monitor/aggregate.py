@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 from pytest_genai.metrics.registry import METRICS, percentile
 from pytest_genai.monitor.metrics import COUNTS, TRAFFIC_METRICS, register
 from pytest_genai.types import CaseResult
+from pytest_genai.stats.ks import ks_statistic
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
 _SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -195,8 +196,8 @@ def top_scores(eval_results: Sequence[Mapping[str, Any]]) -> list[float]:
 
 
 def drift(records: Sequence[Mapping[str, Any]], eval_results: Sequence[Mapping[str, Any]]) -> Drift:
-    """retrieval_low_score_rate (top score under the eval's 5th percentile), and answer words / output tokens
-    percentiles of the traffic next to the eval run's."""
+    """retrieval_low_score_rate (top score under the eval's 5th percentile), and answer words / output tokens:
+    percentiles of the traffic next to the eval run's, and their two-sample KS statistic (gateable in monitor.slo)."""
     metrics: dict[str, float] = {}
     lines: list[str] = []
     reference = top_scores(eval_results)
@@ -206,14 +207,14 @@ def drift(records: Sequence[Mapping[str, Any]], eval_results: Sequence[Mapping[s
         metrics["retrieval_low_score_rate"] = sum(s < p5 for s in live) / len(live)
         lines.append(f"retrieval top score: p5 of the eval run {p5:.4g}; {sum(s < p5 for s in live)} of {len(live)} "
                      f"requests below it")
-    for label, get_live, get_eval in (
-            ("answer words", lambda r: len(str(r.get("answer") or "").split()), lambda r: len(str(r.get("answer") or "").split())),
-            ("output tokens", lambda r: r.get("output_tokens"), lambda r: r.get("output_tokens"))):
-        a = [float(v) for v in (get_live(r) for r in records if not r.get("error")) if isinstance(v, (int, float))]
-        b = [float(v) for v in (get_eval(r) for r in eval_results if not r.get("error")) if isinstance(v, (int, float))]
+    for label, metric, get in (("answer words", "answer_words_drift_ks", lambda r: len(str(r.get("answer") or "").split())),
+                               ("output tokens", "output_tokens_drift_ks", lambda r: r.get("output_tokens"))):
+        a = [float(v) for v in (get(r) for r in records if not r.get("error")) if isinstance(v, (int, float))]
+        b = [float(v) for v in (get(r) for r in eval_results if not r.get("error")) if isinstance(v, (int, float))]
         if a and b:
+            metrics[metric] = ks_statistic(a, b)
             cells = " ".join(f"p{q} {percentile(a, q):.4g}/{percentile(b, q):.4g}" for q in (5, 50, 95))
-            lines.append(f"{label} (traffic/eval): {cells}")
+            lines.append(f"{label} (traffic/eval): {cells}; KS {metrics[metric]:.3f} ({metric})")
     return Drift(metrics, tuple(lines))
 
 

@@ -107,7 +107,9 @@ def build_report(args: argparse.Namespace) -> Report:
     tags = version.tags or {}
     eval_run_id = tags.get("genai.eval_run_id")
     experiment_id = _experiment_of(client, eval_run_id)
-    sink = args.sink or section.get("sink") or "local"
+    from pytest_genai.monitor.record import DEFAULT_SINK
+
+    sink = args.sink or section.get("sink") or DEFAULT_SINK
     records = _read(sink, args.path, section.get("path"), Path.cwd(), uri, experiment_id, model_id)
     selected, others = agg.select(records, window, model_id)
     sanitizer = Sanitizer.from_config(config)

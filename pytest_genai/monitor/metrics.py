@@ -14,6 +14,10 @@ MONITOR_METRICS: tuple[tuple[str, str, bool | None, str], ...] = (
     ("requests_total", "requests recorded in the monitoring window", None, "requests"),
     ("retrieval_low_score_rate", "requests whose top retrieval score is below the eval run's 5th percentile",
      False, "rate"),
+    ("answer_words_drift_ks", "two-sample KS statistic of answer lengths (words), traffic vs the eval run behind "
+     "the version (0: same distribution, 1: disjoint)", False, "ks"),
+    ("output_tokens_drift_ks", "two-sample KS statistic of output tokens, traffic vs the eval run behind the version",
+     False, "ks"),
     ("feedback_positive_rate", "labelled requests with a thumbs up (--feedback)", True, "rate"),
     ("labelled_total", "requests joined to a feedback label (--feedback)", None, "requests"),
 )
@@ -36,7 +40,7 @@ def register() -> None:
     for name, doc, better, unit in MONITOR_METRICS:
         if name not in METRICS:
             add_run_metric(name, doc, lambda rs, f: None, higher_is_better=better, unit=unit, group="monitor",
-                           available=MONITOR_ONLY, aggregation="rate" if unit == "rate" else "count")
+                           available=MONITOR_ONLY, aggregation={"rate": "rate", "ks": "custom"}.get(unit, "count"))
 
 
 def is_monitor_metric(name: str) -> bool:

@@ -6,8 +6,8 @@ counted and logged once. Sinks:
 
 * `local`   one JSON line per record appended (O_APPEND, one write per request) to `monitor.path`
             (default `.pytest-genai/requests.jsonl` under the serving process's cwd; env GENAI_MONITOR_PATH wins);
-* `mlflow`  one MLflow 3 trace per record, tagged with the LoggedModel id, built and exported off the request
-            path (a bounded queue to one daemon thread; MLflow's own async trace export behind it), so a
+* `mlflow`  one MLflow 3 trace per record, tagged with the LoggedModel id, written off the request path in
+            batches (a bounded queue to one daemon thread, the eval's batched trace writer behind it), so a
             tracking outage neither fails nor slows a request (a full queue drops records, counted);
 * `off`     nothing recorded.
 The env GENAI_MONITOR_SINK overrides `monitor.sink`."""
@@ -23,10 +23,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 SCHEMA = 1
-DEFAULT_SINK = "local"
+DEFAULT_SINK = "mlflow"
 SINKS = ("local", "mlflow", "off")
 DEFAULT_PATH = ".pytest-genai/requests.jsonl"
 ENV_PATH = "GENAI_MONITOR_PATH"
@@ -35,7 +35,6 @@ TRACE_NAME = "genai.request"
 TAG_MODEL_ID = "genai.model_id"
 TAG_REQUEST_ID = "genai.request_id"
 ATTR_RECORD = "genai.record"
-FLUSH_EVERY = 100  # traces handed to MLflow's async export between two waits for it to drain
 # Fields that are identifiers or numbers the sanitizer must not touch (a hex id could look like a phone number).
 _RAW_FIELDS = ("schema", "request_id", "ts", "time", "model_id", "model_run_id", "model_name", "model_version")
 
@@ -160,18 +159,25 @@ class LocalSink:
 
 
 class MlflowTraceSink:
-    """One trace per record, made by a daemon thread: the request only pays a `queue.put_nowait`."""
+    """One trace per record, written in batches by a daemon thread (the batched trace writer of the eval's case
+    traces: one transaction per batch on a SQL store), so the request only pays a `queue.put_nowait` and a tracking
+    outage never fails or slows it: a failed batch is counted and logged once, a full queue drops records."""
 
     name = "mlflow"
 
-    def __init__(self, identity: ModelIdentity, experiment_id: str | None = None, max_queue: int = 10000) -> None:
+    def __init__(self, identity: ModelIdentity, experiment_id: str | None = None, max_queue: int = 10000,
+                 max_batch: int = 500, linger_s: float = 0.05) -> None:
         self.identity = identity
         self.experiment_id = experiment_id
         self.dropped = 0
         self.failed = 0
+        self.written = 0
+        self.max_batch = max_batch
+        self.linger_s = linger_s  # how long a first record waits for company before its batch is written
         self._queue: queue.Queue[list[Mapping[str, Any]] | None] = queue.Queue(max_queue)
         self._thread = threading.Thread(target=self._run, name="genai-monitor-traces", daemon=True)
         self._thread.start()
+        _flush_at_exit(self.flush)
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> None:
         try:
@@ -182,59 +188,80 @@ class MlflowTraceSink:
                 log.warning("pytest-genai monitor: the trace queue is full (tracking slow or down): dropping records")
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every queued record was handed to MLflow, then flush MLflow's async trace export."""
+        """Wait until every queued record was written (or counted as failed)."""
         deadline = time.monotonic() + timeout
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
-        self._flush_mlflow()
 
     def _run(self) -> None:
-        since_flush = 0
         while True:
-            batch = self._queue.get()
+            items = [self._queue.get()]  # a None item stops the thread once what came before it is written
+            deadline = time.monotonic() + self.linger_s
+            while items[-1] is not None and sum(len(i) for i in items if i) < self.max_batch:
+                try:
+                    items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            batch = [r for i in items if i for r in i]
             try:
-                if batch is None:
-                    return
-                for record in batch:
-                    try:
-                        self._trace(record)
-                    except Exception as exc:  # noqa: BLE001 - tracking down: counted, logged once
-                        self.failed += 1
-                        if self.failed == 1:
-                            log.warning("pytest-genai monitor: a trace could not be written: %s", exc)
-                    since_flush += 1
-                    if since_flush >= FLUSH_EVERY:  # back-pressure: MLflow's own export queue (1000) must not overflow
-                        since_flush = 0
-                        self._flush_mlflow()
+                if batch:
+                    self._write(batch)
+                    self.written += len(batch)
+            except Exception as exc:  # noqa: BLE001 - tracking down: counted, logged once
+                self.failed += len(batch)
+                if self.failed == len(batch):
+                    log.warning("pytest-genai monitor: traces could not be written: %s", exc)
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
+            if items[-1] is None:
+                return
 
-    @staticmethod
-    def _flush_mlflow() -> None:
-        try:
-            import mlflow
-
-            mlflow.flush_trace_async_logging()
-        except Exception:  # noqa: BLE001
-            pass
-
-    def _trace(self, record: Mapping[str, Any]) -> None:
-        import mlflow
+    def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
         from mlflow.tracing.constant import TraceMetadataKey
 
-        start_ns = int(float(record["ts"]) * 1e9)
-        end_ns = start_ns + int(float(record.get("latency_ms") or 0.0) * 1e6)
-        tags = {TAG_REQUEST_ID: str(record["request_id"])}
-        metadata = {}
-        if record.get("model_id"):
-            tags[TAG_MODEL_ID] = str(record["model_id"])
-            metadata[TraceMetadataKey.MODEL_ID] = str(record["model_id"])
-        span = mlflow.start_span_no_context(
-            TRACE_NAME, span_type="CHAIN", inputs={"question": record.get("question")}, tags=tags, metadata=metadata,
-            attributes={ATTR_RECORD: json.dumps(record, separators=(",", ":"), default=str)},
-            experiment_id=self.experiment_id, start_time_ns=start_ns)
-        span.end(outputs={"answer": record.get("answer")}, status="ERROR" if record.get("error") else "OK",
-                 end_time_ns=end_ns)
+        from pytest_genai.tracking.mlflow_traces import log_traces, request_trace
+
+        experiment_id = self.experiment_id or _current_experiment()
+        traces = []
+        for record in records:
+            tags = {TAG_REQUEST_ID: str(record["request_id"])}
+            metadata: dict[str, str] = {}
+            if record.get("model_id"):
+                tags[TAG_MODEL_ID] = str(record["model_id"])
+                metadata[TraceMetadataKey.MODEL_ID] = str(record["model_id"])
+            traces.append(request_trace(record, experiment_id, name=TRACE_NAME, tags=tags, metadata=metadata,
+                                        attributes={ATTR_RECORD: json.dumps(record, separators=(",", ":"), default=str)}))
+        log_traces(None, traces)
+
+
+def _flush_at_exit(flush: Callable[[float], None]) -> None:
+    """A server that is stopped still writes the records it was gathering: at interpreter exit (atexit), in a
+    multiprocessing worker (which leaves through os._exit after its finalizers) and on SIGTERM, which uvicorn
+    re-raises after its graceful shutdown so the process dies by the signal and atexit never runs. The SIGTERM
+    handler is installed only where SIGTERM still has its default action, flushes, then dies by it as before."""
+    import atexit
+    import signal
+    from multiprocessing import util
+
+    atexit.register(flush, 10.0)
+    util.Finalize(None, flush, args=(10.0,), exitpriority=10)
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        flush(5.0)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def _current_experiment() -> str:
+    """Where MLflow's fluent API would put a trace: $MLFLOW_EXPERIMENT_ID/NAME, else the default experiment."""
+    from mlflow.tracking.fluent import _get_experiment_id
+
+    return str(_get_experiment_id())
 
 
 def sink_from_config(config: Any, identity: ModelIdentity, cwd: Path | None = None) -> Any:

@@ -182,7 +182,7 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
     from mlflow.models import Model
 
     from pytest_genai.release.history import append_history
-    from pytest_genai.tracking.mlflow_store import _client, _quiet, use_tracking_uri
+    from pytest_genai.tracking.mlflow_store import _client, _quiet, in_experiment, use_tracking_uri
 
     check_registry_store(uri)
     run_id = str(record.tracking.run_id)
@@ -198,13 +198,14 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
                                 record=record)
         except BundleError as exc:
             raise RegistryError(str(exc)) from None
-        model_info = Model.log(
-            artifact_path=None, name=MODEL_NAME_IN_RUN, flavor=_PyfuncFromCode, flavor_name="pyfunc.ModelFromCode",
-            python_model=str(MODEL_CODE), artifacts={BUNDLE_ARTIFACT: str(bundle)}, code_paths=paths or None,
-            pip_requirements=reqs, signature=signature(rag), input_example=example, run_id=run_id,
-            metadata={"pytest_genai": info.to_dict()}, validate_serving_input=False,
-            tags={names.TAG_EVAL_RUN_ID: run_id, names.TAG_CONFIG_HASH: info.config_hash})
         client = _client(uri)
+        with in_experiment(str(client.get_run(run_id).info.experiment_id)):
+            model_info = Model.log(
+                artifact_path=None, name=MODEL_NAME_IN_RUN, flavor=_PyfuncFromCode, flavor_name="pyfunc.ModelFromCode",
+                python_model=str(MODEL_CODE), artifacts={BUNDLE_ARTIFACT: str(bundle)}, code_paths=paths or None,
+                pip_requirements=reqs, signature=signature(rag), input_example=example, run_id=run_id,
+                metadata={"pytest_genai": info.to_dict()}, validate_serving_input=False,
+                tags={names.TAG_EVAL_RUN_ID: run_id, names.TAG_CONFIG_HASH: info.config_hash})
         try:
             client.create_registered_model(model_name, description=f"pytest-genai: {config.get('pipeline')} "
                                                                      f"evaluated on {record.provenance.eval_set_path}")

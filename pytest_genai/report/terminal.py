@@ -189,6 +189,12 @@ def tracking_lines(record: Any, run_dir: Any, local_error: str | None = None, tr
         out.append(Line(f"local results: {run_dir}"))
     if t is not None and t.run_id:
         out.append(Line(f"mlflow run: {t.run_id} (experiment {t.experiment!r}, tracking uri {t.uri or 'MLflow default'})"))
+        logged = [f"{t.traces} case traces"] if getattr(t, "traces", 0) else []
+        if getattr(t, "prompt_uri", None):
+            logged.append(f"prompt {t.prompt_uri}")
+        if logged:
+            out.append(Line("mlflow: " + ", ".join(logged) + ", eval set as the dataset input"))
+        out += [Line(f"mlflow warning: {w}", "yellow") for w in getattr(t, "warnings", ())]
     elif t is not None and t.error:
         out.append(Line(f"TRACKING FAILED: {t.error}. The results are safe in {run_dir}; log them later with: "
                         f"pytest-genai upload {run_dir}", "red-bold"))

@@ -351,6 +351,26 @@ def _uri(cli_uri: str | None, config: Any) -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
+def ready_to_merge(group: str, total: int, tracking_uri: str | None, experiment: str) -> bool:
+    """All N shard runs of the group are logged (FINISHED, one of each I/N) and its parent run is still
+    pending: what the last shard to finish sees, and only it (through the shared store)."""
+    from pytest_genai import names
+    from pytest_genai.tracking.mlflow_store import _bounded, _client, _quiet, group_runs
+
+    with _quiet(), _bounded(0, 30):
+        client = _client(tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return False
+        exp_id = str(exp.experiment_id)
+        shards = [r for r in group_runs(client, exp_id, group, "shard") if r.info.status == "FINISHED"]
+        labels = {r.data.tags.get(names.TAG_SHARD) for r in shards}
+        if not {f"{i}/{total}" for i in range(1, total + 1)} <= labels:
+            return False
+        parents = group_runs(client, exp_id, group, "eval")
+        return not any(p.data.tags.get(names.TAG_STATUS) not in (None, "pending") for p in parents)
+
+
 def merge(group: str, config_path: Path, tracking_uri: str | None = None, expected: int | None = None) -> tuple[RunRecord, Path]:
     """Fetch, check, build, write locally, log into the parent; the record as logged and its run folder."""
     from pytest_genai.cli import _load_conftest

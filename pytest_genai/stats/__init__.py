@@ -1,16 +1,18 @@
-"""Statistics for comparisons: percentile bootstrap (numpy, imported on first use) and McNemar's exact test."""
+"""Statistics for comparisons: percentile bootstrap (numpy, imported on first use), McNemar's exact test, and the
+two-sample KS statistic (monitoring drift)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pytest_genai.stats.ci import CI
+from pytest_genai.stats.ks import ks_statistic
 from pytest_genai.stats.mcnemar import McNemar, mcnemar_exact, mcnemar_from_pairs
 
 _BOOTSTRAP = ("bootstrap_ci", "bootstrap_many", "paired_bootstrap_delta", "paired_bootstrap_many", "statistic_for",
               "resample_indices", "AGGREGATION_STATISTICS", "Stat", "as_stat")
 
-__all__ = ["CI", "McNemar", "mcnemar_exact", "mcnemar_from_pairs", *_BOOTSTRAP]
+__all__ = ["CI", "ks_statistic", "McNemar", "mcnemar_exact", "mcnemar_from_pairs", *_BOOTSTRAP]
 
 
 def __getattr__(name: str) -> Any:  # numpy only when a bootstrap is asked for

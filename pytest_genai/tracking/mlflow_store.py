@@ -24,7 +24,8 @@ def _client(uri: str | None) -> Any:
     with _quiet():
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(tracking_uri=uri)
+        # the registry (models, prompts) is the same store: MLflow would otherwise take the process-wide URI
+        return MlflowClient(tracking_uri=uri, registry_uri=uri) if uri else MlflowClient()
 
 
 @contextmanager
@@ -58,6 +59,21 @@ def use_tracking_uri(uri: str | None) -> Iterator[None]:
             reset = getattr(utils, "reset", None)
             if callable(reset):
                 reset()  # the tracer provider caches the URI it exports to
+
+
+@contextmanager
+def in_experiment(experiment_id: str) -> Iterator[None]:
+    """MLflow files a LoggedModel and a registered prompt under the *current* experiment (not their run's): make
+    that the eval run's for the call, so the model, the prompt, the traces and the run sit together in the UI; the
+    caller's setting is put back."""
+    from mlflow.tracking import fluent
+
+    saved = fluent._active_experiment_id
+    fluent._active_experiment_id = experiment_id
+    try:
+        yield
+    finally:
+        fluent._active_experiment_id = saved
 
 
 def resolve_uri(uri: str | None, base_dir: Path) -> str | None:
@@ -122,7 +138,10 @@ def log_run_dir(run_dir: Path, uri: str | None, experiment: str, *, into_run_id:
 def _log_run_dir(run_dir: Path, uri: str | None, experiment: str, into_run_id: str | None = None) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
-    record = read_run(run_dir, with_results=False)
+    from pytest_genai import names
+    from pytest_genai.tracking import mlflow_native as native
+
+    record = read_run(run_dir, with_results=True)
     client = _client(uri)
     stale = record.tracking.incomplete_run_id
     if stale and stale != into_run_id:  # an earlier attempt created the run but did not finish logging: replace it
@@ -145,10 +164,14 @@ def _log_run_dir(run_dir: Path, uri: str | None, experiment: str, into_run_id: s
             exp_id = _experiment_id(client, experiment)
     tags.setdefault("mlflow.source.name", "pytest-genai")
     tags["mlflow.source.type"] = "LOCAL"
+    tags[names.TAG_RUN_NOTE] = native.run_description(record)
+    resolved = _resolved_config(run_dir)
+    options = resolved.get("tracking") if isinstance(resolved.get("tracking"), dict) else {}
     if into_run_id is not None:
         run_id = into_run_id
     else:
-        run_id = client.create_run(exp_id, tags={"mlflow.runName": run_dir.name}, run_name=run_dir.name).info.run_id
+        name = native.run_name(record)
+        run_id = client.create_run(exp_id, tags={"mlflow.runName": name}, run_name=name).info.run_id
     write_record(run_dir, record.with_tracking(incomplete_run_id=run_id, uri=_public_uri(uri), experiment=experiment))
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, 0) for k, v in record.metrics.items()
@@ -157,14 +180,82 @@ def _log_run_dir(run_dir: Path, uri: str | None, experiment: str, into_run_id: s
     run_tags = [RunTag(k, str(v)) for k, v in tags.items()]
     try:
         client.log_batch(run_id, metrics=metrics, params=params, tags=run_tags)  # MLflow splits into request-size chunks
+        native_parts = _log_native(client, uri, run_id, exp_id, run_dir, record, options, resolved)
         client.log_artifacts(run_id, str(run_dir))
     except Exception:
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
     write_record(run_dir, record.with_tracking(run_id=run_id, experiment_id=exp_id, incomplete_run_id=None,
-                                               uri=_public_uri(uri), experiment=experiment, error=None))
+                                               uri=_public_uri(uri), experiment=experiment, error=None, **native_parts))
     return run_id
+
+
+def _resolved_config(run_dir: Path) -> dict[str, Any]:
+    """The run folder's copy of the resolved config: what to log besides the run (tracking.traces, views)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((run_dir / "config.resolved.yaml").read_text("utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _log_native(client: Any, uri: str | None, run_id: str, exp_id: str, run_dir: Path, record: Any,
+                options: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """Dataset input, Prompt Registry link, case traces and the config's saved views on the experiment. What the store refuses is a warning on the record
+    (and a tag), never a lost run: the params, metrics and artifacts are what gates and baselines read."""
+    from mlflow.entities import RunTag
+
+    from pytest_genai import names
+    from pytest_genai.sanitize import URL_CREDENTIALS
+    from pytest_genai.tracking import mlflow_native as native
+
+    warnings: list[str] = []
+    out: dict[str, Any] = {"traces": 0, "prompt_uri": None}
+
+    def attempt(what: str, step: Any) -> Any:
+        try:
+            return step()
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            warnings.append(URL_CREDENTIALS.sub(r"\1***@", f"{what} not logged: {type(exc).__name__}: {first[:300]}"))
+            return None
+
+    attempt("dataset input", lambda: native.log_dataset(client, run_id, record, run_dir))
+    if resolved.get("views"):
+        from pytest_genai.views import store_config_views
+
+        attempt("saved views", lambda: store_config_views(client, exp_id, resolved))
+    # MLflow links a prompt to a run through the process-wide tracking store, and to the current experiment
+    with use_tracking_uri(uri), in_experiment(exp_id):
+        registered = attempt("prompt", lambda: native.register_prompt(client, run_id, run_dir, record, exp_id))
+    if registered:
+        out["prompt_uri"], why = registered
+        if why:
+            warnings.append(why)
+    if options.get("traces", True) and record.results:
+        started = _epoch_ms(record.started_at)
+        out["traces"] = attempt("traces", lambda: native.log_case_traces(uri, client, run_id, exp_id, record,
+                                                                         started)) or 0
+    tags = {names.TAG_TRACES: str(out["traces"])}
+    if out["prompt_uri"]:
+        tags[names.TAG_PROMPT_URI] = out["prompt_uri"]
+    if warnings:
+        tags[names.TAG_TRACKING_WARNINGS] = " | ".join(warnings)[:5000]
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    out["warnings"] = tuple(warnings)
+    return out
+
+
+def _epoch_ms(stamp: str) -> float:
+    import calendar
+
+    try:
+        return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) * 1000.0
+    except (TypeError, ValueError):
+        return time.time() * 1000.0
 
 
 def group_runs(client: Any, exp_id: str, group: str, kind: str) -> list[Any]:

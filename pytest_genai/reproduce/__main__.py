@@ -1,0 +1,5 @@
+import sys
+
+from pytest_genai.reproduce.cli import main
+
+sys.exit(main())

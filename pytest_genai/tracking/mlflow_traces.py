@@ -1,0 +1,379 @@
+"""Each case of a run as one MLflow trace linked to its eval run, so the MLflow UI's Traces tab shows what every
+case did: a root span with spans for retrieve, render, generate and score under it; attributes for tokens,
+latency, model, chunk ids and scores; assessments for em, f1, pass, safety flags and registered per-case scores.
+
+Traces are built after the session from the run record's case results (already sanitized: nothing here adds
+data the record does not hold), never inside a case, and written in batches: on a SQL store (sqlite,
+PostgreSQL) in one transaction through MLflow's own table models, which costs well under 1 ms a case where the
+public one-trace-at-a-time API costs ~10 ms; on any other store (an HTTP server) with MLflow's public
+`start_trace` on a small thread pool and `log_spans` in chunks. Both are read back by the same public API in
+the tests (`MlflowClient.search_traces(run_id=...)`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from pytest_genai.types import CaseResult
+
+SOURCE_ID = "pytest-genai"
+TAG_CASE_ID = "genai.case_id"
+SPAN_BATCH = 2500  # spans per log_spans call on the public path (MLflow groups them by trace)
+POOL = 8  # start_trace calls in flight on the public path (an HTTP server answers them concurrently)
+PREVIEW_CHARS = 1000  # MLflow's request/response preview columns hold 1000 characters
+
+
+@dataclass(frozen=True)
+class CaseTrace:
+    """One case's trace as MLflow entities: its TraceInfo (metadata, tags, assessments) and its spans."""
+
+    info: Any  # mlflow.entities.TraceInfo
+    spans: tuple[Any, ...]  # mlflow.entities.Span, the root first
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """What every case trace of a run shares."""
+
+    experiment_id: str
+    run_id: str
+    model: str | None = None  # llm.model_id
+    provider: str | None = None  # llm.provider
+    prompt: str | None = None  # id@version
+    config_hash: str = ""
+
+
+def trace_id_for(run_id: str, case_id: str) -> str:
+    """Deterministic per (run, case): re-logging a run never duplicates its traces."""
+    return "tr-" + hashlib.sha256(f"{run_id}\0{case_id}".encode()).hexdigest()[:32]
+
+
+def build_traces(results: Iterable[CaseResult], ctx: TraceContext, fallback_start_ms: float) -> list[CaseTrace]:
+    return [build_case_trace(r, ctx, fallback_start_ms) for r in results]
+
+
+def build_case_trace(r: CaseResult, ctx: TraceContext, fallback_start_ms: float) -> CaseTrace:
+    from mlflow.entities import AssessmentSource, Feedback, TraceInfo, TraceLocation, TraceState
+    from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
+
+    trace_id = trace_id_for(ctx.run_id, r.id)
+    start_ms = r.started_ms if r.started_ms is not None and math.isfinite(r.started_ms) else fallback_start_ms
+    latency = r.latency_ms if math.isfinite(r.latency_ms) else 0.0
+    spans = _spans(r, ctx, trace_id, int(start_ms * 1e6), latency)
+    end_ns = max(s.end_time_ns for s in spans)
+    source = AssessmentSource(source_type="CODE", source_id=SOURCE_ID)
+    passed = r.error is None and not r.expect_failures
+    values: list[tuple[str, Any, str | None]] = [("em", float(r.em), None), ("f1", float(r.f1), None),
+                                                 ("pass", passed, _why_failed(r))]
+    if r.safety_flags is not None:
+        values.append(("safety_flags", list(r.safety_flags), "blocked" if r.blocked else None))
+    values += [(name, float(v), None) for name, v in sorted(r.scores.items()) if _finite(v)]
+    assessments = [Feedback(name=name, value=value, rationale=why, source=source, trace_id=trace_id)
+                   for name, value, why in values]
+    metadata = {TraceMetadataKey.SOURCE_RUN: ctx.run_id, TAG_CASE_ID: r.id,
+                TraceMetadataKey.TOKEN_USAGE: json.dumps({"input_tokens": r.input_tokens,
+                                                          "output_tokens": r.output_tokens,
+                                                          "total_tokens": r.input_tokens + r.output_tokens})}
+    info = TraceInfo(
+        trace_id=trace_id, trace_location=TraceLocation.from_experiment_id(ctx.experiment_id),
+        request_time=int(start_ms), execution_duration=max(0, (end_ns - int(start_ms * 1e6)) // 1_000_000),
+        state=TraceState.ERROR if r.error else TraceState.OK,
+        request_preview=_preview(json.dumps({"question": r.question}, ensure_ascii=False)),
+        response_preview=_preview(json.dumps(r.answer if r.error is None else {"error": r.error}, ensure_ascii=False)),
+        trace_metadata=metadata,
+        tags={TraceTagKey.TRACE_NAME: f"case {r.id}", TAG_CASE_ID: r.id, "genai.passed": str(passed).lower()},
+        assessments=assessments)
+    return CaseTrace(info, tuple(spans))
+
+
+def _spans(r: CaseResult, ctx: TraceContext, trace_id: str, start_ns: int, latency_ms: float) -> list[Any]:
+    """Root [call .. scored]; retrieve, render and generate laid end to end inside the pipeline's latency (their
+    measured durations where the pipeline reports them); score after the call."""
+    t = r.timings
+    retrieve_ms = float(t.get("retrieval_ms", 0.0)) if r.retrieved else 0.0
+    render_ms = float(t.get("render_ms", 0.0))
+    generate_ms = float(t["llm_ms"]) if "llm_ms" in t else max(0.0, latency_ms - retrieve_ms - render_ms)
+    score_ms = float(t.get("score_ms", 0.0))
+    call_end = start_ns + int(latency_ms * 1e6)
+
+    def ns(ms: float) -> int:  # a stage's duration, never past the end of the call (a pipeline's latency wins)
+        return max(0, min(int(ms * 1e6), call_end - cursor))
+
+    out: list[Any] = []
+    cursor = start_ns
+    children: list[tuple[str, str, int, int, Any, Any, dict[str, Any]]] = []
+    if r.retrieved:
+        ids = [_chunk_id(h) for h in r.retrieved]
+        docs = [{"id": _chunk_id(h), "page_content": _chunk_label(h),  # the record keeps ids and scores, not texts
+                 "metadata": {k: h.get(k) for k in ("doc_id", "score", "rank", "used") if k in h}} for h in r.retrieved]
+        children.append(("retrieve", "RETRIEVER", cursor, cursor + ns(retrieve_ms), {"query": r.question}, docs,
+                         {"genai.chunk_ids": ids, "genai.chunk_scores": [h.get("score") for h in r.retrieved]}))
+        cursor += ns(retrieve_ms)
+    if r.prompt is not None:
+        children.append(("render", "PARSER", cursor, cursor + ns(render_ms), {"question": r.question,
+                                                                              "prompt": ctx.prompt}, r.prompt, {}))
+        cursor += ns(render_ms)
+    usage = {"input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+             "total_tokens": r.input_tokens + r.output_tokens}
+    gen_attrs: dict[str, Any] = {"mlflow.chat.tokenUsage": usage, "genai.latency_ms": latency_ms,
+                                 "mlflow.llm.cost": {"total_cost": r.cost_usd}}
+    if ctx.model:
+        gen_attrs["mlflow.llm.model"] = ctx.model
+    if ctx.provider:
+        gen_attrs["mlflow.llm.provider"] = ctx.provider
+    if r.cached is not None:
+        gen_attrs["genai.cached"] = r.cached
+    children.append(("generate", "LLM", cursor, cursor + ns(generate_ms),
+                     r.prompt if r.prompt is not None else {"question": r.question}, r.answer, gen_attrs))
+    scored = {"em": r.em, "f1": r.f1, "passed": r.error is None and not r.expect_failures,
+              "expect_failures": list(r.expect_failures), "safety_flags": list(r.safety_flags or ()),
+              "blocked": r.blocked, **{k: v for k, v in r.scores.items() if _finite(v)}}
+    for k in ("hit_at_k", "recall_at_k", "reciprocal_rank", "context_used", "toxicity"):
+        if getattr(r, k) is not None:
+            scored[k] = getattr(r, k)
+    score_end = call_end + int(score_ms * 1e6)  # scoring runs after the call
+    children.append(("score", "EVALUATOR", call_end, score_end, {"answer": r.answer, "gold": list(r.answers)}, scored, {}))
+    end_ns = max([score_end] + [c[3] for c in children])
+    root_attrs: dict[str, Any] = {"genai.case_id": r.id, "genai.seed": r.seed, "genai.latency_ms": latency_ms,
+                                  "genai.config_hash": ctx.config_hash, "mlflow.chat.tokenUsage": usage}
+    if ctx.model:
+        root_attrs["mlflow.llm.model"] = ctx.model
+    status = ("ERROR", r.error) if r.error else ("OK", "")
+    out.append(_span(trace_id, 1, None, f"case {r.id}", "CHAIN", start_ns, end_ns, {"question": r.question},
+                     r.answer if r.error is None else {"error": r.error}, root_attrs, status))
+    for i, (name, kind, s, e, inputs, outputs, attrs) in enumerate(children, start=2):
+        st = status if name == "generate" else ("OK", "")
+        out.append(_span(trace_id, i, 1, name, kind, s, max(s, e), inputs, outputs, attrs, st))
+    return out
+
+
+def request_trace(record: Mapping[str, Any], experiment_id: str, *, name: str, tags: Mapping[str, str],
+                  metadata: Mapping[str, str], attributes: Mapping[str, Any]) -> CaseTrace:
+    """A served request (a monitor record, already sanitized) as a one-span trace: the request id is the trace id,
+    so a trace written twice is one trace."""
+    from mlflow.entities import TraceInfo, TraceLocation, TraceState
+    from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
+
+    raw_id = str(record["request_id"])
+    trace_id = "tr-" + (raw_id if len(raw_id) == 32 and all(c in "0123456789abcdef" for c in raw_id)
+                        else hashlib.sha256(raw_id.encode()).hexdigest()[:32])
+    start_ns = int(float(record["ts"]) * 1e9)
+    latency = float(record.get("latency_ms") or 0.0)
+    end_ns = start_ns + int(latency * 1e6)
+    error = record.get("error")
+    usage = {"input_tokens": int(record.get("input_tokens") or 0), "output_tokens": int(record.get("output_tokens") or 0)}
+    usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+    span = _span(trace_id, 1, None, name, "CHAIN", start_ns, end_ns, {"question": record.get("question")},
+                 {"answer": record.get("answer")}, {**attributes, "mlflow.chat.tokenUsage": usage},
+                 ("ERROR", str(error)) if error else ("OK", ""))
+    info = TraceInfo(
+        trace_id=trace_id, trace_location=TraceLocation.from_experiment_id(experiment_id),
+        request_time=start_ns // 1_000_000, execution_duration=int(latency), state=TraceState.ERROR if error else TraceState.OK,
+        request_preview=_preview(json.dumps({"question": record.get("question")}, ensure_ascii=False)),
+        response_preview=_preview(json.dumps({"answer": record.get("answer")}, ensure_ascii=False)),
+        trace_metadata={**metadata, TraceMetadataKey.TOKEN_USAGE: json.dumps(usage)},
+        tags={TraceTagKey.TRACE_NAME: name, **tags}, assessments=[])
+    return CaseTrace(info, (span,))
+
+
+def _span(trace_id: str, span_id: int, parent: int | None, name: str, kind: str, start_ns: int, end_ns: int,
+          inputs: Any, outputs: Any, attributes: Mapping[str, Any], status: tuple[str, str]) -> Any:
+    """An MLflow Span over a finished OpenTelemetry span; attribute values JSON-encoded, as MLflow stores them."""
+    from mlflow.entities import Span
+    from mlflow.tracing.constant import SpanAttributeKey
+    from mlflow.tracing.utils import build_otel_context
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import Status, StatusCode
+
+    otel_trace = int(trace_id[3:], 16)
+    attrs = {SpanAttributeKey.REQUEST_ID: json.dumps(trace_id), SpanAttributeKey.SPAN_TYPE: json.dumps(kind),
+             SpanAttributeKey.INPUTS: _json(inputs), SpanAttributeKey.OUTPUTS: _json(outputs)}
+    attrs.update({k: _json(v) for k, v in attributes.items()})
+    code = StatusCode.ERROR if status[0] == "ERROR" else StatusCode.OK
+    return Span(ReadableSpan(
+        name=name, context=build_otel_context(otel_trace, span_id),
+        parent=build_otel_context(otel_trace, parent) if parent is not None else None,
+        start_time=start_ns, end_time=end_ns, attributes=attrs,
+        status=Status(code, status[1][:500] if code == StatusCode.ERROR else None), resource=Resource.get_empty()))
+
+
+def _chunk_id(hit: Mapping[str, Any]) -> str:
+    """A retrieved hit's chunk id, else its doc id (a custom pipeline may report only documents)."""
+    for key in ("chunk_id", "doc_id"):
+        if hit.get(key) is not None:
+            return str(hit[key])
+    return "?"
+
+
+def _chunk_label(hit: Mapping[str, Any]) -> str:
+    """What the UI's retriever view shows for a document: rank, doc, chunk, score, whether it reached the prompt."""
+    bits = [f"#{hit['rank']}" if hit.get("rank") is not None else "", str(hit.get("doc_id") or ""),
+            f"chunk {hit['chunk_id']}" if hit.get("chunk_id") is not None else "",
+            f"score {hit['score']:.4f}" if isinstance(hit.get("score"), (int, float)) else "",
+            {True: "in the prompt", False: "over the context budget"}.get(hit.get("used"), "")]  # type: ignore[arg-type]
+    return " · ".join(b for b in bits if b)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _preview(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 3] + "..."
+
+
+def _why_failed(r: CaseResult) -> str | None:
+    if r.error:
+        return r.error.splitlines()[-1][:300] if r.error.strip() else "error"
+    return "; ".join(r.expect_failures)[:300] if r.expect_failures else None
+
+
+# --------------------------------------------------------------------------- writing
+
+def log_traces(uri: str | None, traces: Sequence[CaseTrace], *, bulk: bool | None = None) -> str:
+    """Write the run's traces; returns how ("bulk" or "api"). `bulk=None` picks the SQL path when the store is
+    MLflow's SqlAlchemyStore; False forces the public API (the tests read both back the same way)."""
+    if not traces:
+        return "none"
+    from mlflow.tracing.client import TracingClient
+
+    client = TracingClient(uri)
+    store = client.store
+    if bulk is None:
+        bulk = type(store).__name__ == "SqlAlchemyStore" and hasattr(store, "ManagedSessionMaker")
+    if bulk:
+        _write_sql(store, traces)
+        return "bulk"
+    _write_api(client, traces)
+    return "api"
+
+
+def _write_api(client: Any, traces: Sequence[CaseTrace]) -> None:
+    """MLflow's public calls: `start_trace` (info, metadata, tags, assessments) per trace on a pool, then the spans
+    in chunks (one OTLP request each on a server)."""
+    location = traces[0].info.experiment_id
+    with ThreadPoolExecutor(POOL) as pool:
+        list(pool.map(client.start_trace, [t.info for t in traces]))
+    spans = [s for t in traces for s in t.spans]
+    for i in range(0, len(spans), SPAN_BATCH):
+        client.log_spans(location, spans[i:i + SPAN_BATCH])
+
+
+def _write_sql(store: Any, traces: Sequence[CaseTrace]) -> None:
+    """One transaction of executemany inserts into MLflow's own tables: the rows its `start_trace` writes for a
+    trace (trace_info with the token columns, tags, metadata, assessments) and the rows its `log_spans` writes
+    for the spans (content = the span's dict), then the UI's daily rollups marked for rebuild, as both do. The
+    ORM would cost ~3 ms a case; plain inserts cost a fraction of one."""
+    from mlflow.store.tracking.dbmodels.models import (SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceMetadata,
+                                                       SqlTraceTag)
+    from mlflow.store.tracking.utils.trace_analytics import analytics_columns_from_metadata
+    from mlflow.store.tracking.utils.trace_analytics import assessment_aggregate as aggregate
+    from mlflow.tracing.constant import SpansLocation, TraceMetadataKey, TraceTagKey
+    from sqlalchemy import insert
+
+    experiment_id = traces[0].info.experiment_id
+    now = int(time.time() * 1000)
+    infos: list[dict[str, Any]] = []
+    tags: list[dict[str, Any]] = []
+    metadata_rows: list[dict[str, Any]] = []
+    assessments: list[dict[str, Any]] = []
+    spans: list[dict[str, Any]] = []
+    with store.ManagedSessionMaker(read_only=False) as session:
+        experiment = store.get_experiment(experiment_id)
+        store._check_experiment_is_active(experiment)
+        for t in traces:
+            info, tid = t.info, t.info.trace_id
+            metadata = dict(info.trace_metadata)
+            infos.append({"request_id": tid, "experiment_id": int(experiment_id), "timestamp_ms": info.request_time,
+                          "execution_time_ms": info.execution_duration, "status": info.state.value,
+                          "client_request_id": None, "request_preview": info.request_preview,
+                          "response_preview": info.response_preview, "db_payload_generation": 1,  # as after log_spans
+                          "trace_name": info.tags.get(TraceTagKey.TRACE_NAME),
+                          **analytics_columns_from_metadata(metadata)})
+            location = store._get_trace_artifact_location_tag(experiment, tid)
+            tags += [{"request_id": tid, "key": k, "value": v} for k, v in info.tags.items() if k != TraceTagKey.TRACE_NAME]
+            tags += [{"request_id": tid, "key": location.key, "value": location.value},
+                     {"request_id": tid, "key": TraceTagKey.SPANS_LOCATION,  # the spans are in the DB, not artifacts
+                      "value": SpansLocation.TRACKING_STORE.value}]
+            metadata.pop(TraceMetadataKey.TOKEN_USAGE, None)  # promoted to the token columns
+            metadata[TraceMetadataKey.TRACE_INFO_FINALIZED] = "true"
+            metadata_rows += [{"request_id": tid, "key": k, "value": v} for k, v in sorted(metadata.items())]
+            assessments += [_assessment_row(a, tid, int(experiment_id), info.request_time, now, aggregate)
+                            for a in info.assessments]
+            for span in t.spans:
+                data = span.to_dict()
+                attributes = data.get("attributes", {})
+                spans.append({
+                    "trace_id": tid, "experiment_id": int(experiment_id), "span_id": span.span_id,
+                    "parent_span_id": span.parent_id, "name": span.name, "type": span.span_type,
+                    "status": span.status.status_code, "start_time_unix_nano": span.start_time_ns,
+                    "end_time_unix_nano": span.end_time_ns, "content": json.dumps(data, ensure_ascii=False),
+                    "input_cost": None, "output_cost": None, "total_cost": _cost(attributes.get("mlflow.llm.cost")),
+                    "model_name": _attr(attributes.get("mlflow.llm.model")),
+                    "model_provider": _attr(attributes.get("mlflow.llm.provider")),
+                })
+        _enqueue_rollups(session, experiment_id, traces)
+        for model, rows in ((SqlTraceInfo, _uniform(infos)), (SqlTraceTag, tags), (SqlTraceMetadata, metadata_rows),
+                            (SqlAssessments, _uniform(assessments)), (SqlSpan, spans)):
+            if rows:
+                session.execute(insert(model.__table__), rows)
+
+
+def _assessment_row(a: Any, trace_id: str, experiment_id: int, trace_ms: int, now: int, aggregate: Any) -> dict[str, Any]:
+    """The `assessments` row of a Feedback, column for column as `SqlAssessments.from_mlflow_entity` fills it."""
+    from mlflow.tracing.utils import generate_assessment_id
+
+    value = a.feedback.value
+    numeric, is_numeric = aggregate(value)
+    return {"assessment_id": a.assessment_id or generate_assessment_id(), "trace_id": trace_id, "name": a.name,
+            "assessment_type": "feedback", "value": json.dumps(value), "error": None,
+            "created_timestamp": a.create_time_ms or now, "last_updated_timestamp": a.last_update_time_ms or now,
+            "experiment_id": experiment_id, "trace_timestamp_ms": trace_ms, "aggregate_value": numeric,
+            "is_numeric_value": is_numeric, "source_type": a.source.source_type, "source_id": a.source.source_id,
+            "run_id": a.run_id, "span_id": a.span_id, "rationale": a.rationale, "overrides": a.overrides,
+            "valid": True, "assessment_metadata": json.dumps(a.metadata) if a.metadata else None}
+
+
+def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """executemany needs one set of keys: a key some rows lack (an optional column) is None in those."""
+    keys = {k for r in rows for k in r}
+    return [r if len(r) == len(keys) else {k: r.get(k) for k in keys} for r in rows]
+
+
+def _enqueue_rollups(session: Any, experiment_id: str, traces: Sequence[CaseTrace]) -> None:
+    """The MLflow UI's overview charts read daily rollups; mark the days these traces fall on for rebuild."""
+    try:
+        from mlflow.store.tracking.utils.sql_trace_rollups import RollupFamily, enqueue_rollup_rebuild_partitions
+    except ImportError:
+        return
+    times = sorted({t.info.request_time for t in traces})
+    families = [f for f in (getattr(RollupFamily, n, None) for n in ("TRACE_METRIC", "ASSESSMENT", "SPAN_COST")) if f]
+    enqueue_rollup_rebuild_partitions(session, [(f, int(experiment_id), times) for f in families])
+
+
+def _attr(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        value = raw
+    return str(value)[:500] if value is not None else None
+
+
+def _cost(raw: Any) -> float | None:
+    try:
+        value = json.loads(raw).get("total_cost") if raw else None
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return float(value) if _finite(value) else None
