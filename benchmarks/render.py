@@ -142,7 +142,7 @@ ROWS: tuple[Row, ...] = (
         _mlflow, lambda r: f"{r['log_median_s']:.3f} s", lambda r: _met(r["log_median_s"] < 2)),
     Row("mlflow_logging", "case traces (one MLflow trace per case) add at most 1 ms per case",
         "`bench_mlflow_logging.py`: the same `log_run_dir` with `tracking.traces` true vs false, alternating, each on a "
-        "fresh store (the difference of the medians over 10,000 cases: 4 spans, 5 assessments each, bulk SQL path)",
+        "fresh store (the difference of the medians over 10,000 cases: 4 spans and 4 assessments each, bulk SQL path)",
         lambda r: (f"{r['log_with_traces_median_s']:.2f} s with traces vs {r['log_median_s']:.2f} s without, median of "
                    f"{r['rounds']}"),
         lambda r: f"+{r['traces_ms_per_case']:.2f} ms per case", lambda r: _met(r["traces_ms_per_case"] <= 1)),

@@ -15,10 +15,24 @@ from typing import Any, Mapping, TypeVar, Union
 T = TypeVar("T")
 
 
+_EXACT = (str, int, bool, type(None))
+
+
 def to_plain(obj: Any) -> Any:
-    """JSON-ready data: dataclasses become dicts (field order kept), tuples lists, NaN/inf None."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    """JSON-ready data: dataclasses become dicts (field order kept), tuples lists, NaN/inf None. The exact built-in
+    types go first: this runs on every case result, several times (it was ~0.5 ms a case with ABC checks first)."""
+    kind = type(obj)
+    if kind in _EXACT:
+        return obj
+    if kind is float:
+        return obj if math.isfinite(obj) else None
+    if kind is dict:
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if kind is tuple or kind is list:
+        return [to_plain(v) for v in obj]
+    names = _field_names(kind) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else None
+    if names is not None:
+        return {n: to_plain(getattr(obj, n)) for n in names}
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
@@ -26,6 +40,11 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     return obj
+
+
+@lru_cache(maxsize=None)
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 @lru_cache(maxsize=None)

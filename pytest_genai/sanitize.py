@@ -62,6 +62,9 @@ class Sanitizer:
 
     def obj(self, value: Any) -> Any:
         """A sanitized copy through dicts (keys and values), lists, tuples and sets; other scalars as they are."""
+        kind = type(value)
+        if kind is int or kind is float or kind is bool or value is None:  # most of a case result: first, cheaply
+            return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):

@@ -23,7 +23,7 @@ from scipy.stats import ks_2samp
 
 from pytest_genai.monitor import aggregate as agg
 from pytest_genai.monitor.cli import add_parser, alert_line, check_slo, run
-from pytest_genai.monitor.record import Recorder, read_local, sanitize_record
+from pytest_genai.monitor.record import ModelIdentity, Recorder, read_local, sanitize_record
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -368,3 +368,51 @@ def test_the_mlflow_sink_writes_traces_tagged_with_the_model_id(mlflow_uri: str,
     assert sorted(r["request_id"] for r in records) == ["r0", "r1", "r2"] and recorder.failures == 0
     assert all(EMAIL not in json.dumps(r) for r in records)
     assert read_traces([exp], "m-other") == []
+
+
+def _served(tmp: Path, pipeline: Any) -> Any:
+    """A ServedPipeline over `pipeline` as the packaged model builds it (bundle config, guard, sanitizer, a local
+    sink), without serving it over HTTP."""
+    import yaml
+
+    from pytest_genai.config import load_config
+    from pytest_genai.context import PipelineContext
+    from pytest_genai.monitor.record import LocalSink
+    from pytest_genai.release.bundle import BUNDLE_FORMAT, BundleInfo
+    from pytest_genai.release.served import ServedPipeline
+    from pytest_genai.runtime import Runtime
+    from pytest_genai.safety.guard import Guard
+    from pytest_genai.sanitize import Sanitizer
+
+    (tmp / "e.jsonl").write_text('{"id": "a", "question": "q", "answers": ["x"]}\n')
+    (tmp / "genai.yaml").write_text(yaml.safe_dump({"version": 1, "pipeline": "t:factory", "eval": {"set": "e.jsonl"},
+                                                    "llm": {"model_id": "stub"}}))
+    config = load_config(tmp / "genai.yaml")
+    san = Sanitizer.from_config(config)
+    info = BundleInfo(BUNDLE_FORMAT, "t", "t:factory", None, "c", "e", None, None, None, {}, None, "x", False)
+    identity = ModelIdentity("m-t", "run", "t-model", "1")
+    return ServedPipeline(info, config, PipelineContext(config, None, Runtime(), san), pipeline,
+                          Guard.from_config(config), san, identity, Recorder(LocalSink(tmp / "requests.jsonl"), san))
+
+
+def test_a_failing_row_gets_its_error_and_the_other_rows_are_answered(tmp_path: Path) -> None:
+    from pytest_genai.types import Answer
+
+    def pipeline(case: Any) -> Any:
+        if case.question.startswith("fail"):
+            raise RuntimeError(f"the model server said no to {EMAIL}")
+        return Answer(text="You said: " + case.question)
+
+    served = _served(tmp_path, pipeline)
+    out = served.predict([{"question": "hello"}, {"question": "fail me"}, {"question": "again"}])
+    assert [o["answer"] for o in out] == ["You said: hello", None, "You said: again"]
+    assert [o["error"] for o in out] == [None, "RuntimeError: the model server said no to <EMAIL:" +
+                                         out[1]["error"].split("<EMAIL:")[1], None]
+    assert EMAIL not in json.dumps(out) and len({o["request_id"] for o in out}) == 3
+    records = read_local(tmp_path / "requests.jsonl")
+    assert [bool(r["error"]) for r in records] == [False, True, False]
+    assert [r["request_id"] for r in records] == [o["request_id"] for o in out]
+    # every row failing: the request fails (a broken model stays loud), its rows recorded all the same
+    with pytest.raises(RuntimeError, match="said no"):
+        served.predict([{"question": "fail once"}, {"question": "fail twice"}])
+    assert len(read_local(tmp_path / "requests.jsonl")) == 5

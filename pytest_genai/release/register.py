@@ -151,7 +151,8 @@ def signature(rag: bool) -> Any:
 
     inputs = Schema([ColSpec(DataType.string, "question"), ColSpec(DataType.string, "context", required=False),
                      ColSpec(DataType.string, "id", required=False)])
-    outputs = [ColSpec(DataType.string, "answer"), ColSpec(DataType.string, "request_id")]
+    outputs = [ColSpec(DataType.string, "answer", required=False), ColSpec(DataType.string, "request_id"),
+               ColSpec(DataType.string, "error", required=False)]  # a failed row: answer null, error its reason
     if rag:
         outputs.append(ColSpec(Array(DataType.string), "retrieved_doc_ids"))
     return ModelSignature(inputs=inputs, outputs=Schema(outputs))

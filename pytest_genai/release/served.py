@@ -73,8 +73,9 @@ class ServedPipeline:
         return cls(info, config, ctx, pipeline, guard, sanitizer, identity, recorder)
 
     def predict(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Answer every row; each gets a `request_id` (in its output row and its request record). A failing row
-        still fails the request (as before), after its record (and the others') is written."""
+        """Answer every row; each gets a `request_id` (in its output row and its request record). A row whose
+        pipeline call fails gets `answer` None and its `error` (sanitized, last line) and the others are answered;
+        the request fails only when every row failed (a broken model stays loud), after every record is written."""
         ts = time.time()
         try:
             cases = [row_case(r, i) for i, r in enumerate(rows)]
@@ -97,8 +98,12 @@ class ServedPipeline:
             if answer is not None:
                 out_text = self.guard.refusal if verdict is not None and verdict.blocked else answer.text
                 row = self._row(answer, out_text)
-                row["request_id"] = request_id
-                results.append(row)
+            else:
+                row = {"answer": None, "error": _last_line(a.error)}
+                if self.info.rag:
+                    row["retrieved_doc_ids"] = []
+            row["request_id"] = request_id
+            results.append(row)
             if self.recorder.enabled:
                 usage = answer.usage if answer is not None else None
                 records.append(request_record(
@@ -109,13 +114,13 @@ class ServedPipeline:
                     retrieved=(answer.metadata.get("retrieved") or ()) if answer is not None else (),
                     error=a.error, batched=a.batched))
         self.recorder.emit(records)
-        if failure is not None:
+        if failure is not None and all(a.answer is None for a in answered):
             raise failure
         return results
 
     def _answer(self, cases: Sequence[Case]) -> tuple[list["_Answered"], BaseException | None]:
-        """Each case's answer, measured latency and error; the first failure stops the request (it is raised
-        after recording), the rows it did not reach are recorded as not answered."""
+        """Each case's answer, measured latency and error (a failing batch fails its rows only); the first
+        failure is returned too, for a request in which no row was answered."""
         from pytest_genai.context import start_ledger, take_ledger
         from pytest_genai.pipelines.base import accepts_seed, capabilities
         from pytest_genai.scoring import as_answer
@@ -133,16 +138,14 @@ class ServedPipeline:
                 except Exception as exc:
                     ms = (time.perf_counter() - t0) * 1000
                     out += [_Answered(None, ms, self.sanitizer.exception(exc, 6), True) for _ in chunk]
-                    failure = exc
-                    break
+                    failure = failure or exc
+                    continue
                 ms = (time.perf_counter() - t0) * 1000  # each row waited for its whole batch, as a case does in the eval
                 for o in outs:
                     answer, _, error = as_answer(o, ms)
                     out.append(_Answered(answer, ms, error, True))
                     if answer is None and failure is None:
                         failure = RuntimeError(error)
-                if failure is not None:
-                    break
         else:
             pass_seed = accepts_seed(self.pipeline)
             for c in cases:
@@ -154,8 +157,8 @@ class ServedPipeline:
                 except Exception as exc:
                     take_ledger()
                     out.append(_Answered(None, (time.perf_counter() - t0) * 1000, self.sanitizer.exception(exc, 6), False))
-                    failure = exc
-                    break
+                    failure = failure or exc
+                    continue
                 ms = (time.perf_counter() - t0) * 1000
                 calls = take_ledger()
                 answer, _, error = as_answer(o, ms)
@@ -163,15 +166,12 @@ class ServedPipeline:
                     answer = replace(answer, usage=Usage(sum(int(g.input_tokens) for _, g, _ in calls),
                                                          sum(int(g.output_tokens) for _, g, _ in calls)))
                 out.append(_Answered(answer, ms, error, False))
-                if answer is None:
+                if answer is None and failure is None:
                     failure = RuntimeError(error)
-                    break
-        missing = len(cases) - len(out)
-        out += [_Answered(None, 0.0, "not answered: an earlier row of the request failed", False)] * missing
         return out, failure
 
     def _row(self, answer: Answer, text: str) -> dict[str, Any]:
-        row: dict[str, Any] = {"answer": text}
+        row: dict[str, Any] = {"answer": text, "error": None}
         if self.info.rag:
             retrieved = answer.metadata.get("retrieved") or ()
             row["retrieved_doc_ids"] = [str(r["doc_id"]) for r in retrieved]
@@ -229,3 +229,9 @@ def rows_of(model_input: Any) -> list[Any]:
 def _plain(value: Any) -> Any:
     """pandas fills a missing optional column with NaN: that is no value."""
     return None if isinstance(value, float) and value != value else value
+
+
+def _last_line(error: str | None) -> str:
+    """What a client sees of a failed row: the exception line of the (sanitized) traceback."""
+    lines = [ln for ln in (error or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "the pipeline failed"
