@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--experiment", default=None)
     sh = sub.add_parser("show", help="print a run's summary table: a run folder or an MLflow run id")
     sh.add_argument("run", metavar="RUN_DIR_OR_MLFLOW_RUN_ID")
-    sh.add_argument("--tracking-uri", default=None, help="for an MLflow run id (default: MLFLOW_TRACKING_URI)")
+    sh.add_argument("--tracking-uri", default=None, help="for an MLflow run id (default: tracking.uri of ./genai.yaml, "
+                                                          "then MLFLOW_TRACKING_URI)")
     tracking_help = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, then MLflow's default sqlite:///mlflow.db)"
     mo = sub.add_parser("models", help="a registered model's versions: aliases, gate verdicts, headline metrics, git commit")
     mo.add_argument("name")
@@ -171,8 +172,9 @@ def _show(args: argparse.Namespace) -> int:
         record, where = read_run(path, with_results=False), path  # the table is the record's, not recomputed
     else:
         from pytest_genai.compare.baseline import record_from_mlflow
+        from pytest_genai.tracking.mlflow_store import command_tracking_uri
 
-        record, where = record_from_mlflow(args.run, args.tracking_uri)
+        record, where = record_from_mlflow(args.run, command_tracking_uri(args.tracking_uri))
     p = record.provenance
     print(f"run {where}: status {record.status}, {p.pipeline}, config_hash {p.config_hash[:12]}, "
           f"eval set {p.eval_set_hash[:12]}, git {p.git_commit[:12]}")

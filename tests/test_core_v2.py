@@ -261,6 +261,18 @@ def test_show_prints_the_session_table_from_a_folder_and_an_mlflow_run(project: 
     assert cli(["show", run_id]) == 0
     from_mlflow = capsys.readouterr().out.splitlines()
     assert all(line in from_mlflow for line in table), from_mlflow
+    # without the env: the genai.yaml of the current folder names the store (as the session read it)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(project.path)
+    assert cli(["show", run_id]) == 0 and cli(["report", run_id, "--out", "r.html"]) == 0
+    assert (project.path / "r.html").is_file()
+    # nowhere to look: refused, and no empty store is created to look in
+    empty = project.path / "elsewhere"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    capsys.readouterr()
+    assert cli(["show", run_id]) == 2 and cli(["report", run_id]) == 2
+    assert "there is no MLflow store at" in capsys.readouterr().err and not (empty / "mlflow.db").exists()
 
 
 def test_legacy_run_folder_stays_readable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -147,7 +147,9 @@ def _comparable(trace: Any) -> dict[str, Any]:
                      "attrs": {k: v for k, v in s.attributes.items() if k != "mlflow.traceRequestId"}}
                     for s in trace.data.spans), key=lambda d: d["name"])
     info = trace.info
-    return {"spans": spans, "state": info.state, "preview": (info.request_preview, info.response_preview),
+    root = next(s for s in trace.data.spans if s.parent_id is None)
+    events = {e.name: e.attributes.get("exception.message") for e in root.events}
+    return {"spans": spans, "state": info.state, "events": events, "preview": (info.request_preview, info.response_preview),
             "tags": {k: v for k, v in info.tags.items() if not k.startswith("mlflow.artifactLocation")},
             "assessments": sorted((a.name, json.dumps(a.value), a.rationale) for a in info.assessments),
             "tokens": info.token_usage, "duration": info.execution_duration, "time": info.request_time,
@@ -178,6 +180,7 @@ def test_the_bulk_writer_and_mlflows_public_api_write_the_same_traces(mlflow_uri
     assert retrieve["attrs"]["genai.chunk_scores"] == [0.8, 0.5] and c1["run"] is True
     failed = got[True]["c0"]
     assert failed["state"] == "ERROR" and ("pass", "false", "RuntimeError: boom") in failed["assessments"]
+    assert failed["events"] == {"exception": "RuntimeError: boom"}  # the UI's exception view of the root span
     assert ("safety_flags", '["email"]', None) in got[True]["c4"]["assessments"]
     assert ("custom", "0.25", None) in c1["assessments"]
 

@@ -17,7 +17,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("report", help="write a run's self-contained HTML report: a run folder or an MLflow run id")
     p.add_argument("run", metavar="RUN_DIR_OR_MLFLOW_RUN_ID")
     p.add_argument("--out", default="report.html", metavar="FILE", help="where to write it (default ./report.html)")
-    p.add_argument("--tracking-uri", default=None, help="for an MLflow run id (default: MLFLOW_TRACKING_URI)")
+    p.add_argument("--tracking-uri", default=None, help="for an MLflow run id (default: tracking.uri of ./genai.yaml, "
+                                                         "then MLFLOW_TRACKING_URI)")
     return p
 
 
@@ -25,12 +26,17 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
     from pytest_genai.report.html import regressed_from_comparison, render_html
     from pytest_genai.runlog import RunLogError
 
+    from pytest_genai.tracking.mlflow_store import command_tracking_uri
+
     try:
-        record, comparison, where = load(args.run, args.tracking_uri)
+        record, comparison, where = load(args.run, command_tracking_uri(args.tracking_uri))
         page = render_html(record, regressed_from_comparison(comparison))
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, "utf-8")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(page, "utf-8")
+        except OSError as exc:
+            raise OSError(f"--out {out}: cannot write it: {exc}") from None
     except (RunLogError, OSError, ValueError) as exc:
         print(f"pytest-genai report: {exc}", file=sys.stderr)
         return 2

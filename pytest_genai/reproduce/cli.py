@@ -131,7 +131,8 @@ def reproduce(ref: str, *, project: Path, uri: str | None = None, strict: bool =
             echo(f"  warning: {line}")
         again = rerun(layout)
         new = again.record
-        echo(f"re-ran {len(new.results)} cases in {again.seconds:.1f} s (pytest exit code {again.exit_code}; "
+        why = {0: "", 1: ": failed cases or gates, as the run's own verdict may be"}.get(again.exit_code, "")
+        echo(f"re-ran {len(new.results)} cases in {again.seconds:.1f} s (pytest exit code {again.exit_code}{why}; "
              "tracking off: no MLflow run)")
         changes = provenance_changes(r, new)
         if changes:

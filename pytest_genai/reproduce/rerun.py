@@ -43,8 +43,11 @@ def rerun(layout: Layout) -> Rerun:
         from pytest_genai.sanitize import Sanitizer
 
         san = Sanitizer.from_config(layout.config)
+        hint = ("\n  the run's code (its pipeline module, conftest.py) is taken from --project DIR (default: the current "
+                "folder): run reproduce from the project's folder or pass --project") if (
+            "ModuleNotFoundError" in output or "No module named" in output) else ""
         raise ReproduceError(f"the re-run wrote no run folder (pytest exit code {proc.returncode}); its output ends:\n"
-                             + "\n".join("    " + ln for ln in (san.text(tail) or "").splitlines()))
+                             + "\n".join("    " + ln for ln in (san.text(tail) or "").splitlines()) + hint)
     try:
         record = read_run(done[-1], with_results=True)
     except RunLogError as exc:

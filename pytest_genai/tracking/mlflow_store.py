@@ -30,10 +30,19 @@ def _client(uri: str | None) -> Any:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """MLflow's own deprecation noise (sqlalchemy loader strategies) is not the user's to fix."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
+    """MLflow's own deprecation noise (sqlalchemy loader strategies) is not the user's to fix, nor are its INFO
+    lines about migrating a new sqlite store, which land in the middle of pytest's progress line."""
+    import logging
+
+    migrations = logging.getLogger("mlflow.store.db.utils")
+    level = migrations.level
+    migrations.setLevel(max(level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        migrations.setLevel(level)
 
 
 @contextmanager
@@ -83,6 +92,23 @@ def resolve_uri(uri: str | None, base_dir: Path) -> str | None:
         if rel and not rel.startswith(":memory:"):
             return f"sqlite:///{(base_dir / rel).resolve()}"
     return uri
+
+
+def command_tracking_uri(flag: str | None, config_path: Path = Path("genai.yaml")) -> str | None:
+    """The store a command (`show`, `report`) reads an MLflow run id from, as a session would pick it: --tracking-uri,
+    else tracking.uri of the genai.yaml in the current folder, else $MLFLOW_TRACKING_URI, else MLflow's default."""
+    if flag:
+        return resolve_uri(flag, Path.cwd())
+    import yaml
+
+    try:
+        data = yaml.safe_load(config_path.read_text("utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        data = {}
+    uri = (data.get("tracking") or {}).get("uri") if isinstance(data, dict) and isinstance(data.get("tracking"), dict) else None
+    if isinstance(uri, str) and uri and "${" not in uri:
+        return resolve_uri(uri, config_path.resolve().parent)
+    return os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
 @contextmanager

@@ -196,10 +196,18 @@ def _span(trace_id: str, span_id: int, parent: int | None, name: str, kind: str,
              SpanAttributeKey.INPUTS: _json(inputs), SpanAttributeKey.OUTPUTS: _json(outputs)}
     attrs.update({k: _json(v) for k, v in attributes.items()})
     code = StatusCode.ERROR if status[0] == "ERROR" else StatusCode.OK
+    events = []
+    if code == StatusCode.ERROR and status[1]:  # the UI shows a span's exception from its event (OTel's convention)
+        from opentelemetry.sdk.trace import Event
+
+        lines = [ln for ln in status[1].strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else status[1]
+        events.append(Event("exception", {"exception.type": last.split(":", 1)[0][:200], "exception.message": last[:2000],
+                                          "exception.stacktrace": status[1][:20000]}, timestamp=end_ns))
     return Span(ReadableSpan(
         name=name, context=build_otel_context(otel_trace, span_id),
         parent=build_otel_context(otel_trace, parent) if parent is not None else None,
-        start_time=start_ns, end_time=end_ns, attributes=attrs,
+        start_time=start_ns, end_time=end_ns, attributes=attrs, events=events,
         status=Status(code, status[1][:500] if code == StatusCode.ERROR else None), resource=Resource.get_empty()))
 
 
