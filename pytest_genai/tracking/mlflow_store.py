@@ -230,8 +230,9 @@ def _resolved_config(run_dir: Path) -> dict[str, Any]:
 
 def _log_native(client: Any, uri: str | None, run_id: str, exp_id: str, run_dir: Path, record: Any,
                 options: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
-    """Dataset input, Prompt Registry link, case traces and the config's saved views on the experiment. What the store refuses is a warning on the record
-    (and a tag), never a lost run: the params, metrics and artifacts are what gates and baselines read."""
+    """Dataset input, Prompt Registry link, case traces and the config's saved views on the experiment. What the
+    store refuses is a warning on the record (and a tag), never a lost run: the params, metrics and artifacts are
+    what gates and baselines read. Re-logging into the same run (merge again) finds its traces there: a warning."""
     from mlflow.entities import RunTag
 
     from pytest_genai import names
