@@ -156,8 +156,7 @@ def run_case(pipeline: Any, case: Case, seed: int, *, pricing: tuple[float, floa
         else:
             if scores:
                 result = replace(result, scores={**result.scores, **scores})
-    result = replace(result, timings={**result.timings, "score_ms": (time.perf_counter() - scoring_started) * 1000})
-    return sanitize_result(result, san)
+    return sanitize_result(result, san, score_ms=(time.perf_counter() - scoring_started) * 1000)
 
 
 def _timings(answer: Answer | None) -> dict[str, float]:
@@ -168,10 +167,13 @@ def _timings(answer: Answer | None) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def sanitize_result(result: CaseResult, sanitizer: Any) -> CaseResult:
-    """The boundary for case data: every string anywhere in the result (ids excepted: they name items)."""
+def sanitize_result(result: CaseResult, sanitizer: Any, score_ms: float | None = None) -> CaseResult:
+    """The boundary for case data: every string anywhere in the result (ids excepted: they name items); the copy
+    it makes also takes the scoring time (`timings.score_ms`)."""
     data = sanitizer.obj(result.to_dict())
     data["id"] = result.id
+    if score_ms is not None:
+        data["timings"] = {**data.get("timings", {}), "score_ms": score_ms}
     return CaseResult.from_dict(data)
 
 

@@ -21,6 +21,17 @@ def _no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 
+@pytest.fixture
+def stub(request: pytest.FixtureRequest) -> Any:
+    """The OpenAI-compatible stub server, requiring the test module's `KEY` as its API key and answering after its
+    `STUB_LATENCY_MS` (default 0). A module with another stub defines its own `stub` fixture."""
+    from pytest_genai.testing.openai_stub import OpenAIStub, StubBehaviour
+
+    with OpenAIStub(StubBehaviour(latency_ms=getattr(request.module, "STUB_LATENCY_MS", 0.0),
+                                  api_key=request.module.KEY)) as s:
+        yield s
+
+
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow sqlite store with every migration applied, copied by each test that needs one."""

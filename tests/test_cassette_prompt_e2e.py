@@ -6,24 +6,18 @@ questions and a redact key holds none of it yet replays to the same answers and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import Project
-from pytest_genai.testing.openai_stub import OpenAIStub, StubBehaviour
+from pytest_genai.testing.openai_stub import OpenAIStub
 
 KEY = "sk-e2e-9f8e7d6c5b4a3210"
+STUB_LATENCY_MS = 1  # the conftest `stub` answers after this
 REDACT_KEY = "rk-e2e-0a1b2c3d4e5f6a7b8c9d"
 CASES = [{"id": f"q{i:02d}", "question": f"Who wrote note {i}? Ask desk{i}.lee@example.com",
           "answers": [f"item{i} value"], "context": f"item{i} value is here"} for i in range(6)]
-
-
-@pytest.fixture
-def stub() -> Iterator[OpenAIStub]:
-    with OpenAIStub(StubBehaviour(latency_ms=1, api_key=KEY)) as s:
-        yield s
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from pytest_genai.llm.cache import (
 from pytest_genai.testing.openai_stub import OpenAIStub, StubBehaviour, stub_reply
 
 KEY = "sk-test-Hc4mX9eQ1wL7bN3s"
+STUB_LATENCY_MS = 5  # the conftest `stub` answers after this
 PROMPTS = [[{"role": "system", "content": "Be brief."},
             {"role": "user", "content": f"Context: answer{i} is right here\nQuestion: what is {i}?"}] for i in range(12)]
 
@@ -46,12 +47,6 @@ def make_config(tmp_path: Path, base_url: str, **llm: Any) -> GenaiConfig:
     path.write_text(yaml.safe_dump({"version": 1, "seed": 3, "pipeline": "builtin:llm", "llm": section,
                                     "eval": {"set": "x.jsonl"}}))
     return load_config(path, environ={"OPENAI_API_KEY": KEY})
-
-
-@pytest.fixture
-def stub() -> Iterator[OpenAIStub]:
-    with OpenAIStub(StubBehaviour(latency_ms=5, api_key=KEY)) as s:
-        yield s
 
 
 @pytest.fixture

@@ -7,25 +7,19 @@ same traces."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import Project
-from pytest_genai.testing.openai_stub import OpenAIStub, StubBehaviour
+from pytest_genai.testing.openai_stub import OpenAIStub
 
 KEY = "sk-native-5b4a32109f8e7d6c"
+STUB_LATENCY_MS = 1  # the conftest `stub` answers after this
 EMAIL = "desk7.lee@example.com"
 CASES = [{"id": f"q{i}", "question": f"Who wrote note {i}? Mail {EMAIL}", "answers": [f"item{i} value"],
           "context": f"item{i} value is here"} for i in range(5)]
-
-
-@pytest.fixture
-def stub() -> Iterator[OpenAIStub]:
-    with OpenAIStub(StubBehaviour(latency_ms=1, api_key=KEY)) as s:
-        yield s
 
 
 @pytest.fixture

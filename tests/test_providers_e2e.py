@@ -5,24 +5,18 @@ and the key never persisted."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import Project
-from pytest_genai.testing.openai_stub import OpenAIStub, StubBehaviour
+from pytest_genai.testing.openai_stub import OpenAIStub
 
 KEY = "sk-e2e-7a6b5c4d3e2f1a0b"
+STUB_LATENCY_MS = 20  # the conftest `stub` answers after this
 CASES = [{"id": f"q{i:02d}", "question": f"What is item {i}?", "answers": [f"item{i} value"], "context": f"item{i} value is here"}
          for i in range(24)]
-
-
-@pytest.fixture
-def stub() -> Iterator[OpenAIStub]:
-    with OpenAIStub(StubBehaviour(latency_ms=20, api_key=KEY)) as s:
-        yield s
 
 
 @pytest.fixture

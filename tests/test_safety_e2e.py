@@ -6,7 +6,6 @@ metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import Project
 from pytest_genai.safety.pii import detect
-from pytest_genai.testing.openai_stub import OpenAIStub, StubBehaviour
+from pytest_genai.testing.openai_stub import OpenAIStub
 
 KEY = "sk-safety-0f1e2d3c4b5a6978"
 SEEDED = {
@@ -35,12 +34,6 @@ CASES = [
      "context": f"fucking {SEEDED['email']}, said the reviewer."},  # toxic and PII in one answer
     {"id": "clean", "question": "What is the capital of Italy?", "answers": ["Rome is"], "context": "Rome is the capital."},
 ]
-
-
-@pytest.fixture
-def stub() -> Iterator[OpenAIStub]:
-    with OpenAIStub(StubBehaviour(api_key=KEY)) as s:
-        yield s
 
 
 @pytest.fixture

@@ -54,21 +54,6 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
         return 2
 
 
-def _project_uri(project: Path) -> str | None:
-    """tracking.uri of the project's genai.yaml, as a session there would resolve it."""
-    import yaml
-
-    from pytest_genai.tracking.mlflow_store import resolve_uri
-
-    path = project / "genai.yaml"
-    try:
-        data = yaml.safe_load(path.read_text("utf-8")) if path.is_file() else None
-    except (OSError, yaml.YAMLError):
-        return None
-    uri = ((data or {}).get("tracking") or {}).get("uri") if isinstance(data, dict) else None
-    return resolve_uri(str(uri), project.resolve()) if uri else None
-
-
 def _results_dir(source: Any) -> str | None:
     import yaml
 
@@ -108,7 +93,9 @@ def reproduce(ref: str, *, project: Path, uri: str | None = None, strict: bool =
     if cassette is not None and live:
         raise ReproduceError("--cassette and --live contradict each other: replay from a cassette, or call the model")
     if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not is_run_folder_ref(ref) and not Path(ref).is_dir():
-        uri = _project_uri(project)
+        from pytest_genai.tracking.mlflow_store import config_tracking_uri
+
+        uri = config_tracking_uri(project / "genai.yaml")
     root = Path(tempfile.mkdtemp(prefix="genai-reproduce-"))
     try:
         source = open_run(ref, uri, root / "run")

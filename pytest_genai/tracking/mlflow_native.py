@@ -43,7 +43,7 @@ def run_description(record: RunRecord) -> str:
 
 # --------------------------------------------------------------------------- dataset input
 
-def log_dataset(client: Any, run_id: str, record: RunRecord, run_dir: Path) -> None:
+def log_dataset(client: Any, run_id: str, record: RunRecord) -> None:
     """The eval set as the run's dataset input (context `eval`): digest = our sha256 (cut to the column's 36
     characters), source = its path, profile = its row count, so the UI's Dataset column names it."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
@@ -51,11 +51,7 @@ def log_dataset(client: Any, run_id: str, record: RunRecord, run_dir: Path) -> N
 
     p = record.provenance
     path = Path(p.eval_set_path)
-    snapshot = run_dir / "eval_set" / path.name
-    try:
-        rows = sum(1 for line in snapshot.read_text("utf-8").splitlines() if line.strip())
-    except OSError:
-        rows = len(record.results)
+    rows = int(record.metrics.get("cases_total", len(record.results)))  # the eval set's size, not this run's share
     dataset = Dataset(
         name=path.stem or "eval_set", digest=p.eval_set_hash[:DIGEST_CHARS], source_type=DATASET_SOURCE_TYPE,
         source=json.dumps({"uri": str(path)}),
@@ -87,7 +83,6 @@ def register_prompt(client: Any, run_id: str, run_dir: Path, record: RunRecord,
     existing = _registered_versions(client, p.prompt_id)
     same_ref = [v for v in existing if (v.tags or {}).get(names.TAG_PROMPT_VERSION) == str(p.prompt_version)]
     match = next((v for v in same_ref if (v.tags or {}).get(names.TAG_PROMPT_HASH) == p.prompt_hash), None)
-    warning = None
     if match is None and same_ref:
         other = (same_ref[0].tags or {}).get(names.TAG_PROMPT_HASH, "")
         return None, (f"prompt not registered: {p.prompt_id}@{p.prompt_version} is registered as "
@@ -102,7 +97,7 @@ def register_prompt(client: Any, run_id: str, run_dir: Path, record: RunRecord,
                   names.TAG_PROMPT_ID: p.prompt_id})
     client.link_prompt_version_to_run(run_id, match)
     _file_under_experiment(client, p.prompt_id, experiment_id)
-    return f"prompts:/{match.name}/{match.version}", warning
+    return f"prompts:/{match.name}/{match.version}", None
 
 
 def _file_under_experiment(client: Any, name: str, experiment_id: str) -> None:

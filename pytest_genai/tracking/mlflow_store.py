@@ -94,21 +94,28 @@ def resolve_uri(uri: str | None, base_dir: Path) -> str | None:
     return uri
 
 
+def config_tracking_uri(config_path: Path) -> str | None:
+    """tracking.uri of a genai.yaml, resolved as a session there would (read as plain YAML: no validation, and a
+    `${ENV}` URI is left to the session); None when the file or the key is not there."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(config_path.read_text("utf-8")) if config_path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return None
+    tracking = data.get("tracking") if isinstance(data, dict) else None
+    uri = tracking.get("uri") if isinstance(tracking, dict) else None
+    if isinstance(uri, str) and uri and "${" not in uri:
+        return resolve_uri(uri, config_path.resolve().parent)
+    return None
+
+
 def command_tracking_uri(flag: str | None, config_path: Path = Path("genai.yaml")) -> str | None:
     """The store a command (`show`, `report`) reads an MLflow run id from, as a session would pick it: --tracking-uri,
     else tracking.uri of the genai.yaml in the current folder, else $MLFLOW_TRACKING_URI, else MLflow's default."""
     if flag:
         return resolve_uri(flag, Path.cwd())
-    import yaml
-
-    try:
-        data = yaml.safe_load(config_path.read_text("utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        data = {}
-    uri = (data.get("tracking") or {}).get("uri") if isinstance(data, dict) and isinstance(data.get("tracking"), dict) else None
-    if isinstance(uri, str) and uri and "${" not in uri:
-        return resolve_uri(uri, config_path.resolve().parent)
-    return os.environ.get("MLFLOW_TRACKING_URI") or None
+    return config_tracking_uri(config_path) or os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
 @contextmanager
@@ -250,7 +257,7 @@ def _log_native(client: Any, uri: str | None, run_id: str, exp_id: str, run_dir:
             warnings.append(URL_CREDENTIALS.sub(r"\1***@", f"{what} not logged: {type(exc).__name__}: {first[:300]}"))
             return None
 
-    attempt("dataset input", lambda: native.log_dataset(client, run_id, record, run_dir))
+    attempt("dataset input", lambda: native.log_dataset(client, run_id, record))
     if resolved.get("views"):
         from pytest_genai.views import store_config_views
 
