@@ -45,7 +45,8 @@ class EvalPlugin:
         self.local_error: str | None = None
         self.prompt_check_error: str | None = None
         self.release_lines: list[Any] = []
-        self.merge_failed = False  # the last shard merged its group and the whole eval's gates failed  # report.terminal.Line: what registering did, or why it did not
+        self.merge_failed = False  # the last shard merged its group and the whole eval's gates failed
+        self.warm: Any = None  # tracking.warm.WarmTracker: MLflow imported beside the cases, logs the run folder
         self.release_error: str | None = None
         self.baseline: Any = None  # compare.baseline.Baseline, resolved at session start (controller only)
         self.workers = int(config.getoption("numprocesses", None) or 0) if not is_worker(config) else 0
@@ -55,6 +56,11 @@ class EvalPlugin:
             config.addinivalue_line("markers", f"{tag}: eval-set tag (pytest-genai)")
         self.shard, self.group = self._shard_options()
         self._add_eval_set_to_args()
+        if self.tracking_enabled and not is_worker(config) and not self._dry_run():
+            from pytest_genai.tracking.warm import WarmTracker
+
+            # from here on MLflow's import and store set-up run beside collection and the cases
+            self.warm = WarmTracker.start(self.tracking_uri)
 
     def _shard_options(self) -> tuple[tuple[int, int] | None, str | None]:
         """--genai-shard I/N and the group it belongs to (--genai-group, else from GitHub Actions' run id)."""
@@ -377,10 +383,8 @@ class EvalPlugin:
             self.local_error = san.text(f"could not write local results under {root}: {type(exc).__name__}: {exc}")
         if self.tracking_enabled and self.local_error is None:
             try:
-                from pytest_genai.tracking.mlflow_store import log_run_dir
-
                 assert self.run_dir is not None
-                self.run_id = log_run_dir(self.run_dir, self.tracking_uri, self.experiment)
+                self.run_id = self._log_run_dir(self.run_dir)
             except Exception as exc:
                 # about the store, not the eval's data: only secrets go (the server's own address stays readable)
                 self.tracking_error = san.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
@@ -408,6 +412,18 @@ class EvalPlugin:
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self._write_markdown(session, record)
+
+    def _log_run_dir(self, run_dir: Path) -> str:
+        """In the warm tracking worker when there is one (MLflow already imported there), else in-process."""
+        from pytest_genai.tracking.mlflow_store import log_run_dir
+        from pytest_genai.tracking.warm import WorkerGone
+
+        if self.warm is not None:
+            try:
+                return self.warm.log_run_dir(run_dir, self.tracking_uri, self.experiment)
+            except WorkerGone:
+                pass
+        return log_run_dir(run_dir, self.tracking_uri, self.experiment)
 
     def _merge_if_last(self) -> None:
         """The last shard of a group to finish (all N shard runs logged, the parent not filled yet) merges the group
@@ -525,6 +541,8 @@ class EvalPlugin:
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.state.discard_replay_copy()
+        if self.warm is not None:
+            self.warm.close()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_genai.report.terminal import write_session_summary

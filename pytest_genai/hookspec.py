@@ -1,6 +1,8 @@
 """Hooks a conftest or plugin implements to extend pytest-genai (added with `pytest_addhooks`).
-They are called only in a session with `--genai-config`; the built-ins are implementations of the same
-hooks (`pytest_genai.builtin_hooks`)."""
+They are called only in a session with `--genai-config`. The built-in per-case scores and the end-of-session
+metric table are implementations of the same hooks (`pytest_genai.builtin_hooks`, registered before any conftest
+and `tryfirst`: a conftest's implementation runs after them, a `tryfirst` one before); the built-in metrics, pipelines, providers and classifiers sit in the same
+registries `pytest_genai_register` adds to."""
 
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ def pytest_genai_run_finished(record: "RunRecord", run_dir: Any) -> None:
 
 @pytest.hookspec(firstresult=False)
 def pytest_genai_terminal_lines(record: "RunRecord") -> "list[str] | None":
-    """Lines for the end-of-session pytest-genai section, after the metric table. Example::
+    """Lines (`str`, or `pytest_genai.report.terminal.Line` for a style) for the end-of-session pytest-genai section;
+    the built-in implementation returns the metric table, so yours follow it. Every line is sanitized. Example::
 
         def pytest_genai_terminal_lines(record):
             return [f"slowest case: {max(record.results, key=lambda r: r.latency_ms).id}"]

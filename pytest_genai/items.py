@@ -43,6 +43,9 @@ class CaseItem(pytest.Item):
             from pytest_genai.scoring import no_result
 
             self.result = no_result(self.case, state.seed_for(self.case), state.sanitizer, state.build_error)
+            # this worker stops after this one case (xdist reads shouldstop after each item and hands it to the
+            # controller, which stops the others): one failure per worker, not one per case
+            self.session.shouldstop = "pytest-genai: the pipeline did not build (the failed case says why)"
             raise PipelineBuildError(state.build_error)
         result = state.run(self.case)
         self.result = result

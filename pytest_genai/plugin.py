@@ -12,9 +12,12 @@ from pytest_genai.state import STATE_KEY
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from pytest_genai import hookspec
+    from pytest_genai import builtin_hooks, hookspec
 
     pluginmanager.add_hookspecs(hookspec)
+    # the built-ins implement the same hooks; registered before any conftest, so a user's `tryfirst` runs first
+    # and a plain implementation after them (pytest only imports this module: it imports nothing heavy)
+    pluginmanager.register(builtin_hooks, "genai-builtins")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -216,17 +216,16 @@ class EvalSession:
         return {c.id: self._run_one(c, False, as_answer(o, elapsed)) for c, o in zip(cases, outs)}
 
     def _extra_scores(self, case: Case, answer: Any, result: CaseResult) -> dict[str, float]:
-        """Registered per-case metrics, then the `pytest_genai_case_scores` hook implementations."""
-        from pytest_genai.metrics.registry import per_case_scorers
+        """Every `pytest_genai_case_scores` implementation, the built-in one (registered metrics) first."""
+        if self.hook is None:  # a session outside pytest: only the built-ins
+            from pytest_genai import builtin_hooks
 
+            parts = [builtin_hooks.pytest_genai_case_scores(case=case, answer=answer, result=result)]
+        else:
+            parts = self.hook.pytest_genai_case_scores(case=case, answer=answer, result=result)
         scores: dict[str, float] = {}
-        for metric in per_case_scorers():
-            value = metric.per_case(case, answer, result)  # type: ignore[misc]
-            if value is not None:
-                scores[metric.name] = float(value)
-        if self.hook is not None:
-            for extra in self.hook.pytest_genai_case_scores(case=case, answer=answer, result=result):
-                scores.update({k: float(v) for k, v in (extra or {}).items()})
+        for extra in parts:
+            scores.update({k: float(v) for k, v in (extra or {}).items()})
         return scores
 
     def shutdown(self) -> None:

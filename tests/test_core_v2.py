@@ -114,6 +114,32 @@ def test_a_metric_added_in_a_conftest_is_gateable_logged_and_shown(project: Proj
     typo.stderr.fnmatch_lines(["*gates.answer_wrds: unknown metric 'answer_wrds' — did you mean 'gates.answer_words'?*"])
 
 
+BUILTIN_ORDER_CONFTEST = '''
+import pytest
+
+def pytest_genai_case_scores(case, answer, result):
+    return {"exact_match_len": 7.0}
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_genai_terminal_lines(record):
+    return ["before the table"]
+'''
+
+
+def test_the_built_ins_are_implementations_of_the_same_hooks(project: Project) -> None:
+    """The built-in per-case scores and the metric table come through `pytest_genai_case_scores` and
+    `pytest_genai_terminal_lines`: a conftest's score of the same name wins (it runs after the built-in), and a
+    `tryfirst` line of the user's precedes the built-in table."""
+    project.pytester.makeconftest(CONFTEST_METRIC.replace("answer_words", "exact_match_len")
+                                  + BUILTIN_ORDER_CONFTEST)
+    project.write_config()
+    result = project.run("--genai-config", "genai.yaml", subprocess=True)
+    out = result.stdout.str()
+    assert out.index("before the table") < out.index("exact_match_len")
+    assert project.summary()["metrics"]["exact_match_len"] == 7.0  # the user's score replaced the built-in one
+    assert {r["scores"]["exact_match_len"] for r in project.last_results()} == {7.0}
+
+
 PII_PIPELINE = '''
 from pytest_genai import Answer
 
@@ -323,6 +349,31 @@ def test_undefined_template_variable_stops_the_run_once(project: Project) -> Non
     out = result.stdout.str() + result.stderr.str()
     assert "contxt" in out and "context" in out
     assert "passed" not in out and "failed" not in out.replace("failed to render", "")
+
+
+def test_a_custom_pipeline_opts_into_the_prompt_probe(project: Project) -> None:
+    """A custom pipeline with `probe_variables(case)` gets the built-ins' start-up check: one error, no case run."""
+    project.write_prompt(template="Context: {{ contxt }} Q: {{ question }}")
+    project.pytester.makepyfile(probed_pipe="""
+class Pipe:
+    def __init__(self, ctx):
+        self.prompt = ctx.prompt
+
+    def probe_variables(self, case):
+        return {"context": case.context, "question": case.question}
+
+    def __call__(self, case):
+        return self.prompt.render(self.probe_variables(case))
+
+def factory(ctx):
+    return Pipe(ctx)
+""")
+    project.config.update({"pipeline": "probed_pipe:factory", "prompt": {"id": "qa", "version": 1}})
+    project.write_config()
+    result = project.run("--genai-config", "genai.yaml", subprocess=True)
+    assert result.ret == 4
+    out = result.stdout.str() + result.stderr.str()
+    assert out.count("contxt") >= 1 and "passed" not in out and " failed" not in out
 
 
 def test_upload_logs_to_the_store_the_run_was_meant_for(project: Project, monkeypatch: pytest.MonkeyPatch,

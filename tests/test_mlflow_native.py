@@ -179,6 +179,25 @@ def test_the_bulk_writer_and_mlflows_public_api_write_the_same_traces(mlflow_uri
     assert ("custom", "0.25", None) in c1["assessments"]
 
 
+def test_span_data_is_mlflows_own_span_layout() -> None:
+    """The spans are built as plain data (no OpenTelemetry objects): MLflow's `Span.from_dict` reads each back
+    to the same dict, and the SQL columns beside the content are the entity's own id, parent, type and status."""
+    from mlflow.entities import Span
+
+    from pytest_genai.tracking.mlflow_traces import TraceContext, build_traces, span_columns
+
+    traces = build_traces(_results(3), TraceContext("1", "run1", model="m", prompt="qa@1"), 1.7e12)
+    assert [len(t.spans) for t in traces] == [5, 5, 5]
+    for data in (d for t in traces for d in t.spans):
+        span = Span.from_dict(data)
+        assert span.to_dict() == data
+        assert span_columns(data) == {"span_id": span.span_id, "parent_span_id": span.parent_id,
+                                      "type": span.span_type, "status": span.status.status_code}
+    failed_root = traces[0].spans[0]
+    assert Span.from_dict(failed_root).status.description == "RuntimeError: boom"
+    assert [e.name for e in Span.from_dict(failed_root).events] == ["exception"]
+
+
 def test_a_store_that_refuses_traces_keeps_the_run_and_says_why(api_project: Project,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A store error on traces is a warning on the record and a tag; params, metrics and artifacts are logged."""

@@ -217,10 +217,11 @@ def write_session_summary(tr: Any, plugin: Any) -> None:
     if record is None:
         tr.write_line("no case ran; nothing was logged")
         return
-    write_lines(tr, summary_lines(record))
-    for extra in plugin.config.hook.pytest_genai_terminal_lines(record=record):
-        for text in extra or ():
-            tr.write_line(plugin.state.sanitizer.text(str(text)) or "")
+    san = plugin.state.sanitizer
+    for extra in plugin.config.hook.pytest_genai_terminal_lines(record=record):  # the built-in table comes first
+        for item in extra or ():
+            line = item if isinstance(item, Line) else Line(str(item))
+            write_lines(tr, [Line(san.text(line.text) or "", line.style)])
     shown = record
     if plugin.tracking_error and (record.tracking.error is None):
         from dataclasses import replace

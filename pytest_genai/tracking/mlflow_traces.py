@@ -11,6 +11,7 @@ the tests (`MlflowClient.search_traces(run_id=...)`)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -21,6 +22,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_genai.types import CaseResult
 
+_encode_str = json.encoder.encode_basestring  # what json.dumps(str, ensure_ascii=False) returns, without its set-up
+
 SOURCE_ID = "pytest-genai"
 TAG_CASE_ID = "genai.case_id"
 SPAN_BATCH = 2500  # spans per log_spans call on the public path (MLflow groups them by trace)
@@ -30,10 +33,11 @@ PREVIEW_CHARS = 1000  # MLflow's request/response preview columns hold 1000 char
 
 @dataclass(frozen=True)
 class CaseTrace:
-    """One case's trace as MLflow entities: its TraceInfo (metadata, tags, assessments) and its spans."""
+    """One case's trace: its TraceInfo entity (metadata, tags, assessments) and its spans as plain data, laid out
+    as MLflow's `Span.to_dict()` (what the SQL store keeps per span and `Span.from_dict` reads)."""
 
     info: Any  # mlflow.entities.TraceInfo
-    spans: tuple[Any, ...]  # mlflow.entities.Span, the root first
+    spans: tuple[dict[str, Any], ...]  # the root first
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def build_case_trace(r: CaseResult, ctx: TraceContext, fallback_start_ms: float)
     start_ms = r.started_ms if r.started_ms is not None and math.isfinite(r.started_ms) else fallback_start_ms
     latency = r.latency_ms if math.isfinite(r.latency_ms) else 0.0
     spans = _spans(r, ctx, trace_id, int(start_ms * 1e6), latency)
-    end_ns = max(s.end_time_ns for s in spans)
+    end_ns = max(s["end_time_unix_nano"] for s in spans)
     source = AssessmentSource(source_type="CODE", source_id=SOURCE_ID)
     passed = r.error is None and not r.expect_failures
     values: list[tuple[str, Any, str | None]] = [("em", float(r.em), None), ("f1", float(r.f1), None),
@@ -182,33 +186,43 @@ def request_trace(record: Mapping[str, Any], experiment_id: str, *, name: str, t
 
 
 def _span(trace_id: str, span_id: int, parent: int | None, name: str, kind: str, start_ns: int, end_ns: int,
-          inputs: Any, outputs: Any, attributes: Mapping[str, Any], status: tuple[str, str]) -> Any:
-    """An MLflow Span over a finished OpenTelemetry span; attribute values JSON-encoded, as MLflow stores them."""
-    from mlflow.entities import Span
+          inputs: Any, outputs: Any, attributes: Mapping[str, Any], status: tuple[str, str]) -> dict[str, Any]:
+    """A finished span as plain data in MLflow's `Span.to_dict()` layout (base64 OTel ids, attribute values
+    JSON-encoded as MLflow stores them). No OpenTelemetry objects: building and dumping them cost more than the
+    rest of a case's trace; `tests/test_mlflow_native.py` checks the layout round-trips through `Span.from_dict`."""
     from mlflow.tracing.constant import SpanAttributeKey
-    from mlflow.tracing.utils import build_otel_context
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.trace import Status, StatusCode
 
     otel_trace = int(trace_id[3:], 16)
     attrs = {SpanAttributeKey.REQUEST_ID: json.dumps(trace_id), SpanAttributeKey.SPAN_TYPE: json.dumps(kind),
              SpanAttributeKey.INPUTS: _json(inputs), SpanAttributeKey.OUTPUTS: _json(outputs)}
     attrs.update({k: _json(v) for k, v in attributes.items()})
-    code = StatusCode.ERROR if status[0] == "ERROR" else StatusCode.OK
-    events = []
-    if code == StatusCode.ERROR and status[1]:  # the UI shows a span's exception from its event (OTel's convention)
-        from opentelemetry.sdk.trace import Event
-
+    error = status[0] == "ERROR"
+    events: list[dict[str, Any]] = []
+    if error and status[1]:  # the UI shows a span's exception from its event (OTel's convention)
         lines = [ln for ln in status[1].strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else status[1]
-        events.append(Event("exception", {"exception.type": last.split(":", 1)[0][:200], "exception.message": last[:2000],
-                                          "exception.stacktrace": status[1][:20000]}, timestamp=end_ns))
-    return Span(ReadableSpan(
-        name=name, context=build_otel_context(otel_trace, span_id),
-        parent=build_otel_context(otel_trace, parent) if parent is not None else None,
-        start_time=start_ns, end_time=end_ns, attributes=attrs, events=events,
-        status=Status(code, status[1][:500] if code == StatusCode.ERROR else None), resource=Resource.get_empty()))
+        events.append({"name": "exception", "time_unix_nano": end_ns, "attributes": {
+            "exception.type": last.split(":", 1)[0][:200], "exception.message": last[:2000],
+            "exception.stacktrace": status[1][:20000]}})
+    return {"trace_id": _b64(otel_trace, 16), "span_id": _b64(span_id, 8),
+            "parent_span_id": _b64(parent, 8) if parent is not None else None, "name": name,
+            "start_time_unix_nano": start_ns, "end_time_unix_nano": end_ns, "events": events,
+            "status": {"code": "STATUS_CODE_ERROR" if error else "STATUS_CODE_OK",
+                       "message": status[1][:500] if error else ""},
+            "attributes": attrs, "links": []}
+
+
+def _b64(value: int, size: int) -> str:
+    return base64.b64encode(value.to_bytes(size, "big")).decode("ascii")
+
+
+def span_columns(span: Mapping[str, Any]) -> dict[str, Any]:
+    """What the `spans` table keeps beside the content: hex ids, type and status, as MLflow's `log_spans` fills them."""
+    parent = span["parent_span_id"]
+    return {"span_id": base64.b64decode(span["span_id"]).hex(),
+            "parent_span_id": base64.b64decode(parent).hex() if parent else None,
+            "type": json.loads(span["attributes"]["mlflow.spanType"]),
+            "status": "ERROR" if span["status"]["code"] == "STATUS_CODE_ERROR" else "OK"}
 
 
 def _chunk_id(hit: Mapping[str, Any]) -> str:
@@ -229,6 +243,8 @@ def _chunk_label(hit: Mapping[str, Any]) -> str:
 
 
 def _json(value: Any) -> str:
+    if type(value) is str:  # most attribute values: the C string encoder, as json.dumps would call it
+        return _encode_str(value)
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
@@ -272,7 +288,9 @@ def _write_api(client: Any, traces: Sequence[CaseTrace]) -> None:
     location = traces[0].info.experiment_id
     with ThreadPoolExecutor(POOL) as pool:
         list(pool.map(client.start_trace, [t.info for t in traces]))
-    spans = [s for t in traces for s in t.spans]
+    from mlflow.entities import Span
+
+    spans = [Span.from_dict(s) for t in traces for s in t.spans]
     for i in range(0, len(spans), SPAN_BATCH):
         client.log_spans(location, spans[i:i + SPAN_BATCH])
 
@@ -318,14 +336,12 @@ def _write_sql(store: Any, traces: Sequence[CaseTrace]) -> None:
             metadata_rows += [{"request_id": tid, "key": k, "value": v} for k, v in sorted(metadata.items())]
             assessments += [_assessment_row(a, tid, int(experiment_id), info.request_time, now, aggregate)
                             for a in info.assessments]
-            for span in t.spans:
-                data = span.to_dict()
-                attributes = data.get("attributes", {})
+            for data in t.spans:
+                attributes = data["attributes"]
                 spans.append({
-                    "trace_id": tid, "experiment_id": int(experiment_id), "span_id": span.span_id,
-                    "parent_span_id": span.parent_id, "name": span.name, "type": span.span_type,
-                    "status": span.status.status_code, "start_time_unix_nano": span.start_time_ns,
-                    "end_time_unix_nano": span.end_time_ns, "content": json.dumps(data, ensure_ascii=False),
+                    "trace_id": tid, "experiment_id": int(experiment_id), **span_columns(data), "name": data["name"],
+                    "start_time_unix_nano": data["start_time_unix_nano"],
+                    "end_time_unix_nano": data["end_time_unix_nano"], "content": json.dumps(data, ensure_ascii=False),
                     "input_cost": None, "output_cost": None, "total_cost": _cost(attributes.get("mlflow.llm.cost")),
                     "model_name": _attr(attributes.get("mlflow.llm.model")),
                     "model_provider": _attr(attributes.get("mlflow.llm.provider")),
