@@ -46,6 +46,8 @@ class EvalPlugin:
         self.prompt_check_error: str | None = None
         self.release_lines: list[Any] = []
         self.merge_failed = False  # the last shard merged its group and the whole eval's gates failed
+        self.hook_error: str | None = None  # a pytest_genai_run_finished implementation raised (sanitized)
+        self.build_failure: str | None = None  # xdist: the pipeline built on no worker (no run is recorded)
         self.warm: Any = None  # tracking.warm.WarmTracker: MLflow imported beside the cases, logs the run folder
         self.release_error: str | None = None
         self.baseline: Any = None  # compare.baseline.Baseline, resolved at session start (controller only)
@@ -135,7 +137,9 @@ class EvalPlugin:
         except ConfigError as exc:
             message = san.text(str(exc))
         except Exception as exc:
-            message = f"building the pipeline {self.state.config.get('pipeline')!r} failed:\n{san.exception(exc, 8)}"
+            detail = san.exception(exc, 8)
+            why = (detail.strip().splitlines() or [type(exc).__name__])[-1]  # the reason, on the line CI shows
+            message = f"building the pipeline {self.state.config.get('pipeline')!r} failed: {why}\n{detail}"
         else:
             tr = self.config.pluginmanager.get_plugin("terminalreporter")
             if tr is not None and not is_worker(self.config):
@@ -362,6 +366,11 @@ class EvalPlugin:
         if not self.state.results and exitstatus in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
                                                      pytest.ExitCode.INTERRUPTED):
             return  # the session stopped before any case ran (pipeline did not build, collection errors)
+        unbuilt = [r.error for r in self.state.results.values() if (r.error or "").startswith("building the pipeline")]
+        if unbuilt and len(unbuilt) == len(self.state.results):  # xdist: as without it, no eval ran, none is recorded
+            self.build_failure = unbuilt[0].splitlines()[0]  # type: ignore[union-attr]
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            return
         from pytest_genai.runlog import Tracking, write_record
         from pytest_genai.tracking.local import new_run_dir, write_run_dir
 
@@ -402,13 +411,18 @@ class EvalPlugin:
 
             # logging wrote where the run went into run.json; the results are the ones in memory
             self.record = record = replace(read_run(self.run_dir, with_results=False), results=record.results)
-            self.config.hook.pytest_genai_run_finished(record=record, run_dir=self.run_dir)
+            try:
+                self.config.hook.pytest_genai_run_finished(record=record, run_dir=self.run_dir)
+            except Exception as exc:  # a user's hook: the run is recorded and logged already; say so, fail
+                detail = san.exception(exc, 4).strip()
+                why = (detail.splitlines() or [type(exc).__name__])[-1]
+                self.hook_error = san.text(f"a pytest_genai_run_finished hook raised {why}\n{detail}")
         if self.register_wanted:
             self._register(record)
         if self.shard and self.run_id and self.tracking_error is None and self.config.getoption("genai_auto_merge"):
             self._merge_if_last()
         failed = ((record.gates_enforced and not record.gates_passed) or record.errors or self.tracking_error
-                  or self.local_error or self.release_error or self.merge_failed)
+                  or self.local_error or self.release_error or self.merge_failed or self.hook_error)
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self._write_markdown(session, record)

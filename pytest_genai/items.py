@@ -72,7 +72,7 @@ def format_case_failure(case: Case, r: CaseResult) -> str:
     headline = r.error.strip().splitlines()[-1] if r.error else "; ".join(r.expect_failures)
     lines = [headline, f"case {case.id} (line {case.line}, seed {r.seed})"]
     if r.error is not None:
-        lines.append("pipeline raised:")
+        lines.append("scoring raised:" if r.error.startswith("a per-case scorer failed") else "pipeline raised:")
         lines += ["    " + ln for ln in r.error.splitlines()]
     for f in r.expect_failures:
         lines.append(f"FAILED: {f}")

@@ -152,7 +152,8 @@ def run_case(pipeline: Any, case: Case, seed: int, *, pricing: tuple[float, floa
         try:
             scores = extra_scores(case=case, answer=answer, result=result)
         except Exception as exc:  # a user scorer's bug is this case's error, shown sanitized
-            result = replace(result, error=f"a per-case scorer failed: {san.exception(exc, 6)}")
+            # an errored case counts as a wrong answer, whatever raised
+            result = replace(result, error=f"a per-case scorer failed: {san.exception(exc, 6)}", em=0.0, f1=0.0)
         else:
             if scores:
                 result = replace(result, scores={**result.scores, **scores})

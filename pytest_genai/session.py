@@ -226,6 +226,13 @@ class EvalSession:
         scores: dict[str, float] = {}
         for extra in parts:
             scores.update({k: float(v) for k, v in (extra or {}).items()})
+        from pytest_genai.metrics.registry import METRICS
+
+        clash = sorted(k for k in scores if k in METRICS and METRICS.get(k).per_case is None)
+        if clash:  # em, f1, latency...: computed from the result's own fields, a score would be ignored by them
+            raise ValueError(f"pytest_genai_case_scores returned {', '.join(map(repr, clash))}: the name of a built-in "
+                             "metric computed from the case result, not from scores; name the score differently (or "
+                             "replace the metric: register_metric(NAME, replace=True))")
         return scores
 
     def shutdown(self) -> None:

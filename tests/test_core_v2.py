@@ -140,6 +140,61 @@ def test_the_built_ins_are_implementations_of_the_same_hooks(project: Project) -
     assert {r["scores"]["exact_match_len"] for r in project.last_results()} == {7.0}
 
 
+MISBEHAVING_HOOKS = '''
+def pytest_genai_case_scores(case, answer, result):
+    if case.id == "rome":
+        raise KeyError("no score for jane.doe@example.com")
+    return {}
+
+def pytest_genai_terminal_lines(record):
+    return "one string is one line"
+
+def pytest_genai_run_finished(record, run_dir):
+    raise RuntimeError("the hook broke for jane.doe@example.com")
+'''
+
+
+def test_hooks_that_misbehave_are_reported_not_crashed_on(project: Project) -> None:
+    """A scorer hook that raises makes that case an error scored as wrong (EM/F1 0, labelled as scoring); a
+    terminal hook returning one str prints one line; a run_finished hook that raises is a sanitized HOOK ERROR that
+    fails the session after the run was recorded and logged — never a traceback with raw PII."""
+    project.pytester.makeconftest(MISBEHAVING_HOOKS)
+    project.write_config()
+    result = project.run("--genai-config", "genai.yaml", subprocess=True)
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == 1 and "jane.doe@example.com" not in out
+    assert "one string is one line" in result.stdout.lines
+    result.stdout.fnmatch_lines(["*scoring raised:*", "*HOOK ERROR: a pytest_genai_run_finished hook raised*RuntimeError*"])
+    rome = {r["id"]: r for r in project.last_results()}["rome"]
+    assert rome["error"].startswith("a per-case scorer failed") and (rome["em"], rome["f1"]) == (0.0, 0.0)
+    assert project.summary()["metrics"]["em"] == 0.75
+    assert "gates passed: 1 of 1; but 1 case(s) errored" in result.stdout.lines
+
+
+def test_a_hook_score_named_like_a_built_in_result_metric_is_refused(project: Project) -> None:
+    """`em` is computed from the case result, not from scores: a hook score of that name would be silently ignored
+    by the metric (and logged as a second, conflicting assessment), so it is the case's error, naming the fix."""
+    project.pytester.makeconftest("def pytest_genai_case_scores(case, answer, result):\n    return {'em': 0.25}\n")
+    project.write_config()
+    result = project.run("--genai-config", "genai.yaml", subprocess=True)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*pytest_genai_case_scores returned 'em': the name of a built-in metric*"])
+
+
+def test_a_built_in_metric_is_replaced_only_when_asked(project: Project) -> None:
+    replacing = ("from pytest_genai import register_metric\n\n"
+                 "@register_metric('f1', doc='my f1', higher_is_better=True{})\n"
+                 "def f1(case, answer, result):\n    return 0.5\n")
+    project.pytester.makeconftest(replacing.format(", replace=True"))
+    project.write_config(gates={"f1": ">= 0.4"})
+    assert project.run("--genai-config", "genai.yaml", subprocess=True).ret == 0
+    assert project.summary()["metrics"]["f1"] == 0.5  # the user's per-case f1, aggregated by mean
+    project.pytester.makeconftest(replacing.format(""))
+    clash = project.run("--genai-config", "genai.yaml", subprocess=True)
+    assert clash.ret != 0 and "INTERNALERROR" not in clash.stdout.str() + clash.stderr.str()
+    assert "metric 'f1' is already registered (pass replace=True to override it)" in clash.stdout.str() + clash.stderr.str()
+
+
 PII_PIPELINE = '''
 from pytest_genai import Answer
 

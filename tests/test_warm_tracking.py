@@ -99,3 +99,12 @@ def test_a_session_whose_worker_died_logs_in_process(project: Project, monkeypat
     seen = json.loads(probe.read_text())
     assert seen["mlflow_imported"] is True  # the worker was gone: the session imported MLflow and logged itself
     assert _logged(project.mlflow_uri, seen["run_id"])[1] == 4
+
+
+def test_a_worker_never_asked_to_log_is_ended_at_once(tmp_path: Path) -> None:
+    """A session that stops before logging (a usage error after start-up, nothing selected) does not wait for the
+    worker to finish importing MLflow: close() kills it. One that answered a request exits on its own."""
+    idle = WarmTracker.spawn(f"sqlite:///{tmp_path / 'none.db'}")
+    assert idle is not None
+    idle.close()
+    assert idle._proc.returncode is not None and idle._proc.returncode < 0  # killed, not waited for

@@ -93,6 +93,8 @@ def register_metric(name: str, *, doc: str, higher_is_better: bool | None = None
         return combine(values) if values else None
 
     def decorate(fn: PerCase) -> PerCase:
+        import pytest_genai.metrics.builtin  # noqa: F401 - the built-ins first: a clash with one is this error
+
         METRICS.register(name, Metric(name, doc, run, higher_is_better, unit, group, fn, aggregation=aggregation),
                          replace=replace)
         return fn

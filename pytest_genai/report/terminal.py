@@ -176,6 +176,10 @@ def verdict_lines(record: Any) -> list[Line]:
         skipped = sum(is_skipped(g) for g in record.gates)
         checked = len(record.gates) - skipped
         note = f" ({skipped} skipped: no baseline)" if skipped else ""
+        m = record.metrics
+        errored = round(float(m.get("error_rate") or 0) * float(m.get("cases_evaluated") or 0))
+        if errored:  # the gates held, but an errored case fails its item (and the session)
+            return [Line(f"gates passed: {checked} of {checked}{note}; but {errored} case(s) errored", "yellow")]
         return [Line(f"gates passed: {checked} of {checked}{note}", "green")]
     return []
 
@@ -215,11 +219,15 @@ def write_session_summary(tr: Any, plugin: Any) -> None:
         tr.write_line(f"warning: {plugin.prompt_check_error}", yellow=True)
     record = plugin.record
     if record is None:
+        if getattr(plugin, "build_failure", None):
+            tr.write_line(f"RUN ERROR: the pipeline did not build on any worker: {plugin.build_failure}", red=True, bold=True)
+            tr.write_line("no eval ran; nothing was recorded or logged")
+            return
         tr.write_line("no case ran; nothing was logged")
         return
     san = plugin.state.sanitizer
     for extra in plugin.config.hook.pytest_genai_terminal_lines(record=record):  # the built-in table comes first
-        for item in extra or ():
+        for item in ([extra] if isinstance(extra, str) else extra or ()):  # one str is one line, not its characters
             line = item if isinstance(item, Line) else Line(str(item))
             write_lines(tr, [Line(san.text(line.text) or "", line.style)])
     shown = record
@@ -228,5 +236,7 @@ def write_session_summary(tr: Any, plugin: Any) -> None:
 
         shown = replace(record, tracking=replace(record.tracking, error=plugin.tracking_error))
     write_lines(tr, tracking_lines(shown, plugin.run_dir, plugin.local_error, plugin.tracking_enabled))
+    if getattr(plugin, "hook_error", None):
+        write_lines(tr, [Line(f"HOOK ERROR: {plugin.hook_error}", "red-bold")])
     write_lines(tr, getattr(plugin, "release_lines", ()))
     write_lines(tr, verdict_lines(record))

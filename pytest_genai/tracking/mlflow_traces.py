@@ -202,7 +202,8 @@ def _span(trace_id: str, span_id: int, parent: int | None, name: str, kind: str,
         lines = [ln for ln in status[1].strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else status[1]
         events.append({"name": "exception", "time_unix_nano": end_ns, "attributes": {
-            "exception.type": last.split(":", 1)[0][:200], "exception.message": last[:2000],
+            "exception.type": last.split(":", 1)[0][:200],  # OTel's convention: the message without the type
+            "exception.message": (last.split(":", 1)[1].strip() if ":" in last else last)[:2000],
             "exception.stacktrace": status[1][:20000]}})
     return {"trace_id": _b64(otel_trace, 16), "span_id": _b64(span_id, 8),
             "parent_span_id": _b64(parent, 8) if parent is not None else None, "name": name,

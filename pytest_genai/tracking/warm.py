@@ -32,6 +32,7 @@ class WorkerError(Exception):
 class WarmTracker:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self._proc = proc
+        self._asked = False  # a log request was sent (its reply read): the worker is idle, let it exit cleanly
 
     @classmethod
     def start(cls, uri: str | None) -> "WarmTracker | None":
@@ -60,6 +61,7 @@ class WarmTracker:
             raise WorkerGone("an MLflow run is open in this process: nest under it here")
         proc = self._proc
         assert proc.stdin is not None and proc.stdout is not None
+        self._asked = True
         try:
             proc.stdin.write(json.dumps({"run_dir": str(run_dir), "uri": uri, "experiment": experiment}) + "\n")
             proc.stdin.flush()
@@ -74,10 +76,14 @@ class WarmTracker:
         raise type(str(reply.get("error") or "Exception"), (WorkerError,), {})(reply.get("message", ""))
 
     def close(self) -> None:
+        """A worker never asked to log holds nothing (a session that stopped before logging): it is killed at
+        once rather than waited for while it finishes importing MLflow. One that answered exits on end of input."""
         proc = self._proc
         try:
             if proc.stdin is not None:
                 proc.stdin.close()
+            if not self._asked:
+                proc.kill()
             proc.wait(timeout=10)
         except Exception:
             proc.kill()
