@@ -42,9 +42,12 @@ write_record(dest, read_run(dest, with_results=False).with_tracking(**vars(Track
 (barrier / f"ready-{os.getpid()}").touch()
 while not (barrier / "go").exists():
     time.sleep(0.01)
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 log_run_dir(dest, os.environ["MLFLOW_TRACKING_URI"], exp)
-print(json.dumps({"log_s": time.perf_counter() - started, "done_at": time.time()}))
+print(json.dumps({"log_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu, "done_at": time.time()}),
+      flush=True)
+while not (barrier / "end").exists():  # exit after the parent has read the machine's CPU: exits are not logging
+    time.sleep(0.01)
 """
 
 
@@ -61,8 +64,16 @@ def stop_server(folder: Path) -> None:
                    capture_output=True, text=True)
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, every process: clients, server, PostgreSQL)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def concurrent_logging(run_dir: Path, root: Path, sessions: int, tag: str) -> dict[str, float]:
-    """`sessions` processes log at the same moment; seconds from the release to the last one done."""
+    """`sessions` processes log at the same moment; seconds from the release to the last one done, and the CPU the
+    machine spent meanwhile (what bounds the ratio: N sessions need N times one session's CPU)."""
     barrier = root / f"barrier-{tag}"
     barrier.mkdir()
     exp = f"bench-concurrent-{tag}"
@@ -75,15 +86,19 @@ def concurrent_logging(run_dir: Path, root: Path, sessions: int, tag: str) -> di
         if any(p.poll() not in (None, 0) for p in procs):
             raise RuntimeError(next(p.stderr.read() for p in procs if p.poll() not in (None, 0)))  # type: ignore[union-attr]
         time.sleep(0.05)
-    released = time.time()
+    released, busy = time.time(), busy_cpu_s()
     (barrier / "go").touch()
-    outs = [p.communicate() for p in procs]
+    lines = [p.stdout.readline() for p in procs]  # type: ignore[union-attr]
+    busy = busy_cpu_s() - busy
+    (barrier / "end").touch()
+    outs = [(line + out, err) for line, (out, err) in zip(lines, (p.communicate() for p in procs))]
     bad = [err[-2000:] for p, (_, err) in zip(procs, outs) if p.returncode != 0]
     if bad:
         raise RuntimeError(f"{len(bad)} of {sessions} logging processes failed:\n{bad[0]}")
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
-    return {"wall_s": max(r["done_at"] for r in results) - released,
-            "log_median_s": statistics.median(r["log_s"] for r in results)}
+    return {"wall_s": max(r["done_at"] for r in results) - released, "machine_cpu_s": busy,
+            "log_median_s": statistics.median(r["log_s"] for r in results),
+            "client_cpu_median_s": statistics.median(r["cpu_s"] for r in results)}
 
 
 def main() -> dict[str, float]:
@@ -144,6 +159,11 @@ def main() -> dict[str, float]:
             "concurrent_sessions": SESSIONS, "concurrent_cases_each": SMALL, "one_session_log_s": one["wall_s"],
             "concurrent_wall_s": many["wall_s"], "concurrent_log_median_s": many["log_median_s"],
             "concurrent_vs_one": many["wall_s"] / one["wall_s"], "traced_cases": TRACED,
+            # the CPU the machine spent on one session (client + server + PostgreSQL), and the lowest ratio that CPU
+            # allows on this machine's cores: N sessions' CPU spread over every core, against one session's wall
+            "one_session_machine_cpu_s": one["machine_cpu_s"], "one_session_client_cpu_s": one["client_cpu_median_s"],
+            "concurrent_machine_cpu_s": many["machine_cpu_s"], "cores": os.cpu_count() or 1,
+            "cpu_floor_vs_one": SESSIONS * one["machine_cpu_s"] / (os.cpu_count() or 1) / one["wall_s"],
             "server_traces_ms_per_case": (timed[True] - timed[False]) / TRACED * 1000}
 
 
