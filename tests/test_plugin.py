@@ -410,8 +410,6 @@ def test_broken_factory_under_xdist_stops_each_worker_after_one_case(project: Pr
     outcomes = result.parseoutcomes()
     assert 1 <= outcomes.get("failed", 0) <= 2 and "passed" not in outcomes  # one case per worker at most, not 4
     assert result.ret == 4  # a usage error, as without xdist
-    out = result.stdout.str()
-    assert out.count("ValueError: no such endpoint") <= 2 * 2 + 1  # per failed case (header, traceback), RUN ERROR
     result.stdout.fnmatch_lines(["*RUN ERROR: the pipeline did not build on any worker: building the pipeline "
                                  "'broken_pipe:factory' failed: ValueError: no such endpoint*",
                                  "no eval ran; nothing was recorded or logged"])
