@@ -11,8 +11,11 @@ import pytest
 from _pytest.pathlib import bestrelpath
 
 from pytest_genai.items import CaseItem, EvalSetFile
+from pytest_genai.sanitize import headline
 from pytest_genai.session import EvalSession, capture_env
 from pytest_genai.types import CaseResult
+
+BUILD_FAILED = "building the pipeline"  # how a build error starts: an xdist worker's case results carry it
 
 RESULT_ATTR = "genai_result"  # plain data on the report: survives xdist's serialisation
 WORKER_TAGS = "genai_pipeline_tags"  # sent once per worker in workeroutput (xdist's way), not with every report
@@ -137,9 +140,9 @@ class EvalPlugin:
         except ConfigError as exc:
             message = san.text(str(exc))
         except Exception as exc:
-            detail = san.exception(exc, 8)
-            why = (detail.strip().splitlines() or [type(exc).__name__])[-1]  # the reason, on the line CI shows
-            message = f"building the pipeline {self.state.config.get('pipeline')!r} failed: {why}\n{detail}"
+            detail = san.exception(exc, 8)  # the reason goes on the first line too: the one CI's summary shows
+            message = (f"{BUILD_FAILED} {self.state.config.get('pipeline')!r} failed: "
+                       f"{headline(detail, type(exc).__name__)}\n{detail}")
         else:
             tr = self.config.pluginmanager.get_plugin("terminalreporter")
             if tr is not None and not is_worker(self.config):
@@ -366,7 +369,7 @@ class EvalPlugin:
         if not self.state.results and exitstatus in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
                                                      pytest.ExitCode.INTERRUPTED):
             return  # the session stopped before any case ran (pipeline did not build, collection errors)
-        unbuilt = [r.error for r in self.state.results.values() if (r.error or "").startswith("building the pipeline")]
+        unbuilt = [r.error for r in self.state.results.values() if (r.error or "").startswith(BUILD_FAILED)]
         if unbuilt and len(unbuilt) == len(self.state.results):  # xdist: as without it, no eval ran, none is recorded
             self.build_failure = unbuilt[0].splitlines()[0]  # type: ignore[union-attr]
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
@@ -414,9 +417,8 @@ class EvalPlugin:
             try:
                 self.config.hook.pytest_genai_run_finished(record=record, run_dir=self.run_dir)
             except Exception as exc:  # a user's hook: the run is recorded and logged already; say so, fail
-                detail = san.exception(exc, 4).strip()
-                why = (detail.splitlines() or [type(exc).__name__])[-1]
-                self.hook_error = san.text(f"a pytest_genai_run_finished hook raised {why}\n{detail}")
+                detail = san.exception(exc, 4)
+                self.hook_error = f"a pytest_genai_run_finished hook raised {headline(detail, type(exc).__name__)}\n{detail}"
         if self.register_wanted:
             self._register(record)
         if self.shard and self.run_id and self.tracking_error is None and self.config.getoption("genai_auto_merge"):

@@ -69,8 +69,9 @@ class CaseItem(pytest.Item):
 
 
 def format_case_failure(case: Case, r: CaseResult) -> str:
-    headline = r.error.strip().splitlines()[-1] if r.error else "; ".join(r.expect_failures)
-    lines = [headline, f"case {case.id} (line {case.line}, seed {r.seed})"]
+    from pytest_genai.sanitize import headline
+
+    lines = [headline(r.error) if r.error else "; ".join(r.expect_failures), f"case {case.id} (line {case.line}, seed {r.seed})"]
     if r.error is not None:
         lines.append("scoring raised:" if r.error.startswith("a per-case scorer failed") else "pipeline raised:")
         lines += ["    " + ln for ln in r.error.splitlines()]

@@ -110,6 +110,13 @@ class Sanitizer:
         )
 
 
+def headline(text: str | None, default: str = "") -> str:
+    """The last non-blank line of a formatted exception (`Sanitizer.exception`): its type and message, which is
+    what a one-line report (a run error, a failed case's summary, a span's exception event) shows."""
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else default
+
+
 def _sanitize(san: Sanitizer, s: str) -> str:
     secrets = _secret_pattern(san.secrets)
     url = "://" in s

@@ -226,14 +226,20 @@ class EvalSession:
         scores: dict[str, float] = {}
         for extra in parts:
             scores.update({k: float(v) for k, v in (extra or {}).items()})
-        from pytest_genai.metrics.registry import METRICS
-
-        clash = sorted(k for k in scores if k in METRICS and METRICS.get(k).per_case is None)
+        clash = sorted(k for k in scores if k in self._result_metrics)
         if clash:  # em, f1, latency...: computed from the result's own fields, a score would be ignored by them
             raise ValueError(f"pytest_genai_case_scores returned {', '.join(map(repr, clash))}: the name of a built-in "
                              "metric computed from the case result, not from scores; name the score differently (or "
                              "replace the metric: register_metric(NAME, replace=True))")
         return scores
+
+    @cached_property
+    def _result_metrics(self) -> frozenset[str]:
+        """Metrics computed from a case result's own fields (em, f1, latency...), not from its scores: the registry is
+        complete once cases run (conftests and `pytest_genai_register` come first), so this is read once, not per case."""
+        from pytest_genai.metrics.registry import METRICS
+
+        return frozenset(n for n in METRICS if METRICS.get(n).per_case is None)
 
     def shutdown(self) -> None:
         if self._runner is not None:
@@ -270,12 +276,8 @@ class EvalSession:
         results.sort(key=lambda r: order.get(r.id, len(order)))
         results = self._deferred_toxicity(results)
         errors = list(self.errors) + self._replay_problems(results)
-        unbuilt = [r for r in results if (r.error or "").startswith("building the pipeline")]
-        if unbuilt and len(unbuilt) == len(results):  # under xdist each worker reports its build failure per item
-            errors.append(f"the pipeline did not build on any worker: {unbuilt[0].error.splitlines()[0]}")
-        if self.build_error is not None or (unbuilt and len(unbuilt) == len(results)):
-            status = "failed"
-        elif stopped_early and missing:
+        # (a pipeline that built nowhere never gets here: the plugin records no run for it, with xdist or without)
+        if stopped_early and missing:
             status = "stopped"
         elif len(selected) < len(self.eval_set) or shard is not None:
             status = "partial"

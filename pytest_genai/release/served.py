@@ -233,5 +233,6 @@ def _plain(value: Any) -> Any:
 
 def _last_line(error: str | None) -> str:
     """What a client sees of a failed row: the exception line of the (sanitized) traceback."""
-    lines = [ln for ln in (error or "").strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "the pipeline failed"
+    from pytest_genai.sanitize import headline
+
+    return headline(error, "the pipeline failed")

@@ -259,8 +259,9 @@ def _failed(r: Any) -> bool:
 
 def _why(r: Any) -> str:
     if r.error:
-        lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
-        return lines[-1] if lines else str(r.error)
+        from pytest_genai.sanitize import headline
+
+        return headline(str(r.error), str(r.error))
     return "; ".join(r.expect_failures)
 
 

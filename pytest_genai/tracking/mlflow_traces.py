@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from pytest_genai.sanitize import headline
 from pytest_genai.types import CaseResult
 
 _encode_str = json.encoder.encode_basestring  # what json.dumps(str, ensure_ascii=False) returns, without its set-up
@@ -199,8 +200,7 @@ def _span(trace_id: str, span_id: int, parent: int | None, name: str, kind: str,
     error = status[0] == "ERROR"
     events: list[dict[str, Any]] = []
     if error and status[1]:  # the UI shows a span's exception from its event (OTel's convention)
-        lines = [ln for ln in status[1].strip().splitlines() if ln.strip()]
-        last = lines[-1] if lines else status[1]
+        last = headline(status[1], status[1])
         events.append({"name": "exception", "time_unix_nano": end_ns, "attributes": {
             "exception.type": last.split(":", 1)[0][:200],  # OTel's convention: the message without the type
             "exception.message": (last.split(":", 1)[1].strip() if ":" in last else last)[:2000],
@@ -259,7 +259,7 @@ def _preview(text: str) -> str:
 
 def _why_failed(r: CaseResult) -> str | None:
     if r.error:
-        return r.error.splitlines()[-1][:300] if r.error.strip() else "error"
+        return headline(r.error, "error")[:300]
     return "; ".join(r.expect_failures)[:300] if r.expect_failures else None
 
 

@@ -1,6 +1,6 @@
 """A second process that imports MLflow and opens the tracking store while the cases run, then logs the finished
-run folder. MLflow's import and store set-up cost ~3 s of CPU that a session would otherwise pay after its last
-case; here they run on another core, beside the cases. The worker runs the same `log_run_dir` the session would
+run folder. MLflow's import and store set-up are most of the fixed seconds a tracked session pays
+(`benchmarks/bench_case_overhead.py`, `tracked_fixed_s`); here they run on another core, beside the cases. The worker runs the same `log_run_dir` the session would
 (everything it does goes through the run folder: `run.json` records where the run went), so the results on disk
 and in the store are the same either way. Plain JSON lines over its stdin/stdout, nothing else shared.
 
