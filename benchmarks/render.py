@@ -122,7 +122,20 @@ def _tox(r: R) -> str:
             f"classifier loaded before the first case in {r['first_score_median_s']:.1f} s")
 
 
+def _install(r: R) -> str:
+    return (f"core **{r['core_site_packages_mb']:.0f} MB** in {r['core_install_s']:.0f} s"
+            f"{' (torch installed!)' if r['core_has_torch'] else ', no torch'}; `[all]` {r['all_site_packages_mb']:.0f} MB "
+            f"in {r['all_install_s']:.0f} s; `init` {r['init_s']:.0f} s, init → first green run "
+            f"**{r['init_to_first_green_s']:.0f} s**")
+
+
 ROWS: tuple[Row, ...] = (
+    Row("install", "the core installs no torch and takes <= 400 MB of site-packages; `[all]`, init → green measured",
+        "`bench_install.py`: `python -m build`, the wheel into fresh venvs (core, `[all]`; the lock's versions as "
+        "constraints, pip's cache warm), then `pytest-genai init` (models fetched into empty folders) and the "
+        "first `pytest --genai-config genai.yaml` in a fresh git repository",
+        _install, lambda r: f"core {r['core_site_packages_mb']:.0f} MB, init → green {r['init_to_first_green_s']:.0f} s",
+        lambda r: _met(not r["core_has_torch"] and r["core_site_packages_mb"] <= 400)),
     Row("startup", "plugin adds < 20 ms to pytest start-up without `--genai-config`",
         "`bench_startup.py`: `pytest --co` on a one-test folder, with the plugin vs `-p no:genai`, interleaved rounds",
         _startup, lambda r: f"+{r['startup_overhead_ms']:.1f} ms", lambda r: _met(r["startup_overhead_ms"] < 20)),

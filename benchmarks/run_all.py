@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_bootstrap  # noqa: E402
 import bench_case_overhead  # noqa: E402
+import bench_install  # noqa: E402
 import bench_mlflow_logging  # noqa: E402
 import bench_merge  # noqa: E402
 import bench_model_load  # noqa: E402
@@ -44,6 +45,7 @@ BENCHMARKS = {
     "report": bench_report.main,
     "merge": bench_merge.main,
     "reproduce": bench_reproduce.main,
+    "install": bench_install.main,
 }
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pytest_genai.types import Answer, Case, CaseResult, Usage
 
+__version__ = "0.4.0"  # the one version source: pyproject reads it, CHANGELOG's top entry names it
+
 __all__ = ["Answer", "Case", "CaseResult", "Usage", "current_case_seed", "register_metric"]
 
 
@@ -21,4 +23,3 @@ def __getattr__(name: str) -> Any:
 
         return current_case_seed
     raise AttributeError(f"module 'pytest_genai' has no attribute {name!r}")
-__version__ = "0.1.0"

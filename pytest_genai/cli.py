@@ -7,10 +7,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from pytest_genai import __version__, models_cmd, scaffold
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-genai", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pytest-genai {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    scaffold.add_parser(sub)
+    models_cmd.add_parser(sub)
     v = sub.add_parser("validate", help="validate a config and the files it names (no model is loaded)")
     v.add_argument("config")
     lp = sub.add_parser("lock-prompts", help="record id@version -> hash of the config's prompt in the prompt lock")
@@ -37,12 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--reeval", action="store_true", help="also load the registered model and check it reproduces the "
                                                           "logged answers case by case")
     pr.add_argument("--reason", default="", help="why (recorded in the alias history)")
+    pr.add_argument("--new-alias", action="store_true", help="allow --to to name an alias the model has never had "
+                                                             "(without it, such an alias is refused as a likely typo)")
     pr.add_argument("--tracking-uri", default=None, help=tracking_help)
     rb = sub.add_parser("rollback", help="point an alias back at the version it pointed to before")
     rb.add_argument("name")
     rb.add_argument("--alias", default="production")
     rb.add_argument("--reason", default="", help="why (recorded in the alias history)")
     rb.add_argument("--tracking-uri", default=None, help=tracking_help)
+    from pytest_genai import lock_cmd
     from pytest_genai import views as views_cmd
     from pytest_genai.monitor import cli as monitor_cli
     from pytest_genai.report import cli as report_cli
@@ -54,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     reproduce_cli.add_parser(sub)
     merge_cmd.add_parser(sub)
     views_cmd.add_parser(sub)
+    lock_cmd.add_parser(sub)
     args = parser.parse_args(argv)
     from pytest_genai.config import ConfigError
     from pytest_genai.prompts import PromptError
@@ -66,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show,
                 "models": _models, "promote": _promote, "rollback": _rollback, "monitor": monitor_cli.run,
                 "report": report_cli.run, "merge": merge_cmd.run, "runs": views_cmd.run,
-                "reproduce": reproduce_cli.run}
+                "reproduce": reproduce_cli.run, "init": scaffold.run, "install-models": models_cmd.run, "lock": lock_cmd.run}
     try:
         return commands[args.command](args)
     except BrokenPipeError:  # `pytest-genai show RUN | head`
@@ -199,7 +208,7 @@ def _promote(args: argparse.Namespace) -> int:
 
     with _quiet():
         version = promote(args.tracking_uri, args.name, args.source, args.target, Path(args.config), reeval=args.reeval,
-                          reason=args.reason)
+                          reason=args.reason, new_alias=args.new_alias)
     print(f"promoted: {args.name}@{args.target} -> version {version} (the version behind @{args.source})")
     return 0
 

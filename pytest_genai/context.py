@@ -9,13 +9,19 @@ pipeline exactly as they do for the built-ins.
         return pipeline
 
 The documented `factory(config)` form keeps working: a factory whose first parameter is not named
-`ctx`/`context` (nor annotated `PipelineContext`) is called with the config."""
+`ctx`/`context` (nor annotated `PipelineContext`) is called with the config.
+
+The files a pipeline reads and its own settings are declared in the mapping form of `pipeline:`
+(`{factory, artifacts, options}`): `ctx.artifact("data/capitals.json")` is the declared file's path, in the
+eval (relative to the config's folder) and in a registered model (its copy in the model's bundle) alike;
+`ctx.options` is the `options` mapping, read-only."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from pytest_genai.seeding import case_seed
 from pytest_genai.types import Case
@@ -61,6 +67,17 @@ class PipelineContext:
     @property
     def base_dir(self) -> Any:
         return self.config.base_dir
+
+    def artifact(self, path: str) -> Path:
+        """The path of a file or folder declared in `pipeline.artifacts` (or a file inside a declared folder):
+        hashed into config_hash and packaged with a registered model. An undeclared path is a ConfigError naming
+        pipeline.artifacts."""
+        return self.config.artifact(path)
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """`pipeline.options`: the pipeline's own settings (read-only; `${ENV}` references resolved)."""
+        return self.config.pipeline.options
 
     def get(self, dotted: str, default: Any = None) -> Any:
         return self.config.get(dotted, default)

@@ -53,6 +53,7 @@ class EvalPlugin:
         self.build_failure: str | None = None  # xdist: the pipeline built on no worker (no run is recorded)
         self.warm: Any = None  # tracking.warm.WarmTracker: MLflow imported beside the cases, logs the run folder
         self.release_error: str | None = None
+        self.register_blocked: str | None = None  # registry.register_on_pass: why this session will not register
         self.baseline: Any = None  # compare.baseline.Baseline, resolved at session start (controller only)
         self.workers = int(config.getoption("numprocesses", None) or 0) if not is_worker(config) else 0
         session.under_xdist = is_worker(config) or bool(self.workers)
@@ -141,7 +142,7 @@ class EvalPlugin:
             message = san.text(str(exc))
         except Exception as exc:
             detail = san.exception(exc, 8)  # the reason goes on the first line too: the one CI's summary shows
-            message = (f"{BUILD_FAILED} {self.state.config.get('pipeline')!r} failed: "
+            message = (f"{BUILD_FAILED} {self.state.config.pipeline.factory!r} failed: "
                        f"{headline(detail, type(exc).__name__)}\n{detail}")
         else:
             tr = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -170,7 +171,7 @@ class EvalPlugin:
         s = self.state
         prompt = f", prompt {s.prompt.ref} ({s.prompt.hash[:12]})" if s.prompt else ""
         lines = [
-            f"genai: config {s.config.path.name} (config_hash {s.config.hash[:12]}), pipeline {s.config.get('pipeline')}{prompt}",
+            f"genai: config {s.config.path.name} (config_hash {s.config.hash[:12]}), pipeline {s.config.pipeline.factory}{prompt}",
             f"genai: eval set {self.file_nodeid}: {len(s.eval_set)} cases (sha256 {s.eval_set.sha256[:12]}), seed {s.seed}",
         ]
         if self.workers:
@@ -185,6 +186,8 @@ class EvalPlugin:
             lines.append("genai: redaction placeholders are UNKEYED (set safety.redact_key: ${ENV} to key them); tagged genai.redaction=unkeyed")
         if s.prompt_lock_note:
             lines.append(f"genai: {s.prompt_lock_note}")
+        if self.register_blocked:  # set by pytest_sessionstart, which runs before the terminal asks for the header
+            lines.append(f"genai: registry.register_on_pass: this session will not register: {self.register_blocked}")
         return lines
 
     # -- session start: env and prompt-store checks (controller only) ---------------------------
@@ -288,7 +291,10 @@ class EvalPlugin:
         return bool(self.config.getoption("genai_register") or self.state.config.get("registry.register_on_pass"))
 
     def _check_registry(self) -> None:
-        """Registering is asked for: what it needs is checked now, not after every case ran."""
+        """Registering is asked for: everything it needs is checked now, not after every case ran. With
+        --genai-register a missing need stops the session; registry.register_on_pass alone (the local loop, a dirty
+        tree) only notes it and registers nothing."""
+        from pytest_genai.release.preflight import check_can_register
         from pytest_genai.release.register import RegistryError, check_registry_store
 
         cfg = self.state.config
@@ -298,10 +304,19 @@ class EvalPlugin:
         if not self.tracking_enabled:
             raise pytest.UsageError(str(cfg.error("tracking.enabled", "is false, but registering needs the eval run logged "
                                                   "to MLflow (a version points at its eval run)")))
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         try:
-            check_registry_store(self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+            check_registry_store(uri)
         except RegistryError as exc:
             raise pytest.UsageError(f"--genai-register: {exc}") from None
+        infra = self.state.sanitizer.secrets_only()
+        try:
+            check_can_register(config=cfg, uri=uri, model_name=str(cfg.get("registry.model_name")), env=self.env,
+                               git=self.git)
+        except RegistryError as exc:
+            if self.config.getoption("genai_register"):
+                raise pytest.UsageError(infra.text(f"--genai-register: {exc}; no case was run")) from None
+            self.register_blocked = infra.text(f"{exc} (checked at session start)")
 
     def _check_prompt_against_store(self) -> None:
         from pytest_genai.prompts import unbumped_edit_message
@@ -419,12 +434,10 @@ class EvalPlugin:
             except Exception as exc:  # a user's hook: the run is recorded and logged already; say so, fail
                 detail = san.exception(exc, 4)
                 self.hook_error = f"a pytest_genai_run_finished hook raised {headline(detail, type(exc).__name__)}\n{detail}"
-        if self.register_wanted:
-            self._register(record)
         if self.shard and self.run_id and self.tracking_error is None and self.config.getoption("genai_auto_merge"):
             self._merge_if_last()
         failed = ((record.gates_enforced and not record.gates_passed) or record.errors or self.tracking_error
-                  or self.local_error or self.release_error or self.merge_failed or self.hook_error)
+                  or self.local_error or self.merge_failed or self.hook_error)
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self._write_markdown(session, record)
@@ -514,15 +527,28 @@ class EvalPlugin:
                 self.release_lines.append(Line(f"step summary: could not append to $GITHUB_STEP_SUMMARY ({step_summary}): "
                                                f"{why}{kept}", "yellow"))
 
-    def _register(self, record: Any) -> None:
-        """A refusal is one line and leaves the verdict alone; a registration that breaks fails the session."""
+    @pytest.hookimpl(trylast=True, specname="pytest_sessionfinish")
+    def pytest_sessionfinish_register(self, session: pytest.Session) -> None:  # the "pytest_" prefix: pytest reads it
+        """After every other sessionfinish (this plugin's verdict and markdown, other plugins' own checks): a version
+        comes only from a session whose exit status is final and 0, whatever failed it (a gate, an `expect` case, an
+        ordinary test collected beside the cases). The terminal summary, which prints the outcome, runs after this."""
+        if is_worker(self.config) or self.record is None or not self.register_wanted:
+            return
+        self._register(self.record, int(session.exitstatus))
+        if self.release_error and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _register(self, record: Any, exitstatus: int) -> None:
+        """A refusal is one line and leaves the verdict alone; a model that does not answer in a fresh process or a
+        registration that breaks fails the session."""
         from pytest_genai.release.ops import who
-        from pytest_genai.release.register import refusal, register_run
+        from pytest_genai.release.register import BundleCheckError, refusal, register_run
         from pytest_genai.report.terminal import Line
 
         cfg = self.state.config
         name, alias = str(cfg.get("registry.model_name")), str(cfg.get("registry.alias") or "staging")
-        why = refusal(record, require_clean_git=bool(cfg.get("registry.require_clean_git", True)))
+        why = (self.register_blocked or refusal(record, require_clean_git=bool(cfg.get("registry.require_clean_git", True)))
+               or (f"the session failed (exit {exitstatus})" if exitstatus != 0 else None))
         if why:
             self.release_lines.append(Line(f"registry: not registering {name}: {why}", "yellow"))
             return
@@ -530,6 +556,10 @@ class EvalPlugin:
         try:
             reg = register_run(record=record, config=cfg, prompt=self.state.prompt, uri=self.tracking_uri,
                                model_name=name, alias=alias, sanitizer=san, by=who())
+        except BundleCheckError as exc:
+            self.release_error = str(exc)
+            self.release_lines.append(Line(f"registry: not registering {name}: {exc}", "red-bold"))
+            return
         except Exception as exc:
             self.release_error = san.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
             self.release_lines.append(Line(f"REGISTRATION FAILED: {self.release_error}", "red-bold"))

@@ -59,7 +59,8 @@ class CaseItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, CaseFailure):
-            return format_case_failure(self.case, excinfo.value.result)
+            detail = self.config.stash[STATE_KEY].error_details.get(self.case.id)
+            return format_case_failure(self.case, excinfo.value.result, detail)
         if isinstance(excinfo.value, PipelineBuildError):
             return str(excinfo.value)
         return str(super().repr_failure(excinfo, style=style))
@@ -68,13 +69,14 @@ class CaseItem(pytest.Item):
         return self.path, self.case.line - 1, f"case {self.case.id}"
 
 
-def format_case_failure(case: Case, r: CaseResult) -> str:
+def format_case_failure(case: Case, r: CaseResult, detail: str | None = None) -> str:
+    """`detail`: the sanitized trace the recorded one-line error heads (shown here, in the terminal, not recorded)."""
     from pytest_genai.sanitize import headline
 
     lines = [headline(r.error) if r.error else "; ".join(r.expect_failures), f"case {case.id} (line {case.line}, seed {r.seed})"]
     if r.error is not None:
         lines.append("scoring raised:" if r.error.startswith("a per-case scorer failed") else "pipeline raised:")
-        lines += ["    " + ln for ln in r.error.splitlines()]
+        lines += ["    " + ln for ln in (detail or r.error).splitlines()]
     for f in r.expect_failures:
         lines.append(f"FAILED: {f}")
     lines += [

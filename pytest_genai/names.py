@@ -22,6 +22,7 @@ TAG_ENV_PLATFORM = "env.platform"
 TAG_SEED = "genai.seed"
 TAG_INDEX_FINGERPRINT = "index.fingerprint"
 TAG_INDEX_VERSION = "index.version"
+TAG_PIPELINE_ARTIFACTS_HASH = "pipeline.artifacts.hash"  # on a model version: sha256 over its artifacts' per-file hashes
 TAG_GATES_PASSED = "genai.gates_passed"
 TAG_PARTIAL = "genai.partial"
 TAG_STATUS = "genai.status"

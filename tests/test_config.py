@@ -103,8 +103,15 @@ def test_secret_from_env_is_resolved_but_not_exposed(tmp_path: Path) -> None:
 def test_literal_api_key_rejected_and_missing_env_named(tmp_path: Path) -> None:
     msg = errors(tmp_path, BASE.replace("llm:\n", "llm:\n  api_key: sk-live-abc\n"))
     assert "llm.api_key: must be an environment reference" in msg and "sk-live-abc" not in msg
-    msg = errors(tmp_path, BASE.replace("llm:\n", "llm:\n  api_key: ${NOPE_KEY}\n"))
-    assert "genai.yaml:5: llm.api_key: environment variable NOPE_KEY is not set" in msg
+    # an unset key is no error at load (a replay never needs it), but reading it is, naming file, line and variable
+    cfg = load_config(write(tmp_path, BASE.replace("llm:\n", "llm:\n  api_key: ${NOPE_KEY}\n")), environ={})
+    with pytest.raises(ConfigError) as exc:
+        cfg.get("llm.api_key")
+    assert "genai.yaml:5: llm.api_key: environment variable NOPE_KEY is not set" in str(exc.value)
+    assert "llm.api_key" not in cfg.params()
+    # outside llm (read at load), an unset reference is still an error at once
+    msg = errors(tmp_path, BASE + "safety:\n  redact_key: ${NOPE_KEY}\n")
+    assert "safety.redact_key: environment variable NOPE_KEY is not set" in msg
 
 
 def test_config_hash_changes_with_knobs_not_with_tracking(tmp_path: Path) -> None:

@@ -1,14 +1,20 @@
-"""The lock is a complete pip pin list or a clear error; drift counts missing, mismatched and extra distributions."""
+"""The lock is one users already have (pip freeze, pip-compile, uv pip compile, uv.lock, `pytest-genai lock`) or a
+clear error; drift counts missing, mismatched and extra distributions."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from pytest_genai.tracking.envlock import EnvLockError, EnvReport, compare_env, installed_distributions, read_lock
+from pytest_genai.cli import main as cli_main
+from pytest_genai.tracking.envlock import (EnvLockError, EnvReport, compare_env, installed_distributions, parse_lock,
+                                           read_lock)
 
 H1 = "a" * 64
 H2 = "0123456789abcdef" * 4
@@ -28,7 +34,7 @@ def complete_lock(tmp_path: Path, drop: tuple[str, ...] = (), change: dict[str, 
     pins.update(change or {})
     pins.update(add or {})
     body = "".join(f"{n}=={v} \\\n    --hash=sha256:{H1}\n" for n, v in sorted(pins.items()))
-    return write(tmp_path, "# Complete lock\n# Regenerate with: make lock\n" + body)
+    return write(tmp_path, "# Complete lock\n# Regenerate with: pytest-genai lock\n" + body)
 
 
 def error_of(path: Path) -> str:
@@ -37,11 +43,11 @@ def error_of(path: Path) -> str:
     return str(info.value)
 
 
-# -- the format we ship ---------------------------------------------------------------------------
+# -- pin lists with hashes ---------------------------------------------------------------------------
 
 def test_reads_pins_hashes_continuations_comments_and_blank_lines(tmp_path: Path) -> None:
     lock = write(tmp_path, f"""# Complete lock of the dev/CI env
-# Regenerate with: make lock
+# Regenerate with: pytest-genai lock
 
 Flask==3.1.3 \\
     --hash=sha256:{H1} \\
@@ -96,8 +102,6 @@ content-hash = "abc"
 
 
 @pytest.mark.parametrize(("name", "text", "looks_like", "line"), [
-    ("requirements.lock", UV_LOCK, "uv.lock", 1),
-    ("uv.lock", UV_LOCK, "uv.lock", 1),
     ("requirements.lock", POETRY_LOCK, "poetry.lock", 3),
     ("poetry.lock", POETRY_LOCK, "poetry.lock", 3),
     ("requirements.lock", json.dumps({"_meta": {"hash": {}}, "default": {"anyio": {"version": "==4.16.0"}}}, indent=2),
@@ -110,7 +114,8 @@ content-hash = "abc"
 ])
 def test_another_lock_format_is_refused(tmp_path: Path, name: str, text: str, looks_like: str, line: int) -> None:
     lock = write(tmp_path, text, name)
-    assert error_of(lock) == f"{lock}:{line}: not a pip requirements lock: looks like {looks_like}; generate one with `make lock`"
+    assert error_of(lock) == (f"{lock}:{line}: not a pip requirements lock or uv.lock: looks like {looks_like}; "
+                              "generate one with `pytest-genai lock`")
 
 
 @pytest.mark.parametrize(("line", "says"), [
@@ -122,16 +127,14 @@ def test_another_lock_format_is_refused(tmp_path: Path, name: str, text: str, lo
     ("anyio==4.16.0,<5", "`anyio` is a version range"),
     ("anyio===4.16.0", "`anyio` is a version range"),
     ("anyio", "`anyio` has no version"),
-    ("anyio @ https://user:s3cret@example.com/anyio-4.16.0-py3-none-any.whl", "`anyio` is pinned to a URL, VCS or local path"),
-    ("https://user:s3cret@example.com/anyio-4.16.0-py3-none-any.whl", "this line is pinned to a URL, VCS or local path"),
-    ("git+https://github.com/agronholm/anyio@4.16.0#egg=anyio", "this line is pinned to a URL, VCS or local path"),
-    ("./vendor/anyio-4.16.0-py3-none-any.whl", "this line is pinned to a URL, VCS or local path"),
-    ("/opt/wheels/anyio-4.16.0.tar.gz", "this line is pinned to a URL, VCS or local path"),
-    ("-e ./anyio", "an editable install (`-e`) is not a version pin"),
-    ("--editable=git+https://example.com/anyio", "an editable install (`--editable`) is not a version pin"),
+    ("https://user:s3cret@example.com/anyio-4.16.0-py3-none-any.whl", "this line is a URL or path without a distribution name"),
+    ("./vendor/anyio-4.16.0-py3-none-any.whl", "this line is a URL or path without a distribution name"),
+    ("/opt/wheels/anyio-4.16.0.tar.gz", "this line is a URL or path without a distribution name"),
+    ("--editable=git+https://user:s3cret@example.com/anyio", "`--editable git+https://***@example.com/anyio` has no #egg=name"),
+    ("-e", "`-e` without a path or URL"),
     ("-r other.txt", "`-r` includes another file"),
     ("--use-feature=truststore", "option `--use-feature` is not supported"),
-    ('anyio==4.16.0 ; python_version < "3.12"', "`anyio` has an environment marker"),
+    ('anyio==4.16.0 ; python_version >> "3.12"', "`anyio` is not a `name==version` or `name @ URL` pin"),
     ("anyio==4.16.0 --hash=md5:abc", "`anyio`: a malformed --hash"),
     ("anyio==4.16.0 --no-binary=:all:", "`anyio`: unsupported option `--no-binary`"),
     (f"--hash=sha256:{H1}", "a --hash option without a pin before it"),
@@ -149,10 +152,11 @@ def test_a_pin_listed_twice_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "says"), [("", "empty file"), ("\n  \n", "empty file"),
-                                            ("# Complete lock\n# Regenerate with: make lock\n", "no pins")])
+                                            ("# Complete lock\n# Regenerate with: pytest-genai lock\n", "no pins")])
 def test_an_empty_or_pinless_lock_is_refused(tmp_path: Path, text: str, says: str) -> None:
     lock = write(tmp_path, text)
-    assert error_of(lock).startswith(f"{lock}:1: {says}: the lock must list every installed distribution")
+    assert error_of(lock) == (f"{lock}:1: {says}: the lock must list every installed distribution "
+                              "(generate one with `pytest-genai lock`)")
 
 
 def test_a_binary_file_is_refused(tmp_path: Path) -> None:
@@ -202,13 +206,368 @@ def test_the_project_itself_and_ignored_names_are_not_extras(tmp_path: Path) -> 
 def test_a_lock_that_pins_only_a_few_packages_is_far_from_zero_drift(tmp_path: Path) -> None:
     lock = write(tmp_path, f"pytest=={pytest.__version__}\n")
     env = compare_env(lock)
-    assert env.drift == len(installed_distributions()) - 2  # everything but pytest and pytest-genai
+    installed = installed_distributions()
+    tools = {"pip", "setuptools", "wheel"} & set(installed)
+    assert env.drift == len(installed) - 2 - len(tools)  # everything but pytest, pytest-genai and pip/setuptools/wheel
 
 
 def test_a_bad_lock_raises_and_a_missing_one_is_not_computed(tmp_path: Path) -> None:
-    with pytest.raises(EnvLockError, match=r"requirements\.lock:1: not a pip requirements lock: looks like uv\.lock"):
-        compare_env(write(tmp_path, UV_LOCK))
+    with pytest.raises(EnvLockError, match=r"requirements\.lock:3: not a pip requirements lock or uv\.lock: looks like "
+                                           r"poetry\.lock; generate one with `pytest-genai lock`"):
+        compare_env(write(tmp_path, POETRY_LOCK))
     missing = tmp_path / "nope.lock"
     env = compare_env(missing)
     assert isinstance(env, EnvReport) and env.lock_hash is None and env.lock_path is None and env.wanted == missing
     assert compare_env(None).lock_hash is None
+
+
+# -- locks users already have ---------------------------------------------------------------------
+
+def pip_freeze(extra_path: Path | None = None) -> str:
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)
+    out = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, env=env, check=True)
+    return out.stdout
+
+
+def test_pip_freeze_output_as_is_has_no_drift(tmp_path: Path) -> None:
+    text = pip_freeze()
+    assert f"-e {ROOT}" in text.splitlines() or "#egg=pytest_genai" in text  # the project, editable
+    env = compare_env(write(tmp_path, text, "requirements.txt"))
+    assert (env.drift, env.lines()) == (0, [])
+    pins = read_lock(tmp_path / "requirements.txt")
+    assert "pip" not in pins and pins["pyyaml"] == installed_distributions()["pyyaml"]
+
+
+COMPILE_HEADER = """#
+# This file is autogenerated by pip-compile with Python 3.11
+# by the following command:
+#
+#    pip-compile --generate-hashes --output-file=requirements.txt requirements.in
+#
+--index-url https://pypi.org/simple
+--extra-index-url https://download.pytorch.org/whl/cpu
+
+"""
+
+
+def compiled(tmp_path: Path, special: str, skip: tuple[str, ...]) -> Path:
+    """pip-compile output for everything installed (but `skip`): hashes and `# via` lines, then `special`."""
+    installed = installed_distributions()
+    blocks = [f"{n}=={v} \\\n    --hash=sha256:{H1} \\\n    --hash=sha256:{H2}\n    # via\n    #   -r requirements.in\n"
+              f"    #   pytest-genai (pyproject.toml)\n"
+              for n, v in sorted(installed.items()) if n not in skip and n not in ("pip", "setuptools", "pytest-genai")]
+    return write(tmp_path, COMPILE_HEADER + "".join(blocks) + special, "requirements.txt")
+
+
+def test_pip_compile_output_with_extras_markers_and_editable_has_no_drift(tmp_path: Path) -> None:
+    installed = installed_distributions()
+    assert "backports-zoneinfo" not in installed
+    rel = os.path.relpath(ROOT, tmp_path)  # a relative -e path is taken from the lock's folder
+    special = f"""-e {rel}
+    # via -r requirements.in
+jsonschema[format-nongpl]==v{installed['jsonschema']} \\
+    --hash=sha256:{H1}
+    # via
+    #   mlflow
+    #   pytest-genai (pyproject.toml)
+PyYAML=={installed['pyyaml']} ; python_version >= "3.11" \\
+    --hash=sha256:{H2}
+    # via pytest-genai (pyproject.toml)
+six=={installed['six']} ; python_version >= "3.11"
+six==1.0.0 ; python_version < "3.11"
+backports.zoneinfo==0.2.1 ; python_version < "3.9" \\
+    --hash=sha256:{H1}
+    # via tzlocal
+"""
+    lock = compiled(tmp_path, special, skip=("jsonschema", "pyyaml", "six"))
+    env = compare_env(lock)
+    assert (env.drift, env.lines()) == (0, [])  # the false-marker pin of an uninstalled package is not missing
+    pins = read_lock(lock)
+    assert pins["jsonschema"] == f"v{installed['jsonschema']}" and pins["six"] == installed["six"]
+    assert "backports-zoneinfo" not in pins and "pytest-genai" not in pins
+    editable = [p for p in parse_lock(lock).pins if p.kind == "editable"]
+    assert [(p.name, p.url) for p in editable] == [("pytest-genai", str(ROOT))]
+
+
+def test_uv_pip_compile_output_and_what_markers_decide(tmp_path: Path) -> None:
+    installed = installed_distributions()
+    header = "# This file was autogenerated by uv via the following command:\n#    uv pip compile requirements.in -o requirements.txt\n"
+    special = (f"six=={installed['six']} ; python_version < '3.0'\n    # via -r requirements.in\n"
+               "colorama==0.4.6 ; sys_platform == 'win32'\n    # via click\n"
+               "not-installed-xyz==1.0 ; python_version >= '3.11'\n")
+    lock = compiled(tmp_path, header + special, skip=("six",))
+    env = compare_env(lock)
+    assert env.extra == {"six": installed["six"]}  # locked only for another interpreter: not expected here
+    assert env.missing == {"not-installed-xyz": "1.0"}  # a true marker: expected
+    assert "colorama" not in env.missing and env.drift == 2
+
+
+def test_pip_setuptools_and_wheel_are_never_extra_but_compared_when_pinned(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    fake_dist(site, "wheel", "0.45.1")
+    monkeypatch.syspath_prepend(str(site))
+    installed = installed_distributions()
+    assert {"pip", "setuptools", "wheel"} <= set(installed)
+    lock = complete_lock(tmp_path, drop=("pip", "setuptools", "wheel"))
+    env = compare_env(lock)
+    assert (env.drift, env.extra) == (0, {})
+    pinned = complete_lock(tmp_path, drop=("setuptools", "wheel"), change={"pip": "1.0"})
+    assert compare_env(pinned).mismatched == {"pip": ("1.0", installed["pip"])}
+
+
+# -- direct references, VCS and editable installs: distributions with a direct_url.json ----------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fake_dist(site: Path, name: str, version: str, direct_url: dict | None = None) -> None:
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", "utf-8")
+    (info / "INSTALLER").write_text("pip\n", "utf-8")
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(json.dumps(direct_url), "utf-8")
+
+
+@pytest.fixture()
+def direct_installs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """wheelpkg from a wheel file, vcspkg from git, editpkg editable from a folder: a site folder on sys.path."""
+    site, project = tmp_path / "site", tmp_path / "editpkg"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[project]\nname = "editpkg"\nversion = "0.1.0"\n', "utf-8")
+    fake_dist(site, "wheelpkg", "1.2.0", {"url": "file:///opt/wheels/wheelpkg-1.2.0-py3-none-any.whl",
+                                          "archive_info": {"hash": f"sha256={H1}", "hashes": {"sha256": H1}}})
+    fake_dist(site, "vcspkg", "0.3.0", {"url": "https://github.com/example/vcspkg.git",
+                                        "vcs_info": {"vcs": "git", "commit_id": COMMIT, "requested_revision": "v0.3.0"}})
+    fake_dist(site, "editpkg", "0.1.0", {"url": project.as_uri(), "dir_info": {"editable": True}})
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_pip_freeze_with_direct_url_vcs_and_editable_installs_has_no_drift(tmp_path: Path, direct_installs: Path) -> None:
+    text = pip_freeze(direct_installs)
+    lines = text.splitlines()
+    assert f"wheelpkg @ file:///opt/wheels/wheelpkg-1.2.0-py3-none-any.whl#sha256={H1}" in lines
+    assert f"vcspkg @ git+https://github.com/example/vcspkg.git@{COMMIT}" in lines
+    assert f"-e {tmp_path / 'editpkg'}" in lines
+    env = compare_env(write(tmp_path, text, "requirements.txt"))
+    assert (env.drift, env.lines()) == (0, [])
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("wheelpkg @ https://user:s3cret@files.example.com/wheelpkg-1.2.0-py3-none-any.whl", None),  # same version
+    ("wheelpkg @ file:///opt/wheels/wheelpkg-1.2.0-py3-none-any.whl", None),
+    ("wheelpkg==1.2.0", None),
+    ("wheelpkg @ https://files.example.com/wheelpkg-1.3.0-py3-none-any.whl",
+     ("wheelpkg", "@ https://files.example.com/wheelpkg-1.3.0-py3-none-any.whl",
+      "1.2.0 from file:///opt/wheels/wheelpkg-1.2.0-py3-none-any.whl")),
+    ("wheelpkg @ file:///elsewhere/wheelpkg", ("wheelpkg", "@ file:///elsewhere/wheelpkg",
+                                              "1.2.0 from file:///opt/wheels/wheelpkg-1.2.0-py3-none-any.whl")),
+    (f"vcspkg @ git+https://github.com/example/vcspkg@{COMMIT[:10]}", None),
+    ("vcspkg @ git+https://github.com/example/vcspkg.git@v0.3.0", None),
+    ("vcspkg @ git+https://github.com/example/vcspkg.git@ffffffffff",
+     ("vcspkg", "@ git+https://github.com/example/vcspkg.git@ffffffffff",
+      "0.3.0 from https://github.com/example/vcspkg.git")),
+    ("vcspkg @ git+https://github.com/other/vcspkg.git", ("vcspkg", "@ git+https://github.com/other/vcspkg.git",
+                                                          "0.3.0 from https://github.com/example/vcspkg.git")),
+    ("-e git+https://github.com/example/editpkg.git@main#egg=editpkg", None),
+    ("https://github.com/example/vcspkg/archive/main.zip#egg=vcspkg",
+     ("vcspkg", "@ https://github.com/example/vcspkg/archive/main.zip#egg=vcspkg",
+      "0.3.0 from https://github.com/example/vcspkg.git")),
+])
+def test_direct_references_match_by_url_or_version(tmp_path: Path, direct_installs: Path, line: str,
+                                                   problem: tuple[str, str, str] | None) -> None:
+    name = line.split("#egg=")[-1] if "#egg=" in line else line.split()[0].split("==")[0]
+    frozen = [x for x in pip_freeze(direct_installs).splitlines() if not x.startswith((f"{name} @ ", "-e "))]
+    edit = [] if name == "editpkg" else [f"-e {tmp_path / 'editpkg'}"]
+    env = compare_env(write(tmp_path, "\n".join(frozen + edit + [line, f"-e {ROOT}"]) + "\n", "requirements.txt"))
+    assert env.extra == {} and env.missing == {}
+    assert env.mismatched == ({} if problem is None else {problem[0]: problem[1:]})
+    assert all("s3cret" not in x for x in env.lines())
+
+
+def test_an_editable_pin_needs_the_distribution_installed(tmp_path: Path, direct_installs: Path) -> None:
+    ghost = tmp_path / "ghost"
+    ghost.mkdir()
+    (ghost / "pyproject.toml").write_text('[project]\nname = "Ghost_Pkg"\n', "utf-8")
+    frozen = pip_freeze(direct_installs)
+    n = len(frozen.splitlines())
+    text = frozen + "-e ./ghost\n-e ./nameless\n-e git+https://example.com/x.git#egg=x_y\n"
+    env = compare_env(write(tmp_path, text, "requirements.txt"))
+    assert env.missing == {"ghost-pkg": f"-e {ghost} (editable)", f"line {n + 2}": f"-e {tmp_path / 'nameless'} (editable)",
+                           "x-y": "-e git+https://example.com/x.git#egg=x_y (editable)"}
+    assert env.mismatched == {} and env.extra == {}
+
+
+# -- uv.lock ---------------------------------------------------------------------------------------
+
+def uv_lock_text(pins: dict[str, str]) -> str:
+    """A uv.lock as uv writes it: the project (editable) and a virtual workspace member, registry packages with
+    sdist and wheels, a package locked at two versions (one per resolution fork), a Windows-only package."""
+    numpy = pins.pop("numpy")
+    head = f"""version = 1
+revision = 3
+requires-python = ">=3.11"
+resolution-markers = [
+    "python_full_version >= '3.13'",
+    "python_full_version < '3.13'",
+]
+
+[options]
+exclude-newer = "2026-12-01T00:00:00Z"
+
+[manifest]
+members = [
+    "docs",
+    "pytest-genai",
+]
+
+[[package]]
+name = "docs"
+version = "0.0.0"
+source = {{ virtual = "docs" }}
+dependencies = [
+    {{ name = "pyyaml" }},
+]
+
+[[package]]
+name = "numpy"
+version = "{numpy}"
+source = {{ registry = "https://pypi.org/simple" }}
+resolution-markers = [
+    "python_full_version < '3.13'",
+]
+sdist = {{ url = "https://files.pythonhosted.org/packages/ab/numpy-{numpy}.tar.gz", hash = "sha256:{H1}", size = 20000000, upload-time = "2026-10-01T00:00:00.000Z" }}
+wheels = [
+    {{ url = "https://files.pythonhosted.org/packages/cd/numpy-{numpy}-cp311-cp311-manylinux_2_28_x86_64.whl", hash = "sha256:{H2}", size = 16000000, upload-time = "2026-10-01T00:00:00.000Z" }},
+]
+
+[[package]]
+name = "numpy"
+version = "9.9.9"
+source = {{ registry = "https://pypi.org/simple" }}
+resolution-markers = [
+    "python_full_version >= '3.13'",
+]
+sdist = {{ url = "https://files.pythonhosted.org/packages/ab/numpy-9.9.9.tar.gz", hash = "sha256:{H1}", size = 20000000, upload-time = "2026-11-01T00:00:00.000Z" }}
+
+[[package]]
+name = "pytest-genai"
+source = {{ editable = "." }}
+dependencies = [
+    {{ name = "numpy", version = "{numpy}", source = {{ registry = "https://pypi.org/simple" }}, marker = "python_full_version < '3.13'" }},
+    {{ name = "pyyaml" }},
+]
+
+[package.optional-dependencies]
+local = [
+    {{ name = "torch" }},
+]
+
+[package.metadata]
+requires-dist = [
+    {{ name = "numpy", specifier = ">=1.26,<3" }},
+    {{ name = "pyyaml", specifier = ">=6,<7" }},
+]
+provides-extras = ["local"]
+
+[[package]]
+name = "pywin32"
+version = "311"
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [
+    {{ url = "https://files.pythonhosted.org/packages/ef/pywin32-311-cp311-cp311-win_amd64.whl", hash = "sha256:{H1}", size = 9000000, upload-time = "2025-07-14T20:13:00.000Z" }},
+]
+"""
+    body = "".join(f"""
+[[package]]
+name = "{n}"
+version = "{v}"
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [
+    {{ url = "https://files.pythonhosted.org/packages/00/{n.replace('-', '_')}-{v}-py3-none-any.whl", hash = "sha256:{H2}", size = 1000, upload-time = "2026-01-01T00:00:00.000Z" }},
+]
+""" for n, v in sorted(pins.items()))
+    return head + body
+
+
+def test_uv_lock_other_platforms_are_not_missing_but_mismatch_and_extra_count(tmp_path: Path) -> None:
+    installed = installed_distributions()
+    pins = {n: v for n, v in installed.items() if n not in ("pip", "setuptools", "pytest-genai", "six")}
+    pins["pyyaml"] = "0.0.1"
+    lock = write(tmp_path, uv_lock_text(pins), "uv.lock")
+    env = compare_env(lock)
+    assert env.missing == {}  # pywin32 (Windows), numpy 9.9.9 (another fork), docs (virtual): not drift
+    assert env.mismatched == {"pyyaml": ("0.0.1", installed["pyyaml"])}
+    assert env.extra == {"six": installed["six"]}
+    assert env.drift == 2 and env.lock_hash == hashlib.sha256(lock.read_bytes()).hexdigest()
+    read = read_lock(lock)
+    assert read["numpy"] == installed["numpy"] and "pywin32" not in read and "pyyaml" not in read
+    kinds = {p.name: p.kind for p in parse_lock(lock).pins}
+    assert (kinds["pytest-genai"], kinds["docs"], kinds["pywin32"]) == ("source", "source", "version")
+
+
+def test_uv_lock_content_is_read_whatever_the_file_name(tmp_path: Path) -> None:
+    installed = installed_distributions()
+    pins = {n: v for n, v in installed.items() if n not in ("pip", "setuptools", "pytest-genai")}
+    env = compare_env(write(tmp_path, uv_lock_text(pins)))  # requirements.lock
+    assert (env.drift, env.lines()) == (0, [])  # numpy matches one of its forks, the project is not compared
+    assert parse_lock(tmp_path / "requirements.lock").format == "uv.lock"
+
+
+def test_a_broken_uv_lock_is_refused_by_line(tmp_path: Path) -> None:
+    lock = write(tmp_path, 'version = 1\nrevision = 3\n\n[[package]]\nname = "anyio"\nversion = 4.16\n', "uv.lock")
+    assert error_of(lock) == f"{lock}:4: `anyio`: `version` is not a string"
+    lock = write(tmp_path, 'version = 1\n\n[[package]]\nname = "six"\nversion = "1.17.0"\n\n[[package]]\nversion = "1"\n',
+                 "uv.lock")
+    assert error_of(lock) == f"{lock}:7: a [[package]] table without a valid `name` and `source`"
+    lock = write(tmp_path, 'version = 1\n\n[[package]]\nname = "anyio\n', "uv.lock")
+    assert error_of(lock).startswith(f"{lock}:4: not a valid uv.lock: ")
+    lock = write(tmp_path, 'version = 1\nrevision = 3\nrequires-python = ">=3.11"\n', "uv.lock")
+    assert error_of(lock) == f"{lock}:1: a uv.lock without [[package]] tables pins nothing (generate one with `pytest-genai lock`)"
+
+
+# -- pytest-genai lock -----------------------------------------------------------------------------
+
+def test_the_lock_command_writes_a_lock_the_check_reads_with_no_drift(tmp_path: Path, direct_installs: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "requirements.lock"
+    assert cli_main(["lock", "-o", str(path)]) == 0
+    text = path.read_text("utf-8")
+    assert text.startswith("# Written by `pytest-genai lock` (pytest-genai ")
+    pins = [x for x in text.splitlines() if not x.startswith("#")]
+    assert pins == sorted(pins, key=lambda x: x.split()[0].split("==")[0].lower().replace("_", "-"))
+    assert "wheelpkg @ file:///opt/wheels/wheelpkg-1.2.0-py3-none-any.whl" in pins
+    assert f"vcspkg @ git+https://github.com/example/vcspkg.git@{COMMIT}" in pins
+    assert f"editpkg @ {(tmp_path / 'editpkg').as_uri()}" in pins
+    assert f"pyyaml=={installed_distributions()['pyyaml']}" in [x.lower() for x in pins]
+    assert not [x for x in pins if x.lower().startswith(("pip==", "setuptools==", "wheel==", "pytest-genai", "pytest_genai"))]
+    env = compare_env(path)
+    assert (env.drift, env.lines()) == (0, [])
+    assert f"{path}: {len(pins)} pins" in capsys.readouterr().out
+
+
+def test_the_lock_command_keeps_an_existing_file_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "env.lock"
+    assert cli_main(["lock", "--output", str(path)]) == 0
+    first = path.read_text("utf-8")
+    capsys.readouterr()
+    assert cli_main(["lock", "-o", str(path)]) == 1
+    assert path.read_text("utf-8") == first
+    assert capsys.readouterr().err == (f"pytest-genai lock: {path} exists and is kept: it matches the installed "
+                                       "packages (--force overwrites it)\n")
+    path.write_text("six==0.0.1\n", "utf-8")
+    assert cli_main(["lock", "-o", str(path)]) == 1
+    assert "it differs from the installed packages in" in capsys.readouterr().err
+    assert path.read_text("utf-8") == "six==0.0.1\n"
+    assert cli_main(["lock", "-o", str(path), "--force"]) == 0
+    assert compare_env(path).drift == 0
+
+
+def test_no_error_message_names_make_lock() -> None:
+    package = ROOT / "pytest_genai"
+    offenders = [str(p.relative_to(ROOT)) for p in package.rglob("*.py") if "make lock" in p.read_text("utf-8")]
+    assert offenders == []

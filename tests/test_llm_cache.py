@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import subprocess
 import sys
@@ -186,6 +187,45 @@ def test_cassette_export_import_replay_reproduces_texts(config: GenaiConfig, stu
     assert [g.text for g in run_all(replay)] == recorded
     export_cassette(tmp_path / "fresh.sqlite3", tmp_path / "roundtrip.jsonl")
     assert (tmp_path / "roundtrip.jsonl").read_bytes() == first  # created_at and all survive the round trip
+
+
+def test_a_cassette_holds_the_entries_this_run_used_not_the_whole_shared_cache(
+        config: GenaiConfig, stub: OpenAIStub, open_cache: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = open_cache()
+    others = [cache.put(request_material("p", f"other-{i}", None, PROMPTS[0], {}, i), Generation("x", 1, 1)) for i in range(40)]
+    for key in others[:5]:
+        cache.note_use(key, run="4242@1")  # another run (another config) that used the same file
+    cache.begin_run(owner=True)
+    recorder = CachedLLM.from_config(config, cache, "record")
+    run_all(recorder, PROMPTS[:8])  # this run records 8 answers...
+    recorder.inner.close()  # type: ignore[attr-defined]
+    hits = CachedLLM.from_config(config, cache, "read-write")
+    assert all(g.cached for g in run_all(hits, PROMPTS[:3]))  # ...and is served 3 of them again
+    hits.inner.close()  # type: ignore[attr-defined]
+    assert len(cache) == 48
+    assert export_cassette(cache.path, tmp_path / "run.jsonl") == 8
+    assert {json.loads(x)["request"]["model"] for x in (tmp_path / "run.jsonl").read_text().splitlines()} == {"stub-model"}
+    assert export_cassette(cache.path, tmp_path / "other.jsonl", run="4242@1") == 5
+    assert export_cassette(cache.path, tmp_path / "all.jsonl", run=None) == 48
+    # the next session of this process forgets this one's uses; an xdist worker's start keeps its siblings'
+    cache.begin_run(owner=False)
+    assert cache.run_keys() is not None and len(cache.run_keys() or ()) == 8
+    cache.begin_run(owner=True)
+    assert export_cassette(cache.path, tmp_path / "next.jsonl") == 0  # began, used nothing: an empty cassette
+    # a cache no run of this process used (filled elsewhere, imported) is exported whole, as before
+    with ResponseCache(tmp_path / "plain.sqlite3") as plain:
+        plain.put_many(cache.entries())
+    assert export_cassette(tmp_path / "plain.sqlite3", tmp_path / "plain.jsonl") == 48
+
+
+def test_an_xdist_worker_notes_its_uses_under_its_controllers_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_genai.llm.cache import run_token
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    own = run_token()
+    assert own.startswith(f"{os.getpid()}@")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    assert run_token().startswith(f"{os.getppid()}@") and run_token() != own
 
 
 def test_a_corrupt_cassette_names_file_and_line(config: GenaiConfig, open_cache: Any, tmp_path: Path) -> None:

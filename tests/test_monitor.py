@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +23,8 @@ from scipy.stats import ks_2samp
 from pytest_genai.monitor import aggregate as agg
 from pytest_genai.monitor.cli import add_parser, alert_line, check_slo, run
 from pytest_genai.monitor.record import ModelIdentity, Recorder, read_local, sanitize_record
+from pytest_genai.testing.example_project import write_env_lock
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NAME = "monitored-qa"
 
@@ -55,7 +54,7 @@ SECRET = "sk-proj-Ab3dE5gH7jK9mN1pQ3rS5tU7vW9xY1z"
 @pytest.fixture
 def rel(project: Any) -> Any:
     project.pytester.makepyfile(genai_monitor_pipeline=PIPELINE)
-    shutil.copyfile(REPO / "requirements.lock", project.path / "requirements.lock")
+    write_env_lock(project.path / "requirements.lock")
     project.config.update(pipeline="genai_monitor_pipeline:factory", env={"lock_file": "requirements.lock"},
                           registry={"model_name": NAME, "require_clean_git": False},
                           monitor={"sink": "local", "slo": {"latency_p95_ms": "<= 20", "error_rate": "<= 0.05"}})

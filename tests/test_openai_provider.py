@@ -246,6 +246,37 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after({}) is None
 
 
+def test_an_unset_key_is_an_error_only_when_the_provider_is_built(tmp_path: Path, make_stub: Any) -> None:
+    from pytest_genai.llm.cache import CachedLLM, ResponseCache
+
+    stub = make_stub(api_key=KEY)
+    cfg = make_config(tmp_path, "${GENAI_BASE_URL}", environ={})  # neither variable is set: a fork's CI
+    assert cfg.unresolved == {"llm.api_key": ("OPENAI_API_KEY",), "llm.base_url": ("GENAI_BASE_URL",)}
+    assert "llm.api_key" not in cfg.params() and "llm.base_url" not in cfg.params()
+    with pytest.raises(ConfigError) as info:
+        build_llm(cfg)  # the first read of a reference nothing resolved
+    assert "llm.base_url: environment variable GENAI_BASE_URL is not set" in str(info.value)
+    # a replay keys by the reference and builds nothing: it needs neither variable
+    live = make_config(tmp_path, "${GENAI_BASE_URL}", environ={"OPENAI_API_KEY": KEY, "GENAI_BASE_URL": stub.base_url})
+    with ResponseCache(tmp_path / "c.sqlite3") as cache:
+        recorder = CachedLLM.from_config(live, cache, "record")
+        recorded = recorder.generate(MSG, seed=1)
+        recorder.inner.close()  # type: ignore[attr-defined]
+        replay = CachedLLM.from_config(cfg, cache, "replay")
+        assert replay.generate(MSG, seed=1).text == recorded.text and not replay.inner_built
+        # a miss that calls reads the key then, and says which key and variable, never a value
+        cfg_url = make_config(tmp_path, stub.base_url, environ={})
+        with pytest.raises(ConfigError) as info:
+            CachedLLM.from_config(cfg_url, cache, "read-write").generate(MSG, seed=2)
+    assert "genai.yaml:4: llm.api_key: environment variable OPENAI_API_KEY is not set" in str(info.value)
+    assert "--genai-cache replay" in str(info.value) and stub.request_count == 1
+    # any other section's unset variable is still an error when the config is loaded
+    path = tmp_path / "genai.yaml"
+    path.write_text(path.read_text() + "safety:\n  redact_key: ${NOPE_REDACT}\n")
+    with pytest.raises(ConfigError, match="safety.redact_key: environment variable NOPE_REDACT is not set"):
+        load_config(path, environ={})
+
+
 def test_config_requires_base_url_and_validates_transport_settings(tmp_path: Path) -> None:
     path = tmp_path / "genai.yaml"
     path.write_text("version: 1\npipeline: builtin:llm\nllm:\n  provider: openai_compatible\neval:\n  set: x.jsonl\n")

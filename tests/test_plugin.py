@@ -112,6 +112,10 @@ def test_failing_case_report_and_last_failed(project: Project) -> None:
                                  "FAILED evals/qa.jsonl::wrong - expected the answer to contain 'Madrid'"])
     assert project.summary()["metrics"]["error_rate"] == pytest.approx(1 / 6)
     assert result.ret == 1
+    # the terminal shows where it raised; the record keeps the headline (type and message), not a traceback
+    result.stdout.fnmatch_lines(["*Traceback (most recent call last):*", "*genai_user_pipeline.py*line*in pipeline*"])
+    boom = next(r for r in project.last_results() if r["id"] == "boom_case")
+    assert boom["error"] == "RuntimeError: the model server said no"
     again = project.run("--genai-config", "genai.yaml", "--lf")
     outcomes = again.parseoutcomes()
     assert outcomes["failed"] == 2 and "passed" not in outcomes

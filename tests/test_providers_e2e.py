@@ -40,8 +40,7 @@ def test_record_then_replay_without_server_or_key(api_project: Project, stub: Op
     assert stub.request_count == len(CASES)
     assert all(r["system_fingerprint"] == "fp_stub_v1" and r["cached"] is False for r in api_project.last_results())
     stub.stop()
-    monkeypatch.delenv("OPENAI_API_KEY")  # a fork's CI: no secret, no provider
-    monkeypatch.setenv("OPENAI_API_KEY", "")  # the ${ENV} reference must still resolve
+    monkeypatch.delenv("OPENAI_API_KEY")  # a fork's CI: no secret (the variable is not set at all), no provider
     (api_project.path / ".pytest-genai" / "cache.sqlite3").unlink()  # replay from the committed cassette only
     rep = api_project.run("--genai-config", "genai.yaml", "--genai-cache", "replay", "--genai-cassette", "cassette.jsonl")
     rep.assert_outcomes(passed=len(CASES))
@@ -63,6 +62,46 @@ def test_replay_miss_fails_the_case_naming_the_key(api_project: Project, stub: O
     result.assert_outcomes(passed=len(CASES) - 1, failed=1)
     out = result.stdout.str()
     assert "FAILED evals/qa.jsonl::q03" in out and "replay" in out.lower() and "key" in out
+    # one error that names the case and says how to record it
+    assert "no recorded response for case 'q03'" in out
+    assert "pytest --genai-config genai.yaml --genai-cache record -k 'q03'" in out
+
+
+def test_replay_from_the_cache_needs_no_key_and_a_miss_with_a_call_names_the_variable(
+        api_project: Project, stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch) -> None:
+    api_project.run("--genai-config", "genai.yaml", "--genai-cache", "record").assert_outcomes(passed=len(CASES))
+    monkeypatch.delenv("OPENAI_API_KEY")
+    api_project.run("--genai-config", "genai.yaml", "--genai-cache", "replay").assert_outcomes(passed=len(CASES))
+    assert stub.request_count == len(CASES)
+    # read-write: the recorded cases are served; the new one would call the provider, which needs the key now
+    api_project.write_cases(CASES + [{"id": "new", "question": "What is new?", "answers": ["x"], "context": "x"}])
+    result = api_project.run("--genai-config", "genai.yaml", "--genai-cache", "read-write")
+    result.assert_outcomes(passed=len(CASES), failed=1)
+    out = result.stdout.str()
+    assert "FAILED evals/qa.jsonl::new" in out
+    assert "genai.yaml:7: llm.api_key: environment variable OPENAI_API_KEY is not set" in out, out
+    assert stub.request_count == len(CASES) and KEY not in out
+
+
+def cassette_models(path: Path) -> list[str]:
+    return [json.loads(line)["request"]["model"] for line in path.read_text().splitlines()]
+
+
+def test_a_cassette_holds_only_its_runs_entries_of_a_shared_cache(api_project: Project, stub: OpenAIStub) -> None:
+    api_project.write_config("other.yaml", llm__model_id="other-model")  # another config sharing the cache
+    api_project.run("--genai-config", "other.yaml", "--genai-cache", "record").assert_outcomes(passed=len(CASES))
+    rec = api_project.run("--genai-config", "genai.yaml", "--genai-cache", "record", "--genai-cassette", "c.jsonl")
+    rec.assert_outcomes(passed=len(CASES))
+    assert cassette_models(api_project.path / "c.jsonl") == ["stub-model"] * len(CASES)  # not the 48 of the cache
+    # with xdist the workers' answers are the controller's run: still this run's entries only
+    xdist = api_project.run("--genai-config", "other.yaml", "--genai-cache", "record", "--genai-cassette", "x.jsonl",
+                            "-n", "2", subprocess=True)
+    xdist.assert_outcomes(passed=len(CASES))
+    assert cassette_models(api_project.path / "x.jsonl") == ["other-model"] * len(CASES)
+    # a subset's cassette holds that subset
+    api_project.run("--genai-config", "genai.yaml", "--genai-cache", "record", "--genai-cassette", "k.jsonl",
+                    "-k", "q01 or q02").assert_outcomes(passed=2)
+    assert len(cassette_models(api_project.path / "k.jsonl")) == 2
 
 
 def test_concurrency_leaves_outputs_and_metrics_unchanged(api_project: Project) -> None:

@@ -194,7 +194,8 @@ def _check_serve(released: dict[str, Any], tmp_path: Path) -> None:
 def _check_round_trip(released: dict[str, Any]) -> None:
     path, uri = released["path"], released["uri"]
     client = _client(uri)
-    first = _cli(path, uri, "promote", MODEL, "--from", "staging", "--to", "production", "--reeval", "--reason", "first release")
+    first = _cli(path, uri, "promote", MODEL, "--from", "staging", "--to", "production", "--new-alias", "--reeval", "--reason",
+                 "first release")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "re-evaluated v1 on 4 cases: 4 identical" in first.stdout
     assert not (path / ".pytest-genai" / "requests.jsonl").exists()  # a re-evaluation is not production traffic
@@ -235,13 +236,16 @@ def _check_refusals(released: dict[str, Any], tmp_path: Path) -> None:
     for name in ("corpus", "prompts", "eval_sets"):
         (tmp_path / name).symlink_to(path / name)
     shutil.copyfile(path / "requirements.lock", tmp_path / "requirements.lock")
-    refused = _cli(path, uri, "promote", MODEL, "--from", "staging", "--to", "canary", "--config", str(tmp_path / "strict.yaml"))
+    refused = _cli(path, uri, "promote", MODEL, "--from", "staging", "--to", "canary", "--new-alias", "--config",
+                   str(tmp_path / "strict.yaml"))
     assert refused.returncode == 2
     assert re.search(r"FAIL +f1 ", refused.stdout) and "does not pass strict.yaml now" in refused.stderr
     for args, message in [
         (("promote", "no-such-model", "--from", "staging", "--to", "production"), "no registered model 'no-such-model'"),
         (("promote", "pytest-genai-exampel", "--from", "staging", "--to", "production"), "did you mean 'pytest-genai-example'"),
         (("promote", MODEL, "--from", "stagin", "--to", "production"), "has no alias 'stagin'"),
+        (("promote", MODEL, "--from", "staging", "--to", "prodution"), "has never had alias 'prodution' — did you mean "
+                                                                      "'production'? (known aliases: production, staging)"),
         (("rollback", MODEL, "--alias", "canary"), "has no alias 'canary'"),
     ]:
         r = _cli(path, uri, *args)

@@ -5,24 +5,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_genai.cli import main as cli
+from pytest_genai.testing.example_project import write_env_lock
 
-REPO = Path(__file__).resolve().parents[1]
 NAME = "custom-qa"
 
 
 @pytest.fixture
 def rel(project: Any) -> Any:
-    shutil.copyfile(REPO / "requirements.lock", project.path / "requirements.lock")
+    write_env_lock(project.path / "requirements.lock")
     project.config["env"] = {"lock_file": "requirements.lock"}
     project.config["registry"] = {"model_name": NAME, "require_clean_git": False}
     project.write_config()
@@ -66,7 +64,6 @@ def test_a_custom_pipeline_registers_and_its_code_travels_with_the_model(rel: An
 @pytest.mark.parametrize("args, overrides, ret, why", [
     (("-k", "paris"), {}, 0, "the run is partial, not a full run of the eval set"),
     ((), {"gates": {"f1": ">= 0.99", "em": ">= 1.1"}}, 1, "gates failed: em 1 (needs >= 1.1)"),
-    ((), {"registry__require_clean_git": True}, 0, "not a git checkout, so the code cannot be pinned"),
 ])
 def test_what_does_not_qualify_is_refused_in_one_line(rel: Any, args: tuple[str, ...], overrides: dict[str, Any], ret: int,
                                                      why: str) -> None:
@@ -84,21 +81,11 @@ def test_what_does_not_qualify_is_refused_in_one_line(rel: Any, args: tuple[str,
         _client(rel.mlflow_uri).get_registered_model(NAME)
 
 
-def test_a_dirty_tree_is_refused(rel: Any) -> None:
-    rel.write_config(registry__require_clean_git=True)
-    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
-    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
-        subprocess.run(git + cmd, cwd=rel.path, check=True, capture_output=True)
-    (rel.path / "evals" / "notes.txt").write_text("not committed\n")
-    result = rel.run("--genai-config", "genai.yaml", "--genai-register")
-    assert result.ret == 0
-    result.stdout.fnmatch_lines(["registry: not registering custom-qa: the git tree is dirty (*evals/notes.txt*): commit first*"])
-
-
 @pytest.mark.parametrize("overrides, args, message", [
     ({"registry__model_name": None}, (), "registry.model_name*needs the registered model's name"),
     ({"tracking__enabled": False}, (), "tracking.enabled*registering needs the eval run logged"),
     ({}, ("--genai-tracking-uri", "file:///tmp/genai-file-store"), "*is a file store, which has no model registry*"),
+    ({"registry__require_clean_git": True}, (), "*is not in a git checkout*so the code cannot be pinned*"),
 ])
 def test_registering_needs_are_checked_at_session_start(rel: Any, overrides: dict[str, Any], args: tuple[str, ...],
                                                         message: str) -> None:
@@ -117,7 +104,7 @@ def test_a_version_from_an_older_release_and_a_lone_version_are_clear_errors(rel
     assert cli(["rollback", NAME, "--alias", "staging", "--tracking-uri", uri]) == 2
     assert "has pointed only at v1: there is no earlier version to roll back to" in capsys.readouterr().err
     _client(uri).set_model_version_tag(NAME, "1", "genai.bundle_format", "0")
-    assert cli(["promote", NAME, "--from", "staging", "--to", "production", "--tracking-uri", uri]) == 2
+    assert cli(["promote", NAME, "--from", "staging", "--to", "production", "--new-alias", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
     assert "was logged by" in err and "bundle format 0" in err and "re-register it" in err
     assert "production" not in _client(uri).get_registered_model(NAME).aliases
@@ -145,7 +132,7 @@ def test_the_release_loop_against_a_real_authenticated_server(rel: Any, mlflow_s
     result.stdout.fnmatch_lines([f"registered: {NAME} version 2, alias staging -> 2 *"])
     monkeypatch.chdir(rel.path)
     client = _client(uri)
-    assert cli(["promote", NAME, "--from", "staging", "--to", "production", "--tracking-uri", uri]) == 0
+    assert cli(["promote", NAME, "--from", "staging", "--to", "production", "--new-alias", "--tracking-uri", uri]) == 0
     client.set_registered_model_alias(NAME, "staging", "1")  # as if version 1 were the candidate now
     assert cli(["promote", NAME, "--from", "staging", "--to", "production", "--tracking-uri", uri]) == 0
     assert str(client.get_model_version_by_alias(NAME, "production").version) == "1"
@@ -172,7 +159,7 @@ def test_promotion_refuses_no_ops_reserved_aliases_and_unchecked_baseline_gates(
     monkeypatch.chdir(rel.path)
     uri = rel.mlflow_uri
     base = ["--tracking-uri", uri]
-    assert cli(["promote", NAME, "--from", "staging", "--to", "production", *base]) == 0
+    assert cli(["promote", NAME, "--from", "staging", "--to", "production", "--new-alias", *base]) == 0
     capsys.readouterr()
     assert cli(["promote", NAME, "--from", "staging", "--to", "production", *base]) == 2
     assert "already points at version 1" in capsys.readouterr().err
@@ -181,7 +168,7 @@ def test_promotion_refuses_no_ops_reserved_aliases_and_unchecked_baseline_gates(
         assert "is not a usable alias" in capsys.readouterr().err
     rel.config["gates"] = {"f1": [">= 0.5", ">= baseline - 0.02"]}
     rel.write_config("strict.yaml")
-    assert cli(["promote", NAME, "--from", "staging", "--to", "canary", "--config", "strict.yaml", *base]) == 2
+    assert cli(["promote", NAME, "--from", "staging", "--to", "canary", "--new-alias", "--config", "strict.yaml", *base]) == 2
     captured = capsys.readouterr()
     assert "skipped" in captured.out and "this version's eval had none" in captured.out
     history = json.loads(_client(uri).get_registered_model(NAME).tags["genai.alias_history"])
@@ -195,3 +182,24 @@ def test_a_reserved_alias_in_the_config_is_an_error_before_any_case(rel: Any) ->
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*registry.alias*"])
     assert rel.run_dirs() == []
+
+
+def test_promoting_to_an_alias_the_model_never_had_needs_new_alias(rel: Any, capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in --to (`prodution`) would create an alias nobody serves: refused with the aliases the model has and
+    had (its alias history too: `canary` was removed outside pytest-genai but is known), unless --new-alias."""
+    assert rel.run("--genai-config", "genai.yaml", "--genai-register").ret == 0
+    monkeypatch.chdir(rel.path)
+    base = ["--tracking-uri", rel.mlflow_uri]
+    client = _client(rel.mlflow_uri)
+    assert cli(["promote", NAME, "--from", "staging", "--to", "canary", "--new-alias", *base]) == 0
+    client.delete_registered_model_alias(NAME, "canary")  # gone from the model, still in its alias history
+    capsys.readouterr()
+    assert cli(["promote", NAME, "--from", "staging", "--to", "prodution", *base]) == 2
+    err = capsys.readouterr().err
+    assert "has never had alias 'prodution'" in err and "known aliases: canary, staging" in err, err
+    assert "--new-alias" in err
+    assert set(client.get_registered_model(NAME).aliases) == {"staging"}  # nothing moved
+    assert cli(["promote", NAME, "--from", "staging", "--to", "canary", *base]) == 0  # known from the history
+    assert cli(["promote", NAME, "--from", "staging", "--to", "production", "--new-alias", *base]) == 0
+    assert set(client.get_registered_model(NAME).aliases) == {"staging", "canary", "production"}

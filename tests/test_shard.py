@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from pytest_genai.shard import merge as merge_cmd
 from pytest_genai.shard.select import parse_shard, shard_of
 from tests.conftest import Project
+from pytest_genai.testing.example_project import write_env_lock
 
 N = 30
 PIPELINE = '''
@@ -285,12 +286,9 @@ def test_shards_merged_on_the_real_server(sp: Project, mlflow_server: Any, monke
 
 def test_the_merged_parent_registers_and_promotes(sp: Project, capsys: Any) -> None:
     """Registry promotion sees the parent: the version's eval run is the parent run, and `promote` accepts it."""
-    import shutil
-
     from pytest_genai.cli import main as cli
 
-    repo = Path(__file__).resolve().parents[1]
-    shutil.copyfile(repo / "requirements.lock", sp.path / "requirements.lock")
+    write_env_lock(sp.path / "requirements.lock")
     sp.write_config(env={"lock_file": "requirements.lock"},
                     registry={"model_name": "sharded-qa", "require_clean_git": False})
     for label in ("1/2", "2/2"):
@@ -303,7 +301,7 @@ def test_the_merged_parent_registers_and_promotes(sp: Project, capsys: Any) -> N
     parent_id = run_json(sp.run_dirs()[-1])["tracking"]["run_id"]
     c = client(sp)
     assert c.get_model_version("sharded-qa", "1").tags["genai.eval_run_id"] == parent_id
-    assert cli(["promote", "sharded-qa", "--from", "staging", "--to", "production", "--config",
+    assert cli(["promote", "sharded-qa", "--from", "staging", "--to", "production", "--new-alias", "--config",
                 str(sp.path / "genai.yaml"), "--tracking-uri", sp.mlflow_uri]) == 0, capsys.readouterr()
     assert str(c.get_model_version_by_alias("sharded-qa", "production").version) == "1"
 

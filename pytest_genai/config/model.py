@@ -1,4 +1,8 @@
-"""The resolved config: validated, defaults filled, `${ENV}` secrets resolved but never exposed."""
+"""The resolved config: validated, defaults filled, `${ENV}` secrets resolved but never exposed.
+
+A reference under `llm.` (or `compare.judge.llm.`) whose variable is not set is no error at load: it is needed
+only when a provider is called, and a replay (`--genai-cache replay`: a fork's CI, no secrets) calls none. Reading
+it (`get`) raises then, naming the key and the variable. Any other unset reference is an error at load."""
 
 from __future__ import annotations
 
@@ -6,10 +10,13 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
 from pytest_genai.config.errors import ConfigError, Problem
+from pytest_genai.config.pipeline_spec import (ARTIFACTS_KEY, PipelineSpec, artifact_hashes, hashed_form, normal_path,
+                                              pipeline_problems, spec_of)
 from pytest_genai.config.validate import SECRET_REF, apply_defaults, schema_problems, semantic_problems, unknown_key_problems
 from pytest_genai.config.yaml_lines import Lines, line_of, load_yaml_with_lines
 
@@ -26,10 +33,40 @@ class GenaiConfig:
     public: Mapping[str, Any]  # secrets kept as their ${NAME} reference
     secrets: Mapping[str, str] = field(repr=False)  # dotted key -> resolved value
     lines: Lines = field(repr=False, default_factory=dict)
+    artifact_root: Path | None = field(default=None, repr=False)  # where pipeline.artifacts are (default: base_dir)
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    @cached_property
+    def pipeline(self) -> PipelineSpec:
+        """`pipeline:` in either form: factory, artifacts, options (read this, never `get("pipeline")`)."""
+        return spec_of(self.public.get("pipeline"), self.secrets)
+
+    @property
+    def factory_key(self) -> str:
+        """Where the factory is written (what an error about it names): `pipeline` or `pipeline.factory`."""
+        return "pipeline.factory" if isinstance(self.public.get("pipeline"), Mapping) else "pipeline"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.artifact_root or self.base_dir
+
+    @cached_property
+    def artifact_hashes(self) -> dict[str, str]:
+        """Relative path -> sha256 of each file of pipeline.artifacts, read once (the hash measured is the one kept)."""
+        return artifact_hashes(self.artifact_dir, self.pipeline.artifacts)
+
+    def artifact(self, path: str | os.PathLike[str]) -> Path:
+        """A declared artifact's path (relative to the config's folder, or to a model bundle's); an undeclared path
+        is a ConfigError naming pipeline.artifacts: only declared files are hashed and travel with the model."""
+        spec = self.pipeline
+        if spec.declared(path) is None:
+            declared = ", ".join(spec.artifacts) or "none"
+            raise self.error(ARTIFACTS_KEY, f"{os.fspath(path)!r} is not declared in {ARTIFACTS_KEY} (declared: {declared}): "
+                             "add it there, so that it is hashed into config_hash and packaged with a registered model")
+        return self.artifact_dir / str(normal_path(path))
 
     def get(self, dotted: str, default: Any = None) -> Any:
         """Value at a dotted key; secrets come back resolved (for the code that needs them)."""
@@ -40,7 +77,21 @@ class GenaiConfig:
             if not isinstance(node, Mapping) or part not in node:
                 return default
             node = node[part]
+        if isinstance(node, str) and SECRET_REF.search(node):  # a reference no variable resolved: never its text
+            raise self.error(dotted, unset_message(node))
         return node
+
+    @property
+    def secret_keys(self) -> frozenset[str]:
+        """Dotted keys given as `${ENV}` references, resolved or not: kept out of params and cache keys."""
+        return frozenset(self.secrets) | frozenset(self.unresolved)
+
+    @property
+    def unresolved(self) -> dict[str, tuple[str, ...]]:
+        """Dotted key -> the variables of its reference that were not set at load (needed only if it is read)."""
+        out: dict[str, tuple[str, ...]] = {}
+        _references(self.public, "", set(self.secrets), out)
+        return out
 
     def resolve_path(self, dotted: str) -> Path | None:
         value = self.get(dotted)
@@ -58,12 +109,19 @@ class GenaiConfig:
     @property
     def hash(self) -> str:
         hashed = {k: v for k, v in self.public.items() if k not in UNHASHED_SECTIONS}
+        if "pipeline" in hashed:  # its data files by content; the shorthand and {factory: ...} alike
+            hashed["pipeline"] = hashed_form(hashed["pipeline"], self.artifact_hashes)
         return hashlib.sha256(canonical_json(hashed).encode()).hexdigest()
 
     def params(self) -> dict[str, str]:
         """Dotted keys of the resolved config (secrets excluded), as MLflow params."""
         out: dict[str, str] = {}
-        _flatten({k: v for k, v in self.public.items() if k != "views"}, "", out, set(self.secrets))  # views: on the experiment
+        data = {k: v for k, v in self.public.items() if k != "views"}  # views: on the experiment
+        if isinstance(data.get("pipeline"), Mapping):  # `pipeline` is the factory in either form
+            mapping = data["pipeline"]
+            data["pipeline"] = self.pipeline.factory
+            data.update({f"pipeline.{k}": mapping[k] for k in ("artifacts", "options") if mapping.get(k)})
+        _flatten(data, "", out, set(self.secret_keys))
         return out
 
 
@@ -80,8 +138,10 @@ def _flatten(node: Any, prefix: str, out: dict[str, str], secret_keys: set[str])
         out[prefix] = node if isinstance(node, str) else json.dumps(node)
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> GenaiConfig:
-    """Load, validate and resolve a config file; every problem is reported at once."""
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
+                artifact_root: Path | None = None) -> GenaiConfig:
+    """Load, validate and resolve a config file; every problem is reported at once. `artifact_root`: where
+    pipeline.artifacts are when not beside the config (a run folder's copy of the config, read for its project)."""
     path = Path(path).resolve()
     environ = os.environ if environ is None else environ
     data, lines = load_yaml_with_lines(path)
@@ -90,11 +150,24 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     problems = unknown_key_problems(data, lines)
     problems += schema_problems(data, lines)
     problems += semantic_problems(data, lines)
+    problems += pipeline_problems(data, lines, artifact_root or path.parent)
     secrets: dict[str, str] = {}
     _resolve_secrets(data, (), environ, secrets, problems, lines)
     if problems:
         raise ConfigError(path, sorted(problems, key=lambda p: p.line or 0))
-    return GenaiConfig(path, apply_defaults(data), secrets, lines)
+    return GenaiConfig(path, apply_defaults(data), secrets, lines, artifact_root)
+
+
+# Where an unset variable waits until the value is read: what only a provider call needs.
+DEFERRED_SECTIONS = (("llm",), ("compare", "judge", "llm"))
+
+
+def unset_message(reference: str) -> str:
+    """Why an unresolved reference cannot be read: names its variable(s), never a value (there is none)."""
+    names = ", ".join(dict.fromkeys(m.group(1) for m in SECRET_REF.finditer(reference)))
+    return (f"environment variable {names} is not set, and it is needed now: the provider is about to be "
+            "called (no --genai-cache, or a cache miss in read-write/record mode). Set it, or run with "
+            "--genai-cache replay (with --genai-cassette FILE), which calls no provider and needs no key")
 
 
 def _resolve_secrets(node: Any, prefix: tuple[str, ...], environ: Mapping[str, str], secrets: dict[str, str], problems: list[Problem], lines: Lines) -> None:
@@ -105,6 +178,15 @@ def _resolve_secrets(node: Any, prefix: tuple[str, ...], environ: Mapping[str, s
         dotted = ".".join(prefix)
         missing = [m.group(1) for m in SECRET_REF.finditer(node) if m.group(1) not in environ]
         if missing:
-            problems.append(Problem(dotted, f"environment variable {', '.join(missing)} is not set", line_of(lines, prefix)))
-            return
+            if not any(prefix[:len(s)] == s and len(prefix) > len(s) for s in DEFERRED_SECTIONS):
+                problems.append(Problem(dotted, f"environment variable {', '.join(missing)} is not set", line_of(lines, prefix)))
+            return  # deferred: left as its reference in `public`, and `get` raises if anything reads it
         secrets[dotted] = SECRET_REF.sub(lambda m: environ[m.group(1)], node)
+
+
+def _references(node: Any, prefix: str, resolved: set[str], out: dict[str, tuple[str, ...]]) -> None:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            _references(value, f"{prefix}.{key}" if prefix else str(key), resolved, out)
+    elif isinstance(node, str) and prefix not in resolved and SECRET_REF.search(node):
+        out[prefix] = tuple(dict.fromkeys(m.group(1) for m in SECRET_REF.finditer(node)))

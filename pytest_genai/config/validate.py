@@ -9,6 +9,7 @@ from importlib import resources
 from typing import Any, Iterator
 
 from pytest_genai.config.errors import Problem
+from pytest_genai.config.pipeline_spec import factory_of
 from pytest_genai.config.suggest import suggest_key, suggest_name
 from pytest_genai.config.yaml_lines import Lines, line_of
 
@@ -104,7 +105,7 @@ def _message(err: Any) -> str:
     if err.absolute_path and err.absolute_path[0] == "views" and len(err.absolute_path) == 2:
         return (f"{err.instance!r} is not a view: write a filter string like "
                 "'em >= 0.6 and latency_p95_ms <= 1200'")
-    if err.validator == "pattern" and list(err.absolute_path)[-1:] == ["pipeline"]:
+    if err.validator == "pattern" and list(err.absolute_path) in (["pipeline"], ["pipeline", "factory"]):
         return f"{err.instance!r} is neither 'builtin:<name>' nor 'package.module:factory'"
     return err.message
 
@@ -134,7 +135,7 @@ def semantic_problems(data: Any, lines: Lines) -> list[Problem]:
         from pytest_genai.views import view_problems
 
         out += view_problems(data.get("views"), lines)
-    if isinstance(data, dict) and data.get("pipeline") == "builtin:rag" and "rag" not in data:
+    if isinstance(data, dict) and factory_of(data.get("pipeline")) == "builtin:rag" and "rag" not in data:
         out.append(Problem("rag", "pipeline builtin:rag needs a rag section (at least rag.corpus)", line_of(lines, ("pipeline",))))
     return out
 

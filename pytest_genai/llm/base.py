@@ -32,9 +32,25 @@ class LLM(Protocol):
 
     def generate(self, messages: list[Message], *, seed: int) -> Generation: ...
 
+    # Optional: `warm_up()` pays what the first call would pay on top of its answer (a model load, kernel
+    # compilation, a connection), once, at pipeline build, before any case is timed. Not cached, not counted.
+
 
 class LLMError(Exception):
     pass
+
+
+# What a provider's warm-up asks, if it generates at all: tiny, the same for every run.
+WARM_UP_MESSAGES: list[Message] = [{"role": "user", "content": "Hello."}]
+
+
+def warm_up(obj: Any) -> bool:
+    """Call `obj.warm_up()` when it has one (a provider, a pipeline, a cache wrapper); True if it had."""
+    hook = getattr(obj, "warm_up", None)
+    if not callable(hook):
+        return False
+    hook()
+    return True
 
 
 def check_messages(messages: Any) -> None:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_genai import optional
 from pytest_genai.cache_dir import cache_root
-from pytest_genai.llm.base import Generation, LLMError, Message
+from pytest_genai.llm.base import WARM_UP_MESSAGES, Generation, LLMError, Message
 from pytest_genai.model_hash import ModelHashError, covers, model_sha256
 from pytest_genai.resolve import packaged_path
 
@@ -72,6 +73,7 @@ class HFLocalLLM:
 
     @classmethod
     def from_config(cls, config: Any) -> "HFLocalLLM":
+        optional.require("local", "the local model provider hf_local")
         model_id = config.get("llm.model_id")
         try:
             weights = resolve_weights(model_id, config.base_dir)
@@ -89,6 +91,17 @@ class HFLocalLLM:
         model, tokenizer = load_model(weights, actual)
         return cls(model_id, actual, float(config.get("llm.temperature")), int(config.get("llm.max_tokens")),
                    model, tokenizer, time.perf_counter() - started)
+
+    def warm_up(self) -> None:
+        """One tiny greedy generation at pipeline build: torch's first forward pass (kernel selection, allocator,
+        the chat template's compilation) is paid here, not by the first case. Uses no RNG, returns nothing."""
+        import torch
+
+        enc = self._encode(WARM_UP_MESSAGES)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        with torch.inference_mode():
+            self.model.generate(**enc, max_new_tokens=min(4, self.max_tokens), pad_token_id=pad_id, do_sample=False,
+                                temperature=None, top_p=None, top_k=None)
 
     def generate(self, messages: list[Message], *, seed: int) -> Generation:
         import torch

@@ -5,7 +5,8 @@ connection per calling thread, so a thread pool reuses connections without shari
 Retries 429, 5xx, connection errors and timeouts with exponential backoff and full jitter drawn
 from a private RNG (the global `random` is seeded per case; drawing from it would change outputs),
 honouring Retry-After. The API key is sent as a bearer token and nowhere else: not in reprs,
-errors or logs.
+errors or logs. The key is read from the config when the provider is built, i.e. when a call is about
+to be made: a replay builds no provider and needs no key.
 """
 
 from __future__ import annotations
@@ -159,6 +160,16 @@ class OpenAICompatibleLLM:
                 self._counts["retries"] += 1
             time.sleep(self.backoff_delay(attempt, retry_after))
         self._fail(outcomes, "retries exhausted")
+
+    def warm_up(self) -> None:
+        """Open this thread's keep-alive connection (DNS, TCP, TLS) before the first case is timed. No request is
+        sent: nothing is billed or counted. An unreachable server is left for the cases to report (with retries)."""
+        conn = self._connection()
+        if conn.sock is None:
+            try:
+                conn.connect()
+            except (OSError, http.client.HTTPException):
+                conn.close()
 
     def backoff_delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds before retry number `retry` (1-based): the server's Retry-After when sent, else

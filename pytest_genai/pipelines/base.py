@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, Union, runtime_checkable
 
+from pytest_genai.llm.base import warm_up
 from pytest_genai.types import Answer, Case
 
 
@@ -60,7 +61,7 @@ def build_pipeline(ctx: Any) -> Any:
     from pytest_genai.resolve import import_target
 
     config = ctx.config
-    spec: str = config.get("pipeline")
+    spec = config.pipeline.factory
     base = str(config.base_dir)
     if base not in sys.path:  # a factory next to the config imports like a conftest would
         sys.path.insert(0, base)
@@ -68,15 +69,24 @@ def build_pipeline(ctx: Any) -> Any:
         try:
             factory = PIPELINES.get(spec)
         except UnknownName as exc:
-            raise config.error("pipeline", f"{exc}; a custom pipeline is a `package.module:factory` target") from None
+            raise config.error(config.factory_key, f"{exc}; a custom pipeline is a `package.module:factory` target") from None
     else:
         try:
             factory = import_target(spec)
         except (ImportError, AttributeError, ValueError) as exc:
             raise config.error(
-                "pipeline", f"cannot load the factory {spec!r}: {type(exc).__name__}: {exc} (the module must be importable: "
+                config.factory_key, f"cannot load the factory {spec!r}: {type(exc).__name__}: {exc} (the module must be importable: "
                 f"installed, or under {base})") from None
     pipeline = factory(ctx) if wants_context(factory) else factory(config)
     if not callable(pipeline):
-        raise config.error("pipeline", f"the factory {spec!r} returned {type(pipeline).__name__}, not a callable taking a case")
+        raise config.error(config.factory_key, f"the factory {spec!r} returned {type(pipeline).__name__}, not a callable taking a case")
     return pipeline
+
+
+def warm_up_pipeline(pipeline: Any, ctx: Any) -> None:
+    """At build, before the first timed case, everything lazy: the pipeline's `warm_up()` (the built-ins warm their
+    provider and retriever), else the provider a factory took from `ctx.llm`. Nothing of it is cached, recorded or
+    counted in tokens or cost, and a replay builds no provider. A custom pipeline with lazy state of its own (an
+    index, a client) says how to warm it up with a `warm_up()` method."""
+    if not warm_up(pipeline) and getattr(ctx, "llm_built", False):
+        warm_up(ctx.llm)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pytest_genai.llm import LLM
+from pytest_genai.llm.base import warm_up
 from pytest_genai.prompts import PromptTemplate, render_as_text
 from pytest_genai.runtime import generation_provenance
 from pytest_genai.types import Answer, Case, Usage
@@ -28,6 +29,10 @@ class LLMPipeline:
 
     def probe_variables(self, case: Case) -> dict[str, Any]:
         return {"question": case.question, "context": case.context or "", "case": case}
+
+    def warm_up(self) -> None:
+        """At build, before any case is timed: the provider's load and first-call costs (not cached, not counted)."""
+        warm_up(self.llm)
 
     def __call__(self, case: Case, seed: int | None = None) -> Answer:
         messages = self._messages(case)

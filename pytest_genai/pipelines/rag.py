@@ -9,11 +9,15 @@ from typing import Any, Callable
 
 from pytest_genai import names
 from pytest_genai.llm import LLM
+from pytest_genai.llm.base import warm_up
 from pytest_genai.prompts import PromptTemplate, render_as_text
 from pytest_genai.pipelines.llm import can_batch
 from pytest_genai.runtime import generation_provenance
 from pytest_genai.rag.retrieval import BuildInfo, Hit, Retriever, build_retriever
 from pytest_genai.types import Answer, Case, Usage
+
+
+WARM_UP_QUERY = "What is this about?"
 
 
 @dataclass
@@ -39,6 +43,12 @@ class RAGPipeline:
     def probe_variables(self, case: Case) -> dict[str, Any]:
         """What the prompt sees, with a stand-in context (no retrieval needed to check the template)."""
         return {"question": case.question, "contexts": ["(context)"], "context": "(context)", "case": case}
+
+    def warm_up(self) -> None:
+        """At build, before any case is timed: one retrieval (the embedder's and a reranker's first forward pass,
+        the index's first search) and the provider's warm-up. Nothing is cached, counted or recorded."""
+        self.retriever.retrieve(WARM_UP_QUERY)
+        warm_up(self.llm)
 
     def __call__(self, case: Case, seed: int | None = None) -> Answer:
         hits, used, messages, retrieval_ms = self._prepare(case)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from pytest_genai import optional
 from pytest_genai.llm.hf_local import quiet_transformers
 from pytest_genai.model_hash import model_sha256
 from pytest_genai.resolve import packaged_path
@@ -63,6 +64,7 @@ class Embedder:
     @classmethod
     def load(cls, model_id: str, base_dir: Path, batch_size: int = 32, sha256: str | None = None) -> "Embedder":
         """`sha256`: the folder's `model_sha256` if the caller already computed it (hashing reads ~90 MB)."""
+        optional.require("rag", "the embedding model of rag.embed_model")
         path = resolve_embedder(model_id, base_dir)
         quiet_transformers()
         from transformers import AutoModel, AutoTokenizer

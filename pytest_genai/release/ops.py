@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pytest_genai import names
+from pytest_genai.config.suggest import suggest_name
 from pytest_genai.release.bundle import BUNDLE_FORMAT
 from pytest_genai.release.history import append_history, pointed, read_history
 from pytest_genai.release.register import RegistryError, check_registry_store, verdict
@@ -179,15 +180,17 @@ def reeval_check(client: Any, name: str, version: Any, config_path: Path) -> Che
 
 
 def promote(uri: str | None, name: str, source: str, target: str, config_path: Path, *, reeval: bool = False,
-            reason: str = "", by: str | None = None, echo: Callable[[str], None] = print) -> str:
+            reason: str = "", by: str | None = None, new_alias: bool = False, echo: Callable[[str], None] = print) -> str:
     """Move alias `target` to the version behind `source`; returns the version. Raises RegistryError (nothing
-    moved) when a check fails."""
+    moved) when a check fails. An alias the model has never had (`prodution`) is refused unless `new_alias`."""
     check_alias_name(target, "--to")
     if source == target:
         raise RegistryError(f"--from and --to are both {source!r}: nothing to promote")
     client = client_for(uri)
     version = version_of(client, name, source)
     _check_format(version)
+    if not new_alias:
+        check_known_alias(client, name, target)
     if _current(client, name, target) == str(version.version):
         raise RegistryError(f"{name}@{target} already points at version {version.version} (the version behind @{source}): "
                             "nothing moved")
@@ -208,6 +211,22 @@ def promote(uri: str | None, name: str, source: str, target: str, config_path: P
     _move(client, name, target, str(version.version), previous,
           {"action": "promote", "by": by, "reason": reason or f"from {source}", "from": source})
     return str(version.version)
+
+
+def known_aliases(client: Any, name: str) -> list[str]:
+    """The aliases the model has now and every alias its history (release/history.py) says it ever had."""
+    current = dict(getattr(_model(client, name), "aliases", {}) or {})
+    past = {str(e["alias"]) for e in read_history(client, name) if e.get("alias")}
+    return sorted(set(current) | past)
+
+
+def check_known_alias(client: Any, name: str, alias: str) -> None:
+    known = known_aliases(client, name)
+    if alias not in known:
+        hint = suggest_name(alias, known)
+        tip = f" — did you mean {hint!r}?" if hint else ""
+        raise RegistryError(f"{name!r} has never had alias {alias!r}{tip} (known aliases: {', '.join(known) or 'none'}): "
+                            "nothing moved; pass --new-alias to create it")
 
 
 def rollback(uri: str | None, name: str, alias: str = "production", *, reason: str = "", by: str | None = None) -> tuple[str, str]:

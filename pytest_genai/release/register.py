@@ -1,10 +1,11 @@
 """Register a passed eval: package the pipeline as an MLflow model logged from code, link it to the eval run
 (a LoggedModel with the run's metrics), create a model version tagged with every hash and gate verdict, and
-point the configured alias at it. Only a full run whose gates passed and whose tracking succeeded registers."""
+point the configured alias at it. Only a full run whose gates passed and whose tracking succeeded registers, and
+only once the packaged model, loaded in a fresh process outside the project, has answered one question (probe.py).
+What can be checked before the eval runs is checked then (preflight.py)."""
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pytest_genai import names
+from pytest_genai.config.pipeline_spec import artifacts_digest
 from pytest_genai.release.bundle import BUNDLE_ARTIFACT, BUNDLE_FORMAT, BundleError, package_version, write_bundle
+from pytest_genai.release.probe import ask_in_fresh_process
 
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 MODEL_NAME_IN_RUN = "model"
@@ -20,6 +23,10 @@ MODEL_NAME_IN_RUN = "model"
 
 class RegistryError(Exception):
     """A registry operation that cannot be done; the message is one line saying why (nothing was moved)."""
+
+
+class BundleCheckError(RegistryError):
+    """The packaged model did not answer in a fresh process: nothing was logged or registered."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,8 @@ def refusal(record: Any, *, require_clean_git: bool) -> str | None:
             return "not a git checkout, so the code cannot be pinned (set registry.require_clean_git: false to allow it)"
         if p.git_dirty:
             paths = ", ".join(p.git_dirty_paths[:3]) + (" ..." if len(p.git_dirty_paths) > 3 else "")
-            return f"the git tree is dirty ({paths}): commit first (or set registry.require_clean_git: false)"
+            return (f"the git tree is dirty ({paths}): commit first, see `git status` (or set "
+                    "registry.require_clean_git: false)")
     return None
 
 
@@ -100,6 +108,11 @@ def version_tags(record: Any) -> dict[str, str]:
     return tags
 
 
+def artifact_tags(info: Any) -> dict[str, str]:
+    """`pipeline.artifacts.hash`: one sha256 over the packaged artifacts' per-file hashes (each is in bundle.json)."""
+    return {names.TAG_PIPELINE_ARTIFACTS_HASH: artifacts_digest(info.artifacts)} if info.artifacts else {}
+
+
 def check_registry_store(uri: str | None) -> None:
     """A file store cannot hold a model registry (and MLflow 3 refuses it as a tracking store anyway)."""
     if uri and (uri.startswith("file:") or "://" not in uri):
@@ -113,7 +126,7 @@ def pip_requirements(lock_path: Path | None) -> list[str]:
 
     if lock_path is None or not lock_path.is_file():
         raise RegistryError(f"env.lock_file {lock_path} does not exist: a registered model's pip requirements come from "
-                            "the project's lock (run `make lock`, or point env.lock_file at it)")
+                            "the project's lock (create it with `pytest-genai lock`, or point env.lock_file at it)")
     pins = read_lock(lock_path)
     return [f"{name}=={version}" for name, version in sorted(pins.items())] + [f"pytest-genai=={package_version()}"]
 
@@ -158,9 +171,35 @@ def signature(rag: bool) -> Any:
     return ModelSignature(inputs=inputs, outputs=Schema(outputs))
 
 
+def probe_row(config: Any, record: Any) -> dict[str, Any]:
+    """The question the packaged model is asked before it is registered: the first case of the eval set that the
+    run answered without an error, as the eval asked it (its id, so its seed; its context)."""
+    from pytest_genai.evalset import load_eval_set
+
+    answered = [r.id for r in record.results if r.error is None and r.answer is not None]
+    path = config.resolve_path("eval.set")
+    cases = list(load_eval_set(path).cases) if path is not None and path.is_file() else []
+    by_id = {c.id: c for c in cases}
+    case = next((by_id[i] for i in answered if i in by_id), cases[0] if cases else None)
+    if case is None:
+        return {"question": "What is this model for?"}
+    return {"id": case.id, "question": case.question, **({"context": case.context} if case.context else {})}
+
+
+def check_answers(model_dir: Path, *, config: Any, record: Any, sanitizer: Any) -> None:
+    """BundleCheckError unless the saved model answers one eval question in a fresh process, in an empty folder."""
+    why = ask_in_fresh_process(model_dir, probe_row(config, record), project_dirs=[config.base_dir, Path.cwd()])
+    if why:
+        raise BundleCheckError(sanitizer.text(
+            f"the packaged model did not answer a question when loaded in a fresh process outside the project folder: "
+            f"{why} (a pipeline must find its files in its package or declare them in pipeline.artifacts and read them "
+            "with ctx.artifact(path), not from the working directory)"))
+
+
 class _PyfuncFromCode:
-    """`mlflow.pyfunc` as the flavor of `Model.log`, minus the in-process serving check of the input example
-    (it would load the model a second time: seconds of weights for nothing the tests do not check for real)."""
+    """`mlflow.pyfunc` as the flavor of `Model.log`, minus MLflow's in-process serving check of the input example:
+    the model was already loaded and asked a question in a fresh process (`check_answers`), which also catches
+    what an in-process load cannot (the project's folder and modules at hand)."""
 
     __name__ = "mlflow.pyfunc"
 
@@ -174,11 +213,13 @@ class _PyfuncFromCode:
 
 def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, model_name: str, alias: str,
                  sanitizer: Any, by: str) -> Registered:
-    """Log the model to the eval run, create the version, set the alias, record the history. `record` must have
-    passed `refusal`. For builtin:rag the index of the run's fingerprint (in the index cache, where the eval's
-    workers built or loaded it) is packaged."""
+    """Save the model locally and check it answers in a fresh process (BundleCheckError: nothing written), then log
+    it to the eval run, create the version, set the alias, record the history. `record` must have passed `refusal`.
+    For builtin:rag the index of the run's fingerprint (in the index cache, where the eval's workers built or loaded
+    it) is packaged."""
     from pytest_genai.rag.index import index_dir
 
+    import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
@@ -188,8 +229,8 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
     check_registry_store(uri)
     run_id = str(record.tracking.run_id)
     reqs = pip_requirements(config.resolve_path("env.lock_file"))
-    paths = code_paths(str(config.get("pipeline")), reqs)
-    rag = str(config.get("pipeline")) == "builtin:rag"
+    paths = code_paths(config.pipeline.factory, reqs)
+    rag = config.pipeline.factory == "builtin:rag"
     example = [{"question": sanitizer.text(record.results[0].question) if record.results else "What is this model for?"}]
     with _quiet(), tempfile.TemporaryDirectory(prefix="genai-bundle-") as tmp, use_tracking_uri(uri):
         bundle = Path(tmp) / BUNDLE_ARTIFACT
@@ -199,6 +240,11 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
                                 record=record)
         except BundleError as exc:
             raise RegistryError(str(exc)) from None
+        probe_dir = Path(tmp) / "probe-model"  # the model as it will be logged, saved locally first: nothing is
+        mlflow.pyfunc.save_model(  # written to the store unless it answers
+            path=str(probe_dir), python_model=str(MODEL_CODE), artifacts={BUNDLE_ARTIFACT: str(bundle)},
+            code_paths=paths or None, pip_requirements=reqs, signature=signature(rag))
+        check_answers(probe_dir, config=config, record=record, sanitizer=sanitizer)
         client = _client(uri)
         with in_experiment(str(client.get_run(run_id).info.experiment_id)):
             model_info = Model.log(
@@ -206,14 +252,15 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
                 python_model=str(MODEL_CODE), artifacts={BUNDLE_ARTIFACT: str(bundle)}, code_paths=paths or None,
                 pip_requirements=reqs, signature=signature(rag), input_example=example, run_id=run_id,
                 metadata={"pytest_genai": info.to_dict()}, validate_serving_input=False,
-                tags={names.TAG_EVAL_RUN_ID: run_id, names.TAG_CONFIG_HASH: info.config_hash})
+                tags={names.TAG_EVAL_RUN_ID: run_id, names.TAG_CONFIG_HASH: info.config_hash, **artifact_tags(info)})
         try:
-            client.create_registered_model(model_name, description=f"pytest-genai: {config.get('pipeline')} "
+            client.create_registered_model(model_name, description=f"pytest-genai: {config.pipeline.factory} "
                                                                      f"evaluated on {record.provenance.eval_set_path}")
         except MlflowException as exc:
             if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
-        version = client.create_model_version(model_name, model_info.model_uri, run_id=run_id, tags=version_tags(record),
+        version = client.create_model_version(model_name, model_info.model_uri, run_id=run_id,
+                                              tags={**version_tags(record), **artifact_tags(info)},
                                               description=gate_line(record.gates), model_id=model_info.model_id)
         previous = _alias_version(client, model_name, alias)
         try:

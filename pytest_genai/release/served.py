@@ -14,7 +14,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_genai.monitor.record import (ModelIdentity, Recorder, SinkError, identity_of, new_request_id, request_record,
                                          sink_from_config)
-from pytest_genai.release.bundle import CONFIG_FILE, INDEX_DIR, BundleError, BundleInfo, check_release, read_bundle_info
+from pytest_genai.release.bundle import (CONFIG_FILE, INDEX_DIR, BundleError, BundleInfo, check_artifacts, check_release,
+                                         read_bundle_info)
 from pytest_genai.types import Answer, Case, Usage
 
 INPUT_COLUMNS = ("question", "context", "id")
@@ -43,6 +44,7 @@ class ServedPipeline:
 
         info = read_bundle_info(bundle)
         check_release(info)
+        check_artifacts(bundle, info)
         try:
             config = load_config(bundle / CONFIG_FILE)
         except ConfigError as exc:

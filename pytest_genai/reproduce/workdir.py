@@ -1,6 +1,7 @@
 """The re-run's folder: a temporary project laid out like the original (the same relative paths, so the config
 and its config_hash are the run's), holding the run's config, prompt and eval set, with what a run folder does not
-carry (the RAG corpus, a reranker or model folder, the conftest, the pipeline's own module) taken from the
+carry (the RAG corpus, a reranker or model folder, the conftest, the pipeline's own module and its declared
+`pipeline.artifacts`, whose contents are part of config_hash) taken from the
 original project folder. Every choice is said in `inputs` or `warnings`, so the report can say what was re-run.
 
 Which file is used, each time the one that is provably the run's (its hash is the recorded one):
@@ -78,10 +79,10 @@ class _AnyEnv(Mapping[str, str]):
         return 0
 
 
-def _load(path: Path, environ: Mapping[str, str] | None = None) -> Any:
+def _load(path: Path, environ: Mapping[str, str] | None = None, artifact_root: Path | None = None) -> Any:
     from pytest_genai.config import load_config
 
-    return load_config(path, environ=_AnyEnv() if environ is None else environ)
+    return load_config(path, environ=_AnyEnv() if environ is None else environ, artifact_root=artifact_root)
 
 
 def _sha256(path: Path) -> str:
@@ -134,7 +135,7 @@ def _choose_config(source: RunSource, project: Path) -> tuple[Path, Any, list[st
     p = source.record.provenance
     resolved = source.folder / CONFIG_FILE
     try:
-        theirs = _load(resolved)
+        theirs = _load(resolved, artifact_root=project)  # its pipeline.artifacts: the project's, as they are now
     except ConfigError as exc:
         raise ReproduceError(f"the run's {CONFIG_FILE} is not a valid config for this pytest-genai: {exc}") from None
     run_hash = theirs.hash
@@ -349,10 +350,14 @@ def _link_project(project: Path, workdir: Path, cfg: Any, warnings: list[str]) -
             continue
         _link(src, _at(workdir, rel))
         taken.append(f"{key} {value}")
+    for rel in cfg.pipeline.artifacts:  # validated at load: inside the project, present
+        if not os.path.lexists(_at(workdir, rel)):  # else already there (under a linked corpus, the eval set)
+            _link(project / rel, _at(workdir, rel))
+        taken.append(f"pipeline.artifacts {rel}")
     if (project / "conftest.py").is_file():
         _link(project / "conftest.py", workdir / "conftest.py")
         taken.append("conftest.py")
-    spec = str(cfg.get("pipeline"))
+    spec = cfg.pipeline.factory
     if not spec.startswith("builtin:"):
         top = spec.split(":", 1)[0].split(".")[0]
         here = (project / f"{top}.py").is_file() or (project / top).is_dir()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
+from pytest_genai import optional
+
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -44,9 +46,7 @@ class ProfanityCheckClassifier:
                 from profanity_check import predict_prob  # imports scikit-learn and loads the model
             except ImportError as exc:
                 raise ToxicityUnavailable(
-                    f"toxicity classifier {self.name!r} needs the PyPI package {self.package!r} "
-                    f"(pip install {self.package}): {exc}"
-                ) from exc
+                    f"toxicity classifier {self.name!r}: {exc}. {optional.install_hint('safety')}") from exc
             self._predict_prob = predict_prob
         return self._predict_prob
 

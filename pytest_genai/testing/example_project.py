@@ -9,8 +9,17 @@ from pathlib import Path
 
 import yaml
 
+from pytest_genai.lock_cmd import lock_text
+
 REPO = Path(__file__).resolve().parents[2]
 GATES = {"hit_at_k": ">= 0.9", "error_rate": "== 0", "latency_p95_ms": "<= 600000"}
+
+
+def write_env_lock(dest: Path) -> Path:
+    """A lock of the running environment (what `pytest-genai lock` writes): a project's lock that matches the env
+    the test runs in, be it this repository's pinned one or the floors' (`make test-floors`)."""
+    dest.write_text(lock_text(dest.name)[0], "utf-8")
+    return dest
 
 
 def git(path: Path, *args: str) -> None:
@@ -23,7 +32,7 @@ def copy_example(dest: Path, *, model_name: str, cases: int = 4, batch_size: int
     gate is left out: this venv may carry test-only packages the lock does not list."""
     for name in ("corpus", "prompts"):
         shutil.copytree(REPO / name, dest / name)
-    shutil.copyfile(REPO / "requirements.lock", dest / "requirements.lock")
+    write_env_lock(dest / "requirements.lock")
     (dest / "eval_sets").mkdir()
     lines = (REPO / "eval_sets" / "handbook.jsonl").read_text("utf-8").splitlines()[:cases]
     (dest / "eval_sets" / "handbook.jsonl").write_text("\n".join(lines) + "\n", "utf-8")

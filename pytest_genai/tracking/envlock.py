@@ -1,46 +1,48 @@
-"""The pinned environment: installed distributions compared with the complete lock file.
+"""The pinned environment: installed distributions compared with the complete lock file (env drift).
 
-The lock is the pip requirements file `make lock` writes: `name==version` lines, each optionally followed by
-`--hash=` options on `\\`-continued lines (index options such as `--extra-index-url` on their own lines are
-allowed: pip-compile writes them). Anything else (another tool's lock, a range, a URL pin, no pins) is an
-error rather than a silently smaller set of pins, so that `env_drift == 0` can only pass on a complete match.
+The lock is what users already have (lockfmt.py reads it): `pip freeze` output as is, pip-compile or
+`uv pip compile` output (comments, `# via`, hashes, extras, markers, `-e` lines, index options), a uv.lock, or the
+file `pytest-genai lock` writes. The drift is the number of distributions that are
+- missing: a pin that applies to this interpreter (its marker is true) and is not installed; a pin whose marker is
+  false is not expected here;
+- mismatched: installed, but not as locked. An exact pin compares versions (PEP 440 equality: 1.0 == 1.0.0, but
+  2.13.0+cpu != 2.13.0). A direct reference (`name @ file:///…whl`, `name @ https://…`) matches when the installed
+  distribution's direct_url.json records the same URL (credentials and #fragments aside), or else when the URL's
+  wheel/sdist file name gives the installed version; a folder URL without direct_url.json agreement is a mismatch.
+  A VCS pin (`name @ git+https://…@rev`) matches when direct_url.json records the same repository and the revision
+  is its commit (or a prefix of it, or the requested branch/tag). An editable pin (`-e path`, `-e git+…#egg=name`)
+  only needs the distribution installed, at any version and from anywhere;
+- extra: installed but pinned nowhere (or only by pins whose markers are false here).
+pip, setuptools and wheel are never extra (pip freeze and pip-compile leave them out) but are compared when a lock
+pins them. The project itself (`pytest-genai`, installed editable) is ignored by default, as before.
+
+uv.lock lists the packages of every platform, extra and group, so a package it locks that is not installed is not
+drift; one installed at a version uv.lock does not give it (a name may be locked at several versions, one per
+resolution fork: any of them matches) is a mismatch, and one installed but absent from uv.lock is extra. The
+project and workspace members (`source = { editable = … }` / `{ virtual = … }`) and version-less entries are not
+version-compared.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import json
+import os
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit, urlunsplit
 
-_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
-_PIN = re.compile(rf"^(?P<name>{_NAME.pattern})\s*(?:\[\s*[A-Za-z0-9._,\s-]*\])?\s*==\s*(?P<version>[A-Za-z0-9][A-Za-z0-9.+!_-]*)$")
-_LEAD = re.compile(rf"^({_NAME.pattern})\s*(?:\[|@|==|~=|>=|<=|!=|<|>|;|$)")
-_HASH = re.compile(r"^--hash=(?:sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$")
-_COMMENT = re.compile(r"(^|\s)#.*$")
-_RANGE = re.compile(r"~=|>=|<=|!=|===|(?<![=!<>~])[<>]|==\s*[^\s,;]*\*|,")
-_TOML_KEY = re.compile(r"^[A-Za-z0-9_.\"'-]+\s*=(?!=)\s*\S")
-_TOML_TABLE = re.compile(r"^\[\[?[A-Za-z0-9_.\"' -]+\]\]?$")
-_OTHER_LOCKS = {"uv.lock": "uv.lock", "poetry.lock": "poetry.lock", "pipfile.lock": "Pipfile.lock", "pdm.lock": "pdm.lock"}
-_FIX = "generate one with `make lock`"
-# Lines of these pip options say where files come from, not which versions: pip-compile writes --index-url ones.
-_INDEX_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host", "--no-index",
-                  "--pre", "--prefer-binary", "--only-binary", "--no-binary"}
+from packaging.version import InvalidVersion, Version
 
+from pytest_genai.tracking.lockfmt import (VCS_PREFIXES, EnvLockError, Lock, Pin, file_path, normalize, parse_lock,
+                                           redact)
 
-class EnvLockError(Exception):
-    """The lock file cannot be read as a complete pip pin list; the message is `file:line: what is wrong`."""
+__all__ = ["NEVER_EXTRA", "EnvLockError", "EnvReport", "Installed", "compare_env", "installed_details",
+           "installed_distributions", "normalize", "parse_lock", "read_lock"]
 
-    def __init__(self, path: Path, line: int, reason: str) -> None:
-        super().__init__(f"{path}:{line}: {reason}")
-        self.path = path
-        self.line = line
-        self.reason = reason
-
-
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+NEVER_EXTRA = frozenset({"pip", "setuptools", "wheel"})
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class EnvReport:
     lock_path: Path | None
     lock_hash: str | None
     installed: dict[str, str]
-    missing: dict[str, str] = field(default_factory=dict)  # name -> locked version
+    missing: dict[str, str] = field(default_factory=dict)  # name -> what the lock says
     mismatched: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (locked, installed)
     extra: dict[str, str] = field(default_factory=dict)  # name -> installed version, not in the lock
     wanted: Path | None = None  # the lock file the config names, found or not
@@ -68,152 +70,170 @@ class EnvReport:
         return "".join(f"{n}=={v}\n" for n, v in sorted(self.installed.items()))
 
 
-def _other_format(path: Path, text: str) -> tuple[int, str] | None:
-    """(line, what it looks like) when the file is another tool's lock or a TOML/JSON/YAML file, else None."""
-    lines = text.splitlines()
-    first = next(((i, s.strip()) for i, s in enumerate(lines, 1) if s.strip() and not s.lstrip().startswith("#")), None)
-    header = "\n".join(lines[:5])
-    by_name = _OTHER_LOCKS.get(path.name.lower())
-    if by_name is None and path.name.lower().startswith("pylock") and path.suffix == ".toml":
-        by_name = "pylock.toml"
-    if by_name is None and path.suffix.lower() in (".toml", ".json", ".yaml", ".yml"):
-        by_name = path.suffix[1:].upper().replace("YML", "YAML")
-    if first is None:
-        return (1, by_name) if by_name else None
-    line, s = first
-    if s.startswith("{") or (s.startswith("[") and not _TOML_TABLE.match(s)):
-        return line, by_name or ("Pipfile.lock" if '"_meta"' in text else "JSON")
-    if _TOML_TABLE.match(s) or _TOML_KEY.match(s):
-        if by_name:
-            return line, by_name
-        if "@generated by Poetry" in header or ("[[package]]" in text and "content-hash" in text):
-            return line, "poetry.lock"
-        if "@generated by PDM" in header:
-            return line, "pdm.lock"
-        if s.startswith("lock-version"):
-            return line, "pylock.toml"
-        if "[[package]]" in text and ("source = {" in text or s.startswith(("version =", "revision ="))):
-            return line, "uv.lock"
-        return line, "TOML"
-    return (line, by_name) if by_name else None
+@dataclass(frozen=True)
+class Installed:
+    """An installed distribution: its name as its metadata spells it, version and direct_url.json (PEP 610)."""
+
+    name: str
+    version: str
+    direct_url: dict[str, Any] | None = None
+
+    def requirement(self) -> str:
+        """How pip freeze states it without -e: `name==version`, or `name @ URL` for a direct-URL or editable
+        install (a VCS one as `vcs+URL@commit`), the URL with its #subdirectory= as installed."""
+        d = self.direct_url
+        if not d or not isinstance(d.get("url"), str):
+            return f"{self.name}=={self.version}"
+        vcs = d.get("vcs_info") if isinstance(d.get("vcs_info"), dict) else None
+        url = f"{vcs.get('vcs')}+{d['url']}@{vcs.get('commit_id')}" if vcs else d["url"]
+        return f"{self.name} @ {url}" + (f"#subdirectory={d['subdirectory']}" if d.get("subdirectory") else "")
+
+    def shown(self) -> str:
+        d = self.direct_url
+        return self.version + (f" from {redact(d['url'])}" if d and isinstance(d.get("url"), str) else "")
 
 
-def _logical_lines(text: str) -> list[tuple[int, str]]:
-    """Comment-free logical lines (backslash continuations joined) with the number of the line each starts on."""
-    out: list[tuple[int, str]] = []
-    buf: list[str] = []
-    start = 0
-    for no, raw in enumerate(text.splitlines(), 1):
-        if not buf:
-            start = no
-        s = _COMMENT.sub("", raw).rstrip()
-        if s.endswith("\\"):
-            buf.append(s[:-1])
-            continue
-        buf.append(s)
-        joined = " ".join(p.strip() for p in buf).strip()
-        buf = []
-        if joined:
-            out.append((start, joined))
-    if buf and (joined := " ".join(p.strip() for p in buf).strip()):
-        out.append((start, joined))
-    return out
-
-
-def _option_name(token: str) -> str:
-    """The option itself, never its value (which may hold an index URL with credentials)."""
-    return token.split("=", 1)[0] if token.startswith("--") else token[:2]
-
-
-def _is_url_or_path(req: str) -> bool:
-    return ("://" in req or " @ " in f" {req} " or req.startswith((".", "/", "~", "file:"))
-            or req.endswith((".whl", ".tar.gz", ".zip")))
-
-
-def _pin(path: Path, no: int, line: str) -> tuple[str, str] | None:
-    """The (name, version) of a pin line, None for an index option line, EnvLockError for anything else."""
-    tokens = line.split()
-    head = next((i for i, t in enumerate(tokens) if t.startswith("-")), len(tokens))
-    req, opts = " ".join(tokens[:head]), tokens[head:]
-    if not req:
-        first = _option_name(opts[0])
-        if first in _INDEX_OPTIONS:
-            return None
-        if first in ("-e", "--editable"):
-            why = f"an editable install (`{first}`) is not a version pin; the lock pins exact versions ({_FIX})"
-        elif first in ("-r", "--requirement", "-c", "--constraint"):
-            why = f"`{first}` includes another file: the lock must list every pin itself ({_FIX})"
-        elif first == "--hash":
-            why = "a --hash option without a pin before it (a missing `\\` at the end of the line above?)"
-        else:
-            why = f"option `{first}` is not supported in the lock: only `name==version` pins with --hash options"
-        raise EnvLockError(path, no, why)
-    lead = _LEAD.match(req)
-    label = f"`{lead.group(1)}`" if lead else "this line"
-    m = _PIN.match(req)
-    if _is_url_or_path(req):
-        why = f"{label} is pinned to a URL, VCS or local path, not a version: use name==version ({_FIX})"
-    elif ";" in req:
-        why = f"{label} has an environment marker: the lock pins one environment, without markers ({_FIX})"
-    elif m is None and _RANGE.search(req):
-        why = f"{label} is a version range, not an exact pin: use name==version ({_FIX})"
-    elif m is None and _NAME.fullmatch(req):
-        why = f"{label} has no version: use name==version ({_FIX})"
-    elif m is None:
-        why = f"{label} is not a `name==version` pin ({_FIX})"
-    else:
-        bad = next((o for o in opts if not _HASH.match(o)), None)
-        if bad is None:
-            return normalize(m.group("name")), m.group("version")
-        what = "a malformed --hash (want --hash=sha256:<64 hex>)" if bad.startswith("--hash") else f"unsupported option `{_option_name(bad)}`"
-        why = f"`{m.group('name')}`: {what}"
-    raise EnvLockError(path, no, why)
-
-
-def read_lock(path: Path) -> dict[str, str]:
-    """Pins of a pip requirements lock (normalised name -> version); EnvLockError for anything else."""
+def _direct_url(dist: metadata.Distribution) -> dict[str, Any] | None:
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise EnvLockError(path, 1, "not a pip requirements lock: not UTF-8 text") from None
-    other = _other_format(path, text)
-    if other is not None:
-        raise EnvLockError(path, other[0], f"not a pip requirements lock: looks like {other[1]}; {_FIX}")
-    pins: dict[str, str] = {}
-    where: dict[str, int] = {}
-    for no, line in _logical_lines(text):
-        pin = _pin(path, no, line)
-        if pin is None:
-            continue
-        name, version = pin
-        if name in pins:
-            raise EnvLockError(path, no, f"`{name}` is pinned twice (first on line {where[name]})")
-        pins[name], where[name] = version, no
-    if not pins:
-        what = "empty file" if not text.strip() else "no pins"
-        raise EnvLockError(path, 1, f"{what}: the lock must list every installed distribution ({_FIX})")
-    return pins
+        text = dist.read_text("direct_url.json")
+        data = json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def installed_details() -> dict[str, Installed]:
+    """Normalised name -> what is importable; the first on sys.path wins, as for imports."""
+    out: dict[str, Installed] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and normalize(name) not in out:
+            out[normalize(name)] = Installed(name, dist.version, _direct_url(dist))
+    return out
 
 
 def installed_distributions() -> dict[str, str]:
     """Normalised name -> version of what is importable; the first on sys.path wins, as for imports."""
-    out: dict[str, str] = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            out.setdefault(normalize(name), dist.version)
-    return out
+    return {n: d.version for n, d in installed_details().items()}
+
+
+def _same_version(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return False
+
+
+def _url_key(url: str) -> tuple[str, str]:
+    """(where, revision) of a URL for comparison: no credentials, no fragment, a file path normalised; for a VCS
+    URL (`git+https://host/repo@rev`) the repository without `.git` and the revision after the last `@`."""
+    url = url.split("+", 1)[1] if url.startswith(VCS_PREFIXES) else url
+    parts = urlsplit(url)
+    local = file_path(url)
+    if local is not None:
+        return os.path.normpath(local), ""
+    path, rev = parts.path, ""
+    if "@" in path:
+        path, rev = path.rsplit("@", 1)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, path.rstrip("/").removesuffix(".git"), parts.query, "")), rev
+
+
+def _matches(pin: Pin, inst: Installed) -> bool:
+    if pin.kind == "editable":
+        return True
+    if pin.kind == "version":
+        return _same_version(str(pin.version), inst.version)
+    d = inst.direct_url or {}
+    where, rev = _url_key(str(pin.url))
+    recorded = d.get("url")
+    same_place = isinstance(recorded, str) and _url_key(recorded)[0] == where
+    if pin.kind == "vcs":
+        vcs = d.get("vcs_info") if isinstance(d.get("vcs_info"), dict) else {}
+        commit = str(vcs.get("commit_id") or "")
+        return same_place and bool(vcs) and (not rev or rev == vcs.get("requested_revision")
+                                             or (len(rev) >= 7 and commit.startswith(rev)))
+    return (same_place and "vcs_info" not in d) or (pin.version is not None and _same_version(pin.version, inst.version))
+
+
+def _editable_owner(pin: Pin, installed: dict[str, Installed]) -> str | None:
+    """The installed distribution whose direct_url.json points at an editable pin's folder."""
+    folder = os.path.normpath(str(pin.url))
+    for name, inst in installed.items():
+        recorded = (inst.direct_url or {}).get("url")
+        local = file_path(recorded) if isinstance(recorded, str) else None
+        if local is not None and os.path.normpath(local) == folder:
+            return name
+    return None
+
+
+def _named(lock: Lock, installed: dict[str, Installed]) -> Iterable[tuple[str, Pin]]:
+    """(name, pin) for each pin; an editable folder without a known name is named after what is installed from
+    it, else after the line itself (then it is missing)."""
+    for pin in lock.pins:
+        if pin.name:
+            yield pin.name, pin
+        else:
+            yield _editable_owner(pin, installed) or f"line {pin.line}", pin
+
+
+def _requirements_drift(lock: Lock, installed: dict[str, Installed], ignored: set[str]) -> tuple[dict, dict, set[str]]:
+    missing: dict[str, str] = {}
+    mismatched: dict[str, tuple[str, str]] = {}
+    locked: set[str] = set()
+    for name, pin in _named(lock, installed):
+        if not pin.applies:
+            continue
+        locked.add(name)
+        inst = installed.get(name)
+        if name in ignored:
+            continue
+        if inst is None:
+            missing[name] = pin.locked
+        elif not _matches(pin, inst):
+            mismatched[name] = (pin.locked, inst.version if pin.kind == "version" else inst.shown())
+    return missing, mismatched, locked
+
+
+def _uv_drift(lock: Lock, installed: dict[str, Installed], ignored: set[str]) -> tuple[dict, dict, set[str]]:
+    by_name: dict[str, list[Pin]] = {}
+    for pin in lock.pins:
+        by_name.setdefault(pin.name, []).append(pin)
+    mismatched: dict[str, tuple[str, str]] = {}
+    for name, pins in by_name.items():
+        inst = installed.get(name)
+        if inst is None or name in ignored or any(p.kind != "version" for p in pins):
+            continue
+        if not any(_same_version(str(p.version), inst.version) for p in pins):
+            mismatched[name] = (" or ".join(sorted({str(p.version) for p in pins})), inst.version)
+    return {}, mismatched, set(by_name)
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    """Normalised name -> exact version of the pins that apply here; EnvLockError for a file that is not a lock.
+    From a requirements lock: the `==` pins whose markers hold and the direct references whose file name gives a
+    version (editable, VCS and folder pins carry none: see parse_lock and Pin.requirement for every pin).
+    From a uv.lock, which spans platforms: the locked version of each package installed here at a locked version."""
+    lock = parse_lock(path)
+    if lock.format == "requirements":
+        return {p.name: p.version for p in lock.pins if p.applies and p.name and p.version and p.kind in ("version", "url")}
+    installed = installed_distributions()
+    return {p.name: p.version for p in lock.pins
+            if p.kind == "version" and p.name in installed and _same_version(str(p.version), installed[p.name])}
 
 
 def compare_env(lock_path: Path | None, ignore: tuple[str, ...] = ("pytest-genai",)) -> EnvReport:
     """Installed vs locked; no lock file gives lock_hash None (drift not computed), a bad one raises EnvLockError."""
-    installed = installed_distributions()
+    details = installed_details()
+    installed = {n: d.version for n, d in details.items()}
     if lock_path is None or not lock_path.is_file():
         return EnvReport(None, None, installed, wanted=lock_path)
-    pins = read_lock(lock_path)
+    lock = parse_lock(lock_path)
     lock_hash = hashlib.sha256(lock_path.read_bytes()).hexdigest()
     ignored = {normalize(i) for i in ignore}
-    missing = {n: v for n, v in pins.items() if n not in installed and n not in ignored}
-    mismatched = {n: (v, installed[n]) for n, v in pins.items() if n in installed and installed[n] != v and n not in ignored}
-    extra = {n: v for n, v in installed.items() if n not in pins and n not in ignored}
+    drift = _uv_drift if lock.format == "uv.lock" else _requirements_drift
+    missing, mismatched, locked = drift(lock, details, ignored)
+    extra = {n: v for n, v in installed.items() if n not in locked and n not in ignored and n not in NEVER_EXTRA}
     return EnvReport(lock_path, lock_hash, installed, missing, mismatched, extra, wanted=lock_path)
