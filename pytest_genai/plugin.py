@@ -10,6 +10,8 @@ import pytest
 
 from pytest_genai.state import STATE_KEY
 
+WORKER_RUN_TOKEN = "genai_cache_run"  # workerinput key: the controller's response-cache run token
+
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from pytest_genai import builtin_hooks, hookspec
@@ -74,9 +76,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_genai.eval_plugin import EvalPlugin
     from pytest_genai.session import EvalSession, SessionSetupError
 
+    from pytest_genai.llm.store import set_run_token
     from pytest_genai.registries import registries
     from pytest_genai.seeding import install_import_hook
 
+    # whose run the response cache's uses are: a worker's are its controller's (pytest_configure_node)
+    set_run_token(getattr(config, "workerinput", {}).get(WORKER_RUN_TOKEN))
     repeat = config.getoption("genai_repeat")
     if repeat < 1:
         raise pytest.UsageError(f"--genai-repeat must be at least 1 (got {repeat})")
@@ -89,6 +94,15 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(EvalPlugin(config, state), "genai-eval")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, on the controller: hand each worker this run's cache token (plain data, once per worker)."""
+    if node.config.getoption("genai_config", None):
+        from pytest_genai.llm.store import run_token
+
+        node.workerinput[WORKER_RUN_TOKEN] = run_token()
 
 
 def _runtime(config: pytest.Config, genai_config: Any) -> Any:

@@ -117,10 +117,12 @@ def test_the_api_starter_runs_against_a_server_then_replays_without_the_key(
     assert KEY not in replay.stdout + first.stdout
 
 
-def test_the_local_starter_passes_on_its_first_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("starter", ["local", "rag"])
+def test_an_offline_starter_passes_on_its_first_run(starter: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """init then pytest, in a fresh git repository: green on the first try, offline, and the tree stays clean."""
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    _init(tmp_path, capsys=capsys)
+    _init(tmp_path, "--starter", starter, capsys=capsys)
     done = _pytest(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "6 passed" in done.stdout and "gates passed: 4 of 4" in done.stdout

@@ -218,14 +218,19 @@ def test_a_cassette_holds_the_entries_this_run_used_not_the_whole_shared_cache(
     assert export_cassette(tmp_path / "plain.sqlite3", tmp_path / "plain.jsonl") == 48
 
 
-def test_an_xdist_worker_notes_its_uses_under_its_controllers_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_genai.llm.cache import run_token
+def test_a_run_token_is_this_process_unless_the_session_names_its_controllers() -> None:
+    """A worker's session sets the token its xdist controller handed it (workerinput); a session inside a process
+    that happens to run under xdist (an in-process pytester run) keeps its own: the environment is not asked."""
+    from pytest_genai.llm.store import own_run_token, run_token, set_run_token
 
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     own = run_token()
-    assert own.startswith(f"{os.getpid()}@")
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
-    assert run_token().startswith(f"{os.getppid()}@") and run_token() != own
+    assert own == own_run_token() and own.startswith(f"{os.getpid()}@")
+    try:
+        set_run_token("4242@controller")
+        assert run_token() == "4242@controller"
+    finally:
+        set_run_token(None)
+    assert run_token() == own
 
 
 def test_a_corrupt_cassette_names_file_and_line(config: GenaiConfig, open_cache: Any, tmp_path: Path) -> None:

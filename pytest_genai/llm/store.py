@@ -99,11 +99,25 @@ def _started(pid: int) -> str:
         return ""
 
 
-def run_token() -> str:
-    """The run a use of the cache belongs to: the process that exports its cassette. An xdist worker's is its
-    controller's (the parent process, which merges the workers' results and writes the cassette)."""
-    pid = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+_RUN_TOKEN: str | None = None  # set per session (set_run_token); None: this process's own
+
+
+def own_run_token() -> str:
+    """This process, with its start time (a reused pid is another run)."""
+    pid = os.getpid()
     return f"{pid}@{_started(pid)}"
+
+
+def set_run_token(token: str | None) -> None:
+    """At session start: an xdist worker's uses belong to its controller's run (the process that merges the workers'
+    results and writes the cassette), whose token the controller hands each worker as plain data (workerinput)."""
+    global _RUN_TOKEN
+    _RUN_TOKEN = token
+
+
+def run_token() -> str:
+    """The run a use of the cache belongs to: the process that exports its cassette."""
+    return _RUN_TOKEN or own_run_token()
 
 
 # -- storage ---------------------------------------------------------------------------------------
