@@ -1,5 +1,6 @@
-"""The `pytest-genai` command: validate a config, lock prompts, show a stored run, upload a run folder kept locally;
-list, promote and roll back registered models; list runs by a saved view; reproduce a logged run."""
+"""The `pytest-genai` command: start a project (init, install-models, lock); validate a config, lock prompts, show a
+stored run, upload a run folder kept locally; list, promote and roll back registered models; list runs by a saved
+view; reproduce a logged run."""
 
 from __future__ import annotations
 

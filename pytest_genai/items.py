@@ -75,8 +75,9 @@ def format_case_failure(case: Case, r: CaseResult, detail: str | None = None) ->
 
     lines = [headline(r.error) if r.error else "; ".join(r.expect_failures), f"case {case.id} (line {case.line}, seed {r.seed})"]
     if r.error is not None:
-        lines.append("scoring raised:" if r.error.startswith("a per-case scorer failed") else "pipeline raised:")
-        lines += ["    " + ln for ln in (detail or r.error).splitlines()]
+        if detail:
+            lines.append("scoring raised:" if r.error.startswith("a per-case scorer failed") else "pipeline raised:")
+            lines += ["    " + ln for ln in detail.splitlines()]
     for f in r.expect_failures:
         lines.append(f"FAILED: {f}")
     lines += [

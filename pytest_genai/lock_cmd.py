@@ -29,14 +29,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def lock_text(name: str = "requirements.lock", now: datetime | None = None) -> tuple[str, int]:
-    """The lock of this environment (to be saved as `name`) and its number of pins."""
+    """The lock of this environment (to be saved as `name`) and its number of pins. A distribution installed from
+    a local folder (the project itself, `pip install -e .`) is named in a comment, not pinned: its path is this
+    machine's, and the drift check never counts it as unlocked."""
     when = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    pins = sorted((name, inst.requirement()) for name, inst in installed_details().items()
-                  if name not in NEVER_EXTRA and name != PROJECT)
+    details = {n: inst for n, inst in installed_details().items() if n not in NEVER_EXTRA and n != PROJECT}
+    pins = sorted((n, inst.requirement()) for n, inst in details.items() if not inst.local_folder)
+    local = sorted(inst.name for inst in details.values() if inst.local_folder)
     header = (f"# Written by `pytest-genai lock` (pytest-genai {__version__}) on {when}\n"
               f"# from the packages installed for Python {platform.python_version()} ({sys.platform}, "
               f"{platform.machine() or 'unknown machine'}); pip, setuptools, wheel and pytest-genai are left out.\n"
-              f"# Install with: pip install -r {name}   Regenerate with: pytest-genai lock --force\n")
+              + (f"# Installed from a local folder, not pinned (the project's own code): {', '.join(local)}\n"
+                 if local else "")
+              + f"# Install with: pip install -r {name}   Regenerate with: pytest-genai lock --force\n")
     return header + "".join(f"{line}\n" for _, line in pins), len(pins)
 
 

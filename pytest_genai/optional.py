@@ -58,9 +58,12 @@ def config_needs(config: Any) -> list[tuple[str, str, str]]:
 
 def config_problems(config: Any) -> list[str]:
     """One `file:line: key: message` per missing extra the config needs (config.error formats it)."""
-    out = []
+    out, extras = [], []
     for extra, key, feature in config_needs(config):
         absent = missing(extra)
         if absent:
             out.append(str(config.error(key, message(extra, feature, absent))))
+            extras.append(extra)
+    if len(extras) > 1:
+        out.append(f"all at once: pip install 'pytest-genai[{','.join(extras)}]'")
     return out

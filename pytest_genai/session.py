@@ -209,8 +209,10 @@ class EvalSession:
             result = no_result(case, self.seed_for(case), self.sanitizer,
                                f"scoring the case failed: {self.sanitizer.exception(exc, 6)}")
         if result.error is not None and "\n" in result.error:  # recorded: the headline; the trace: the terminal's
-            self.error_details[case.id] = result.error
-            result = replace(result, error=one_line(result.error))
+            short = one_line(result.error)
+            if ": pytest_genai." not in f": {short}":  # our own errors say all in their message: no trace to add
+                self.error_details[case.id] = result.error
+            result = replace(result, error=short)
         return result
 
     def _run_batch(self, cases: Sequence[Case]) -> dict[str, CaseResult]:

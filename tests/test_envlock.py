@@ -542,7 +542,8 @@ def test_the_lock_command_writes_a_lock_the_check_reads_with_no_drift(tmp_path: 
     assert pins == sorted(pins, key=lambda x: x.split()[0].split("==")[0].lower().replace("_", "-"))
     assert "wheelpkg @ file:///opt/wheels/wheelpkg-1.2.0-py3-none-any.whl" in pins
     assert f"vcspkg @ git+https://github.com/example/vcspkg.git@{COMMIT}" in pins
-    assert f"editpkg @ {(tmp_path / 'editpkg').as_uri()}" in pins
+    assert not [x for x in pins if x.startswith("editpkg")]  # a local folder: named, not pinned (its path is ours)
+    assert "not pinned (the project's own code): editpkg" in text
     assert f"pyyaml=={installed_distributions()['pyyaml']}" in [x.lower() for x in pins]
     assert not [x for x in pins if x.lower().startswith(("pip==", "setuptools==", "wheel==", "pytest-genai", "pytest_genai"))]
     env = compare_env(path)
@@ -571,3 +572,16 @@ def test_no_error_message_names_make_lock() -> None:
     package = ROOT / "pytest_genai"
     offenders = [str(p.relative_to(ROOT)) for p in package.rglob("*.py") if "make lock" in p.read_text("utf-8")]
     assert offenders == []
+
+
+def test_a_local_folder_install_is_the_projects_own_code_never_pinned_nor_unlocked() -> None:
+    """`pip install -e .` of the user's project: its path is this machine's, so `pytest-genai lock` names it in a
+    comment instead of pinning `name @ file:///home/me/...` (which would drift on every other checkout), and the
+    check does not count it as installed-but-unlocked."""
+    from pytest_genai.tracking.envlock import Installed
+
+    editable = Installed("mypkg", "0.1.0", {"url": "file:///home/me/mypkg", "dir_info": {"editable": True}})
+    folder = Installed("mypkg", "0.1.0", {"url": "file:///home/me/mypkg", "dir_info": {}})
+    wheel = Installed("w", "1.0", {"url": "file:///wheels/w-1.0-py3-none-any.whl", "archive_info": {}})
+    assert editable.local_folder and folder.local_folder and not wheel.local_folder
+    assert not Installed("x", "1.0").local_folder

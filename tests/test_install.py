@@ -152,3 +152,22 @@ def test_all_then_init_then_a_green_first_run_offline(full: fresh_venv.Installed
     assert ".pytest-genai" not in status and "mlflow.db" not in status
     fresh_venv.pip_check(full.python)
     print(f"[all] install: {full.seconds:.0f} s, site-packages {full.site_mb:.0f} MB; init -> green {elapsed:.0f} s")
+
+
+def test_lock_leaves_the_users_own_editable_project_unpinned(core: fresh_venv.Installed, work: Path) -> None:
+    """`pip install -e .` of the user's project, then `pytest-genai lock`: no `mypkg @ file:///<this machine>` pin
+    (it would drift on every other checkout, CI's included), and the drift check reads the lock back as 0."""
+    project = work / "editable-project"
+    (project / "mypkg").mkdir(parents=True)
+    (project / "mypkg" / "__init__.py").write_text("VALUE = 1\n", "utf-8")
+    (project / "pyproject.toml").write_text('[project]\nname = "mypkg"\nversion = "0.1.0"\n[build-system]\n'
+                                            'requires = ["setuptools>=77"]\nbuild-backend = "setuptools.build_meta"\n',
+                                            "utf-8")
+    fresh_venv.run([str(core.python), "-m", "pip", "install", "--quiet", "-e", str(project)])
+    assert _cli(core, "lock", cwd=project).returncode == 0
+    text = (project / "requirements.lock").read_text("utf-8")
+    assert "mypkg @" not in text and "not pinned (the project's own code): mypkg" in text
+    drift = subprocess.run([str(core.python), "-c", "from pathlib import Path; from pytest_genai.tracking.envlock "
+                            "import compare_env; r = compare_env(Path('requirements.lock')); print(r.drift, r.lines())"],
+                           cwd=project, capture_output=True, text=True, check=True).stdout
+    assert drift.startswith("0 "), drift

@@ -97,7 +97,7 @@ def test_a_failing_ordinary_test_in_the_same_session_registers_nothing(rel: Any)
     ("dirty", "*the git tree is dirty (untracked: evals/notes.txt)*see `git status`*no case was run*"),
     ("no-lock", "*env.lock_file*missing.lock does not exist*create it with `pytest-genai lock`*no case was run*"),
     ("other-lock", "*the installed packages are not the ones other.lock pins (pytest: locked 0.0.1, installed *)*"
-                   "`pytest-genai lock`*no case was run*"),
+                   "`pytest-genai lock --force`*no case was run*"),
     ("no-gates", "*the config has no gates: a model is registered only through passed gates*no case was run*"),
 ])
 def test_what_registering_needs_stops_the_session_before_any_case(rel: Any, setup: str, message: str) -> None:

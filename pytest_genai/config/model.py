@@ -165,9 +165,9 @@ DEFERRED_SECTIONS = (("llm",), ("compare", "judge", "llm"))
 def unset_message(reference: str) -> str:
     """Why an unresolved reference cannot be read: names its variable(s), never a value (there is none)."""
     names = ", ".join(dict.fromkeys(m.group(1) for m in SECRET_REF.finditer(reference)))
-    return (f"environment variable {names} is not set, and it is needed now: the provider is about to be "
-            "called (no --genai-cache, or a cache miss in read-write/record mode). Set it, or run with "
-            "--genai-cache replay (with --genai-cassette FILE), which calls no provider and needs no key")
+    return (f"environment variable {names} is not set, and it is needed now: a model is about to be called "
+            f"(export {names.split(', ')[0]}=...). A run without secrets (a fork's CI) replays recorded answers "
+            "instead: --genai-cache replay, from a response cache or a --genai-cassette recorded with the key")
 
 
 def _resolve_secrets(node: Any, prefix: tuple[str, ...], environ: Mapping[str, str], secrets: dict[str, str], problems: list[Problem], lines: Lines) -> None:

@@ -21,27 +21,30 @@ def check_can_register(*, config: Any, uri: str | None, model_name: str, env: An
     if not config.get("gates"):
         raise RegistryError("the config has no gates: a model is registered only through passed gates (add a gates: "
                             "section)")
-    check_lock(config.resolve_path("env.lock_file"), env)
+    check_lock(config.resolve_path("env.lock_file"), env, drift_gated="env_drift" in (config.get("gates") or {}))
     if bool(config.get("registry.require_clean_git", True)):
         check_git(git, config.base_dir)
     check_packageable(config)
     check_registry_access(uri, model_name)
 
 
-def check_lock(lock_path: Path | None, env: Any) -> None:
+def check_lock(lock_path: Path | None, env: Any, drift_gated: bool = False) -> None:
     """The model's pip requirements are the lock's pins, so the lock must exist and be what ran: every pinned
-    package installed at its pinned version. Packages installed but not locked are reported as env drift on
-    the run, not refused here (a CI image may carry test-only tools the model never imports)."""
+    package installed at its pinned version. Packages installed but not locked are env drift on the run: refused
+    here only when an `env_drift` gate would fail the run at its end anyway (a CI image may carry test-only tools
+    the model never imports)."""
     if lock_path is None or not lock_path.is_file():
         raise RegistryError(f"env.lock_file {lock_path} does not exist: a registered model's pip requirements are the "
                             "project's lock: create it with `pytest-genai lock` (or point env.lock_file at yours)")
     differ = [f"{n}: locked {a}, installed {b}" for n, (a, b) in sorted(env.mismatched.items())]
     differ += [f"{n}: locked {v}, not installed" for n, v in sorted(env.missing.items())]
+    if drift_gated:  # the env_drift gate counts these too: stop now rather than after the whole eval
+        differ += [f"{n}=={v}: installed, not in the lock" for n, v in sorted(env.extra.items())]
     if differ:
         shown = "; ".join(differ[:MAX_SHOWN]) + (f"; ... ({len(differ)} in all)" if len(differ) > MAX_SHOWN else "")
         raise RegistryError(f"the installed packages are not the ones {lock_path.name} pins ({shown}): the model would "
                             f"install other versions than the eval ran with. Install the lock (`pip install -r "
-                            f"{lock_path.name}`) or re-lock with `pytest-genai lock`")
+                            f"{lock_path.name}`) or re-lock with `pytest-genai lock --force`")
 
 
 def check_git(git: Any, folder: Path) -> None:

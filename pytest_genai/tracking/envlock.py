@@ -88,6 +88,13 @@ class Installed:
         url = f"{vcs.get('vcs')}+{d['url']}@{vcs.get('commit_id')}" if vcs else d["url"]
         return f"{self.name} @ {url}" + (f"#subdirectory={d['subdirectory']}" if d.get("subdirectory") else "")
 
+    @property
+    def local_folder(self) -> bool:
+        """Installed from a folder on this machine (`pip install -e .`, `pip install .`): the project's own checkout,
+        whose path differs on every machine, so neither pinned by `pytest-genai lock` nor counted as unlocked."""
+        d = self.direct_url
+        return bool(d and isinstance(d.get("dir_info"), dict) and str(d.get("url", "")).startswith("file:"))
+
     def shown(self) -> str:
         d = self.direct_url
         return self.version + (f" from {redact(d['url'])}" if d and isinstance(d.get("url"), str) else "")
@@ -235,5 +242,6 @@ def compare_env(lock_path: Path | None, ignore: tuple[str, ...] = ("pytest-genai
     ignored = {normalize(i) for i in ignore}
     drift = _uv_drift if lock.format == "uv.lock" else _requirements_drift
     missing, mismatched, locked = drift(lock, details, ignored)
-    extra = {n: v for n, v in installed.items() if n not in locked and n not in ignored and n not in NEVER_EXTRA}
+    extra = {n: v for n, v in installed.items()
+             if n not in locked and n not in ignored and n not in NEVER_EXTRA and not details[n].local_folder}
     return EnvReport(lock_path, lock_hash, installed, missing, mismatched, extra, wanted=lock_path)
