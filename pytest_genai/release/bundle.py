@@ -23,7 +23,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from pytest_genai.config.pipeline_spec import ARTIFACTS_KEY, artifact_files, file_sha256
+from pytest_genai.config.pipeline_spec import ARTIFACTS_KEY, artifact_files
+from pytest_genai.model_hash import file_sha256
 
 BUNDLE_FORMAT = 1
 BUNDLE_ARTIFACT = "bundle"  # the artifact name of the bundle folder in the MLflow model
