@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from pytest_genai.config import ConfigError, load_config
+from pytest_genai.testing.example_project import write_env_lock
 
 NAME = "travel-qa"
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def travel(project: Any) -> Any:
     (project.path / "data" / "capitals.json").write_text(json.dumps(CAPITALS), "utf-8")
     project.pytester.makepyfile(travel_pipeline=DATA_PIPELINE)
     project.write_cases(CASES)
-    shutil.copyfile(REPO / "requirements.lock", project.path / "requirements.lock")
+    write_env_lock(project.path / "requirements.lock")
     project.config.update(pipeline=json.loads(json.dumps(MAPPING)), env={"lock_file": "requirements.lock"},
                           registry={"model_name": NAME, "require_clean_git": False})
     project.write_config()
