@@ -28,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import site
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -77,6 +79,7 @@ class Installed:
     name: str
     version: str
     direct_url: dict[str, Any] | None = None
+    source_tree: bool = False  # its metadata is a project folder's own (`*.egg-info` beside the code, on sys.path)
 
     def requirement(self) -> str:
         """How pip freeze states it without -e: `name==version`, or `name @ URL` for a direct-URL or editable
@@ -93,7 +96,7 @@ class Installed:
         """Installed from a folder on this machine (`pip install -e .`, `pip install .`): the project's own checkout,
         whose path differs on every machine, so neither pinned by `pytest-genai lock` nor counted as unlocked."""
         d = self.direct_url
-        return bool(d and isinstance(d.get("dir_info"), dict) and str(d.get("url", "")).startswith("file:"))
+        return self.source_tree or bool(d and isinstance(d.get("dir_info"), dict) and str(d.get("url", "")).startswith("file:"))
 
     def shown(self) -> str:
         d = self.direct_url
@@ -115,8 +118,21 @@ def installed_details() -> dict[str, Installed]:
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name and normalize(name) not in out:
-            out[normalize(name)] = Installed(name, dist.version, _direct_url(dist))
+            out[normalize(name)] = Installed(name, dist.version, _direct_url(dist), _in_source_tree(dist))
     return out
+
+
+def _in_source_tree(dist: metadata.Distribution) -> bool:
+    """An `*.egg-info` found outside the environment (the one an editable install leaves in the project, seen first
+    when the project folder is on sys.path, as under `python -m pytest`): the metadata of a local checkout."""
+    try:
+        if dist.read_text("METADATA") is not None or dist.read_text("PKG-INFO") is None:
+            return False  # a dist-info (installed), or no egg-info
+        where = Path(str(dist.locate_file(""))).resolve()
+    except (OSError, TypeError, ValueError):
+        return False
+    roots = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, *site.getsitepackages(), site.getusersitepackages())}
+    return not any(where == r or r in where.parents for r in roots)
 
 
 def installed_distributions() -> dict[str, str]:
