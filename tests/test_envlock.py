@@ -496,13 +496,13 @@ wheels = [
 
 def test_uv_lock_other_platforms_are_not_missing_but_mismatch_and_extra_count(tmp_path: Path) -> None:
     installed = installed_distributions()
-    pins = {n: v for n, v in installed.items() if n not in ("pip", "setuptools", "pytest-genai", "six")}
+    pins = {n: v for n, v in installed.items() if n not in ("pip", "setuptools", "pytest-genai", "iniconfig")}
     pins["pyyaml"] = "0.0.1"
     lock = write(tmp_path, uv_lock_text(pins), "uv.lock")
     env = compare_env(lock)
     assert env.missing == {}  # pywin32 (Windows), numpy 9.9.9 (another fork), docs (virtual): not drift
     assert env.mismatched == {"pyyaml": ("0.0.1", installed["pyyaml"])}
-    assert env.extra == {"six": installed["six"]}
+    assert env.extra == {"iniconfig": installed["iniconfig"]}
     assert env.drift == 2 and env.lock_hash == hashlib.sha256(lock.read_bytes()).hexdigest()
     read = read_lock(lock)
     assert read["numpy"] == installed["numpy"] and "pywin32" not in read and "pyyaml" not in read
