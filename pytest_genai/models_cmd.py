@@ -27,26 +27,23 @@ def run(args: argparse.Namespace) -> int:
     return install_all(wheel_dir=args.wheel_dir, convert=not args.no_convert)
 
 
-def install_all(*, wheel_dir: Path | None = None, convert: bool = True, quiet: bool = False,
+def install_all(*, wheel_dir: Path | None = None, convert: bool = True,
                 packages: tuple[str, ...] | None = None) -> int:
     """`packages`: the import names of the model packages to fetch (default: all)."""
     for pkg in (MODEL_PACKAGES[p] for p in (packages if packages is not None else tuple(MODEL_PACKAGES))):
         started = time.perf_counter()
-        if not quiet:
-            print(f"model    {pkg.dist} {pkg.version} (~{pkg.size_mb} MB) ...", end=" ", flush=True)
+        print(f"model    {pkg.dist} {pkg.version} (~{pkg.size_mb} MB) ...", end=" ", flush=True)
         try:
             path, what = install(pkg, wheel_dir=wheel_dir)
         except ModelInstallError as exc:
             print(f"\npytest-genai install-models: {exc}", file=sys.stderr)
             return 2
-        if not quiet:
-            print(f"{what} in {time.perf_counter() - started:.1f} s: {path}")
+        print(f"{what} in {time.perf_counter() - started:.1f} s: {path}")
     if convert and (packages is None or SMOLLM2.package in packages) and not optional.missing("local"):
         from pytest_genai.llm.hf_local import load_model
 
         weights = SMOLLM2.cache_dir / SMOLLM2.package / SMOLLM2.files
         started = time.perf_counter()
         load_model(weights, file_sha256(weights))
-        if not quiet:
-            print(f"model    SmolLM2 converted for transformers in {time.perf_counter() - started:.1f} s")
+        print(f"model    SmolLM2 converted for transformers in {time.perf_counter() - started:.1f} s")
     return 0

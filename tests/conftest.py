@@ -162,6 +162,18 @@ class Project:
         return json.loads((self.run_dirs()[-1] / "run.json").read_text())
 
 
+def registering(project: Project, model_name: str) -> Project:
+    """The project set up to register `model_name`: a lock of the running env (this repository's or the floors'),
+    the registry section, no clean-git requirement (pytester folders are not checkouts)."""
+    from pytest_genai.testing.example_project import write_env_lock
+
+    write_env_lock(project.path / "requirements.lock")
+    project.config["env"] = {"lock_file": "requirements.lock"}
+    project.config["registry"] = {"model_name": model_name, "require_clean_git": False}
+    project.write_config()
+    return project
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester, mlflow_uri: str) -> Project:
     pytester.syspathinsert()

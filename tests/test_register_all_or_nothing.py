@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CASES
-from pytest_genai.testing.example_project import write_env_lock
+from conftest import CASES, registering
 
 NAME = "custom-qa"
 CASE_SECONDS = 2.0  # each case of the slow pipeline: a session that ran them takes >= 4 x this
@@ -42,11 +41,7 @@ def factory(config):
 
 @pytest.fixture
 def rel(project: Any) -> Any:
-    write_env_lock(project.path / "requirements.lock")
-    project.config["env"] = {"lock_file": "requirements.lock"}
-    project.config["registry"] = {"model_name": NAME, "require_clean_git": False}
-    project.write_config()
-    return project
+    return registering(project, NAME)
 
 
 def _model_exists(uri: str) -> bool:

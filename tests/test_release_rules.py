@@ -12,19 +12,16 @@ from typing import Any
 
 import pytest
 
+from conftest import registering
+
 from pytest_genai.cli import main as cli
-from pytest_genai.testing.example_project import write_env_lock
 
 NAME = "custom-qa"
 
 
 @pytest.fixture
 def rel(project: Any) -> Any:
-    write_env_lock(project.path / "requirements.lock")
-    project.config["env"] = {"lock_file": "requirements.lock"}
-    project.config["registry"] = {"model_name": NAME, "require_clean_git": False}
-    project.write_config()
-    return project
+    return registering(project, NAME)
 
 
 def _client(uri: str) -> Any:
