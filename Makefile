@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 LOCK_TOOLS ?= build/lock-tools
 UV_VERSION ?= 0.13.9
 
-.PHONY: setup eval test test-floors lock bench server server-stop
+.PHONY: setup eval test test-slow test-floors lock bench server server-stop
 
 # The lock installs with --require-hashes (scripts/install_lock.sh falls back to the PyTorch CPU index for torch
 # alone when the first attempt fails); the project itself is a separate, editable install (no hash to check).
@@ -29,8 +29,14 @@ setup: $(VENV)/.installed
 eval: setup
 	$(BIN)/python -m pytest --genai-config genai.yaml eval_sets $(PYTEST_ARGS)
 
+# The quick suite (the edit-test loop, minutes): everything but the tests marked `slow` (pyproject's markers: real
+# SmolLM2/MiniLM runs and the bundled examples, the PostgreSQL + MLflow server, `mlflow models serve`, pip installs
+# and wheel builds). `test-slow` runs exactly those; CI (.ci/run) runs both.
 test: setup
-	$(BIN)/python -m pytest tests -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest tests -n 2 --dist loadgroup -m slow $(PYTEST_ARGS)
 
 # The suite again on the lowest version of every direct requirement (scripts/floors.sh: .venv-floors). The slow
 # install tests are left out there: they install the wheel with the lock's versions whatever venv runs them.
@@ -66,3 +72,14 @@ lock:
 	test -x $(LOCK_TOOLS)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOLS) && \
 	  $(LOCK_TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); }
 	$(BIN)/python scripts/lock.py --python $(BIN)/python --uv $(LOCK_TOOLS)/bin/uv -o requirements.lock
+
+# The docs site (mkdocs.yml, docs/): built with --strict (a broken link or anchor, a page out of the nav fails).
+# `docs-check`: the generated reference pages (scripts/gen_docs.py) and the benchmark tables (benchmarks/render.py)
+# are what the code and benchmarks/results.json give; each names its fix command when they are not.
+.PHONY: docs docs-check
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d build/site
+
+docs-check: setup
+	$(BIN)/python scripts/gen_docs.py --check
+	$(BIN)/python benchmarks/render.py --check --docs docs/benchmarks.md

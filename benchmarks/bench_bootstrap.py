@@ -76,7 +76,7 @@ def _median_time(fn) -> tuple[float, float]:
 
 
 def main() -> dict[str, float]:
-    from pytest_genai.compare import compare_runs, run_cis
+    from pytest_genai.compare.comparison import compare_runs, run_cis
     from pytest_genai.stats.bootstrap import bootstrap_many
 
     cols, stats = _columns()

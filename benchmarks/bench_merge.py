@@ -33,7 +33,8 @@ def build(root: Path) -> tuple[Path, dict[str, float]]:
     from mlflow.tracking import MlflowClient
 
     from pytest_genai.config import load_config
-    from pytest_genai.session import EvalSession, capture_env
+    from pytest_genai.record import capture_env
+    from pytest_genai.session import EvalSession
     from pytest_genai.shard.select import shard_of
     from pytest_genai.tracking.local import new_run_dir, write_run_dir
     from pytest_genai.tracking.mlflow_store import log_run_dir

@@ -24,7 +24,8 @@ ROUNDS = 5
 def build_run_dir(root: Path) -> Path:
     sys.path.insert(0, str(REPO))
     from pytest_genai.config import load_config
-    from pytest_genai.session import EvalSession, capture_env
+    from pytest_genai.record import capture_env
+    from pytest_genai.session import EvalSession
     from pytest_genai.tracking.local import new_run_dir, write_run_dir
     from pytest_genai.types import CaseResult
 

@@ -4,9 +4,10 @@ Every value in a table is read from a results.json entry and each row names its 
 recorded the entry and when (footnotes under the table). The text between `<!-- bench:begin -->` and
 `<!-- bench:end -->` is replaced; everything else in the file is left as it is.
 
-    .venv/bin/python benchmarks/render.py                     # rewrite benchmarks/README.md
-    .venv/bin/python benchmarks/render.py --readme README.md  # also README.md's compact table (if it has the markers)
-    .venv/bin/python benchmarks/render.py --check ...         # exit 1 if a file is not what results.json gives
+    .venv/bin/python benchmarks/render.py                            # rewrite benchmarks/README.md
+    .venv/bin/python benchmarks/render.py --docs docs/benchmarks.md  # also the docs site's page (full table + PII)
+    .venv/bin/python benchmarks/render.py --readme FILE              # also a compact table (if FILE has the markers)
+    .venv/bin/python benchmarks/render.py --check ...                # exit 1 if a file is not what results.json gives
 
 An entry whose digest does not match its content (a hand edit) is refused: re-run its command instead."""
 
@@ -36,7 +37,7 @@ class Row:
     target: str  # the requirement, as the issue states it
     method: str  # what the script does (no numbers but the fixed parameters of the method)
     result: Callable[[R], str]  # full result text, every number from the entry's results
-    short: Callable[[R], str]  # the headline number, for README.md
+    short: Callable[[R], str]  # the headline number, for a compact table (--readme)
     verdict: Callable[[R], str]
 
 
@@ -337,6 +338,27 @@ def table(entries: dict[str, R], *, full: bool = True) -> str:
     return "\n".join([GENERATED, *_rows(verified(entries), full)]).rstrip() + "\n"
 
 
+def pii_table(entries: dict[str, R]) -> list[str]:
+    """Precision and recall of each PII detector, from the pii_detectors entry (nothing when it is absent)."""
+    if "pii_detectors" not in entries:
+        return []
+    e = entries["pii_detectors"]
+    r = e["results"]
+    rows = ["### PII detectors", "",
+            f"Per type, on {r['strings']} labelled strings (`pytest_genai/safety/data/pii_labelled.jsonl`), from "
+            f"`{e['command']}` at {e['when']} (misses listed in `benchmarks/pii_detectors.md`):", "",
+            "| type | support | precision | recall | F1 |", "|---|---:|---:|---:|---:|"]
+    for name, m in r["per_type"].items():
+        rows.append(f"| {name} | {m['support']} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} |")
+    return rows
+
+
+def docs_page(entries: dict[str, R]) -> str:
+    """The docs site's block: the full table with its sources, then the PII detectors per type."""
+    entries = verified(entries)
+    return "\n".join([GENERATED, *_rows(entries, True), "", *pii_table(entries)]).rstrip() + "\n"
+
+
 def splice(text: str, block: str, name: str = "file") -> str | None:
     """`text` with the block between the markers replaced; None when the markers are absent."""
     if BEGIN not in text and END not in text:
@@ -365,19 +387,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bench-readme", type=Path, default=HERE / "README.md", help="full table (default: %(default)s)")
     ap.add_argument("--readme", type=Path, help="also the compact table in this file, if it has the markers "
                                                 "(else the table is printed)")
+    ap.add_argument("--docs", type=Path, help="also the docs site's page (e.g. docs/benchmarks.md): the full table and "
+                                              "the PII detectors per type; it must have the markers")
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file differs from what results.json gives")
     args = ap.parse_args(argv)
     try:
         entries = load_results(args.results)
-        full, compact = table(entries, full=True), table(entries, full=False)
+        full, compact, page = table(entries, full=True), table(entries, full=False), docs_page(entries)
     except (Tampered, ValueError) as exc:
         print(f"render: {exc}", file=sys.stderr)
         return 1
     stale = []
-    for path, block in [(args.bench_readme, full)] + ([(args.readme, compact)] if args.readme else []):
+    targets = [(args.bench_readme, full)] + ([(args.docs, page)] if args.docs else []) + \
+        ([(args.readme, compact)] if args.readme else [])
+    for path, block in targets:
         has, fresh = _apply(path, block, args.check)
         if not has:
-            if path == args.bench_readme:
+            if path in (args.bench_readme, args.docs):
                 print(f"render: {path} has no {BEGIN} … {END} markers", file=sys.stderr)
                 return 1
             print(f"render: {path} has no {BEGIN} … {END} markers; its table would be:\n\n{block}")

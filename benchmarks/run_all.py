@@ -55,7 +55,7 @@ def main() -> None:
         print(f"== {name}", flush=True)
         entry = record(name, run(), command=command)
         print(f"   recorded at {entry['when']}", flush=True)
-    sys.exit(render.main(["--readme", str(REPO / "README.md")]))
+    sys.exit(render.main(["--docs", str(REPO / "docs" / "benchmarks.md")]))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from pytest_genai import __version__, models_cmd, scaffold
+from pytest_genai import __version__, lock_cmd, models_cmd, scaffold
+from pytest_genai import runs_cmd as views_cmd
+from pytest_genai.config import ConfigError, load_config
+from pytest_genai.monitor import cli as monitor_cli
+from pytest_genai.prompts import PromptError, load_prompt, read_lock, unbumped_edit_message, write_lock
+from pytest_genai.registries import load_conftest
+from pytest_genai.release.bundle import BundleError
+from pytest_genai.release.ops import list_versions, promote, rollback
+from pytest_genai.release.register import RegistryError
+from pytest_genai.report import cli as report_cli
+from pytest_genai.report.markdown import render_gate_summary
+from pytest_genai.report.terminal import summary_lines, tracking_lines, verdict_lines
+from pytest_genai.reproduce import cli as reproduce_cli
+from pytest_genai.runlog import RunLogError, read_run
+from pytest_genai.session import EvalSession, SessionSetupError
+from pytest_genai.shard import merge as merge_cmd
+from pytest_genai.tracking.mlflow_client import command_tracking_uri, quiet
+from pytest_genai.tracking.mlflow_store import log_run_dir
+from pytest_genai.tracking.runref import resolve
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole `pytest-genai` command line (scripts/gen_docs.py walks it for docs/reference/cli.md)."""
     parser = argparse.ArgumentParser(prog="pytest-genai", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pytest-genai {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,12 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--alias", default="production")
     rb.add_argument("--reason", default="", help="why (recorded in the alias history)")
     rb.add_argument("--tracking-uri", default=None, help=tracking_help)
-    from pytest_genai import lock_cmd
-    from pytest_genai import views as views_cmd
-    from pytest_genai.monitor import cli as monitor_cli
-    from pytest_genai.report import cli as report_cli
-    from pytest_genai.reproduce import cli as reproduce_cli
-    from pytest_genai.shard import merge as merge_cmd
 
     monitor_cli.add_parser(sub)
     report_cli.add_parser(sub)
@@ -64,14 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     merge_cmd.add_parser(sub)
     views_cmd.add_parser(sub)
     lock_cmd.add_parser(sub)
-    args = parser.parse_args(argv)
-    from pytest_genai.config import ConfigError
-    from pytest_genai.prompts import PromptError
-    from pytest_genai.runlog import RunLogError
-    from pytest_genai.session import SessionSetupError
+    return parser
 
-    from pytest_genai.release.bundle import BundleError
-    from pytest_genai.release.register import RegistryError
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     commands = {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show,
                 "models": _models, "promote": _promote, "rollback": _rollback, "monitor": monitor_cli.run,
@@ -94,32 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _session(config_path: str):  # type: ignore[no-untyped-def]
-    from pytest_genai.config import load_config
-    from pytest_genai.session import EvalSession
 
-    _load_conftest(Path(config_path).resolve().parent)
+    load_conftest(Path(config_path).resolve().parent)
     return EvalSession.from_config(load_config(config_path))
-
-
-def _load_conftest(folder: Path) -> None:
-    """What pytest would register: the conftest.py beside the config (its `register_metric` calls and its
-    `pytest_genai_register` hook), so a gate on a conftest metric validates as it runs."""
-    import importlib.util
-
-    path = folder / "conftest.py"
-    if not path.is_file():
-        return
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location("_genai_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    hook = getattr(module, "pytest_genai_register", None)
-    if callable(hook):
-        from pytest_genai.registries import registries
-
-        hook(registries=registries())
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -130,9 +117,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _lock_prompts(args: argparse.Namespace) -> int:
-    from pytest_genai.config import load_config
-    from pytest_genai.prompts import load_prompt, read_lock, unbumped_edit_message, write_lock
-
     cfg = load_config(args.config)
     if cfg.get("prompt") is None:
         print("the config has no prompt section", file=sys.stderr)
@@ -151,9 +135,6 @@ def _lock_prompts(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    from pytest_genai.runlog import read_run
-    from pytest_genai.tracking.mlflow_store import log_run_dir
-
     run_dir = Path(args.run_dir)
     record = read_run(run_dir, with_results=False)
     if record.tracking.run_id:
@@ -167,24 +148,17 @@ def _upload(args: argparse.Namespace) -> int:
     if uri and "***" in uri:
         print("pytest-genai upload: the recorded tracking URI had credentials (masked); pass --tracking-uri", file=sys.stderr)
         return 2
-    run_id = log_run_dir(run_dir, uri, args.experiment or record.tracking.experiment or "pytest-genai")
+    run_id = log_run_dir(run_dir, uri, args.experiment or record.tracking.experiment or "pytest-genai",
+                         describe=render_gate_summary)
     print(f"logged {run_dir} as MLflow run {run_id} (tracking uri {uri or 'MLflow default'})")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     """The same table as the end of a session, from a run folder or from an MLflow run's artifacts."""
-    from pytest_genai.report.terminal import summary_lines, tracking_lines, verdict_lines
-    from pytest_genai.runlog import read_run
-
-    path = Path(args.run)
-    if path.is_dir():
-        record, where = read_run(path, with_results=False), path  # the table is the record's, not recomputed
-    else:
-        from pytest_genai.compare.baseline import record_from_mlflow
-        from pytest_genai.tracking.mlflow_store import command_tracking_uri
-
-        record, where = record_from_mlflow(args.run, command_tracking_uri(args.tracking_uri))
+    # the table is the record's, not recomputed: no results needed
+    found = resolve(args.run, uri=command_tracking_uri(args.tracking_uri), with_results=False)
+    record, where = found.record, found.where
     p = record.provenance
     print(f"run {where}: status {record.status}, {p.pipeline}, config_hash {p.config_hash[:12]}, "
           f"eval set {p.eval_set_hash[:12]}, git {p.git_commit[:12]}")
@@ -194,20 +168,14 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from pytest_genai.release.ops import list_versions
-    from pytest_genai.tracking.mlflow_store import _quiet
-
-    with _quiet():
+    with quiet():
         lines = list_versions(args.tracking_uri, args.name)
     print("\n".join(lines))
     return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from pytest_genai.release.ops import promote
-    from pytest_genai.tracking.mlflow_store import _quiet
-
-    with _quiet():
+    with quiet():
         version = promote(args.tracking_uri, args.name, args.source, args.target, Path(args.config), reeval=args.reeval,
                           reason=args.reason, new_alias=args.new_alias)
     print(f"promoted: {args.name}@{args.target} -> version {version} (the version behind @{args.source})")
@@ -215,10 +183,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from pytest_genai.release.ops import rollback
-    from pytest_genai.tracking.mlflow_store import _quiet
-
-    with _quiet():
+    with quiet():
         left, back = rollback(args.tracking_uri, args.name, args.alias, reason=args.reason)
     print(f"rolled back: {args.name}@{args.alias} -> version {back} (was {left})")
     return 0

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from pytest_genai.registries import PROVIDERS
+from pytest_genai.runtime import make_llm
 from pytest_genai.seeding import case_seed
 from pytest_genai.types import Case
 
@@ -52,8 +54,6 @@ class PipelineContext:
         in replay mode the provider itself is never built)."""
         with self._lock:
             if self._llm is None:
-                from pytest_genai.runtime import make_llm
-
                 self._llm = RecordingLLM(make_llm(self.config, self.runtime, self.sanitizer))
                 self.llm_built = True
             return self._llm
@@ -76,7 +76,8 @@ class PipelineContext:
 
     @property
     def options(self) -> Mapping[str, Any]:
-        """`pipeline.options`: the pipeline's own settings (read-only; `${ENV}` references resolved)."""
+        """`pipeline.options`: the pipeline's own settings (read-only; `${ENV}` references resolved), checked
+        against the JSON Schema the factory declares (`@pipeline_options(schema)`) before the factory is called."""
         return self.config.pipeline.options
 
     def get(self, dotted: str, default: Any = None) -> Any:
@@ -84,8 +85,6 @@ class PipelineContext:
 
 
 def provider_class(name: str | None) -> Any:
-    from pytest_genai.registries import PROVIDERS
-
     if not name or name not in PROVIDERS:
         return None
     target = PROVIDERS.get(name)

@@ -20,7 +20,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 from pytest_genai.runlog import Gate
 
@@ -205,18 +205,3 @@ def needs_baseline(gates: Mapping[str, GateExpressions]) -> bool:
     """True when any gate compares with the baseline (so a missing baseline matters)."""
     return any(m in BASELINE_METRICS or parse_gate_spec(e).kind == "baseline"
                for m, es in gates.items() for e in ([es] if isinstance(es, str) else es))
-
-
-def is_skipped(gate: Gate) -> bool:
-    """A gate that was not checked (a baseline gate with no baseline): neither passed nor failed."""
-    return gate.skipped
-
-
-def failing(gates: Iterable[Gate]) -> list[Gate]:
-    """The gates that failed: not passed and not skipped."""
-    return [g for g in gates if not g.passed and not is_skipped(g)]
-
-
-def gates_verdict(gates: Iterable[Gate]) -> bool:
-    """The session's gate verdict: every gate passed or was skipped."""
-    return not failing(gates)

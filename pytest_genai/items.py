@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 import pytest
 
+from pytest_genai.sanitize import headline
+from pytest_genai.scoring import no_result
 from pytest_genai.state import STATE_KEY
 from pytest_genai.types import Case, CaseResult
+
+# Eval-set tags become markers only when pytest can take them as such and they change nothing.
+_MARKER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_RESERVED_MARKERS = {"skip", "skipif", "xfail", "parametrize", "usefixtures", "filterwarnings"}
+
+
+def marker_tags(tags: tuple[str, ...]) -> list[str]:
+    return [t for t in tags if _MARKER_NAME.match(t) and t not in _RESERVED_MARKERS]
 
 
 class CaseFailure(Exception):
@@ -32,15 +43,12 @@ class CaseItem(pytest.Item):
         super().__init__(**kwargs)
         self.case = case
         self.result: CaseResult | None = None
-        from pytest_genai.eval_plugin import marker_tags
-
         for tag in marker_tags(case.tags):  # `-m` selection by eval-set tag
             self.add_marker(tag)
 
     def runtest(self) -> None:
         state = self.config.stash[STATE_KEY]
         if state.build_error is not None:  # an xdist worker: the controller learns it from this case's result
-            from pytest_genai.scoring import no_result
 
             self.result = no_result(self.case, state.seed_for(self.case), state.sanitizer, state.build_error)
             # this worker stops after this one case (xdist reads shouldstop after each item and hands it to the
@@ -71,8 +79,6 @@ class CaseItem(pytest.Item):
 
 def format_case_failure(case: Case, r: CaseResult, detail: str | None = None) -> str:
     """`detail`: the sanitized trace the recorded one-line error heads (shown here, in the terminal, not recorded)."""
-    from pytest_genai.sanitize import headline
-
     lines = [headline(r.error) if r.error else "; ".join(r.expect_failures), f"case {case.id} (line {case.line}, seed {r.seed})"]
     if r.error is not None:
         if detail:

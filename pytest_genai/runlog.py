@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from pytest_genai.plain import from_plain, json_schema, to_plain
+from pytest_genai.run_folder import GATES_FILE, LEGACY_SUMMARY, RESULTS_FILE, RUN_FILE, write_atomic
 from pytest_genai.stats.ci import CI
 from pytest_genai.types import CaseResult
 
 SCHEMA_VERSION = 2
-RUN_FILE = "run.json"
-RESULTS_FILE = "results.jsonl"
-LEGACY_SUMMARY = "summary.json"
 SCHEMA_FILE = Path(__file__).with_name("runlog.schema.json")
 TOP_CHANGES = 10  # regressed / improved cases kept in the record (all of them are in comparison.json)
 
@@ -173,15 +171,11 @@ class RunRecord:
     @property
     def gates_passed(self) -> bool:
         """Every gate passed or was skipped (a baseline gate with no baseline)."""
-        from pytest_genai.gates import gates_verdict  # gates.py imports Gate from here
-
         return gates_verdict(self.gates)
 
     @property
     def failing_gates(self) -> list[Gate]:
-        from pytest_genai import gates
-
-        return gates.failing(self.gates)
+        return failing(self.gates)
 
     @property
     def passed(self) -> bool:
@@ -204,6 +198,21 @@ class RunRecord:
         return replace(record, results=tuple(results)) if results else record
 
 
+def is_skipped(gate: Gate) -> bool:
+    """A gate that was not checked (a baseline gate with no baseline): neither passed nor failed."""
+    return gate.skipped
+
+
+def failing(gates: Iterable[Gate]) -> list[Gate]:
+    """The gates that failed: not passed and not skipped."""
+    return [g for g in gates if not g.passed and not is_skipped(g)]
+
+
+def gates_verdict(gates: Iterable[Gate]) -> bool:
+    """The session's gate verdict: every gate passed or was skipped."""
+    return not failing(gates)
+
+
 def schema() -> dict[str, Any]:
     return json_schema(RunRecord, title="pytest-genai run record")
 
@@ -212,12 +221,12 @@ def schema() -> dict[str, Any]:
 
 def write_run(run_dir: Path, record: RunRecord) -> None:
     """`results.jsonl` then `run.json`, each written to a temp file and renamed: a reader never sees half."""
-    _atomic(run_dir / RESULTS_FILE, "".join(_dumps(r.to_dict()) + "\n" for r in record.results))
+    write_atomic(run_dir / RESULTS_FILE, "".join(_dumps(r.to_dict()) + "\n" for r in record.results))
     write_record(run_dir, record)
 
 
 def write_record(run_dir: Path, record: RunRecord) -> None:
-    _atomic(run_dir / RUN_FILE, json.dumps(record.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    write_atomic(run_dir / RUN_FILE, json.dumps(record.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def read_run(path: str | os.PathLike[str], with_results: bool = True) -> RunRecord:
@@ -254,7 +263,7 @@ def from_legacy(run_dir: Path, with_results: bool = True) -> RunRecord:
     """A 0.1 run folder: summary.json (metrics, params, tags) + gates.json + results.jsonl."""
     summary = _load_json(run_dir / LEGACY_SUMMARY)
     tags: dict[str, str] = dict(summary.get("tags") or {})
-    gates_file = run_dir / "gates.json"
+    gates_file = run_dir / GATES_FILE
     gates_data = _load_json(gates_file) if gates_file.is_file() else {}
     gates = tuple(Gate(g["metric"], g.get("gate", ""), g.get("value"), bool(g.get("passed")), g.get("reason", ""))
                   for g in gates_data.get("gates", ()))
@@ -293,12 +302,6 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, allow_nan=False)
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, "utf-8")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":  # regenerate the shipped schema: python -m pytest_genai.runlog

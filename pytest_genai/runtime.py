@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_genai.llm import build_llm
+from pytest_genai.llm.cache import CachedLLM, ResponseCache
+from pytest_genai.sanitize import Sanitizer
+
 CACHE_MODES = ("off", "read-write", "record", "replay")
 
 
@@ -22,15 +26,10 @@ def make_llm(config: Any, runtime: Runtime | None, sanitizer: Any = None) -> Any
     """The configured provider, wrapped in the record/replay cache when one is asked for. In replay the
     provider is never built: a fork's CI without secrets can run the whole eval. The cache stores only
     sanitized requests and answers; its keys are full-length (keyed) hashes of the raw request."""
-    from pytest_genai.llm import build_llm
-
     if runtime is None or runtime.cache_mode == "off":
         return build_llm(config)
-    from pytest_genai.llm.cache import CachedLLM, ResponseCache
 
     if sanitizer is None:
-        from pytest_genai.sanitize import Sanitizer
-
         sanitizer = Sanitizer.from_config(config)
     assert runtime.cache_path is not None
     runtime.cache_path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from pytest_genai.context import start_ledger, take_ledger
 from pytest_genai.evalset import check_expect
 from pytest_genai.metrics.retrieval import context_used, hit_at_k, recall_at_k, reciprocal_rank
 from pytest_genai.metrics.text import em_f1
+from pytest_genai.prompts import render_as_text
 from pytest_genai.seeding import apply_seed, release_process_seed, set_thread_seed
 from pytest_genai.types import Answer, Case, CaseResult, Usage
 
@@ -49,8 +50,6 @@ def call_pipeline(pipeline: Any, case: Case, seed: int, seed_globals: bool, pass
 def with_llm_calls(answer: Answer, latency_ms: float, calls: list[Any], latency_given: bool) -> tuple[Answer, float]:
     """What `ctx.llm` saw fills what the pipeline did not say: tokens, cache hits, the recorded latency of a
     fully replayed case, the last rendered prompt. A pipeline's own values always win."""
-    from pytest_genai.prompts import render_as_text
-
     gens = [g for _, g, _ in calls]
     changes: dict[str, Any] = {}
     if answer.usage.input_tokens == 0 and answer.usage.output_tokens == 0:

@@ -8,26 +8,33 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from pytest_genai import optional
+import pytest_genai
+from pytest_genai import builtin_hooks, names, optional
+from pytest_genai.compare.judge import load_judge_spec
 from pytest_genai.config import GenaiConfig
-from pytest_genai.evalset import EvalSet, load_eval_set
+from pytest_genai.context import PipelineContext, wants_context
+from pytest_genai.evalset import EvalSet, EvalSetError, load_eval_set
+from pytest_genai.llm.cache import case_label
 from pytest_genai.llm.store import begin_run
+from pytest_genai.metrics.registry import METRICS
+from pytest_genai.pipelines import build_pipeline, capabilities, warm_up_pipeline
 from pytest_genai.plan import CaseRunner, Plan, SequentialRunner, make_plan, runner_for
 from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
-from pytest_genai.runlog import SCHEMA_VERSION, Execution, Provenance, RunRecord, Tracking
+from pytest_genai.record import build_record, cache_tags, now
+from pytest_genai.registries import PIPELINES
+from pytest_genai.resolve import import_target
+from pytest_genai.runlog import Execution, Provenance, RunRecord, Tracking
 from pytest_genai.runtime import Runtime
-from pytest_genai.sanitize import one_line
+from pytest_genai.safety.guard import Guard, Verdict
+from pytest_genai.sanitize import Sanitizer, one_line
+from pytest_genai.scoring import as_answer, no_result, run_case
 from pytest_genai.types import Case, CaseResult
 
 
 class SessionSetupError(Exception):
     """Something in the pinned inputs is wrong; the message says what and where."""
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @dataclass
@@ -42,7 +49,7 @@ class EvalSession:
     worker_tags: dict[str, str] = field(default_factory=dict)
     build_error: str | None = None  # set on an xdist worker whose pipeline failed to build
     under_xdist: bool = False
-    started_at: str = field(default_factory=_now)
+    started_at: str = field(default_factory=now)
     errors: list[str] = field(default_factory=list)
     error_details: dict[str, str] = field(default_factory=dict)  # case id -> the sanitized trace its error heads
     hook: Any = None  # pytest's hook relay (set by the plugin): pytest_genai_case_scores
@@ -59,8 +66,6 @@ class EvalSession:
 
     @classmethod
     def from_config(cls, config: GenaiConfig, repeat: int = 1, runtime: Runtime | None = None) -> "EvalSession":
-        from pytest_genai.evalset import EvalSetError
-
         missing_extras = optional.config_problems(config)
         if missing_extras:
             raise SessionSetupError("\n".join(missing_extras))
@@ -96,7 +101,6 @@ class EvalSession:
                 raise SessionSetupError(str(config.error("prompt.id", str(exc)))) from None
             if msg:
                 raise SessionSetupError(msg)
-        from pytest_genai.compare.judge import load_judge_spec
 
         load_judge_spec(config)  # compare.judge: an LLM judge's provider, temperature and prompt (ConfigError)
         return cls(config, eval_set, prompt, repeat, runtime or Runtime(), note)
@@ -111,14 +115,10 @@ class EvalSession:
 
     @cached_property
     def sanitizer(self) -> Any:
-        from pytest_genai.sanitize import Sanitizer
-
         return Sanitizer.from_config(self.config)
 
     @cached_property
     def context(self) -> Any:
-        from pytest_genai.context import PipelineContext
-
         return PipelineContext(self.config, self.prompt, self.runtime, self.sanitizer)
 
     @property
@@ -135,16 +135,9 @@ class EvalSession:
             return self._pipeline
 
     def _build(self) -> None:
-        from pytest_genai.context import wants_context
-        from pytest_genai.pipelines import build_pipeline, capabilities, warm_up_pipeline
-        from pytest_genai.registries import PIPELINES
-        from pytest_genai.safety.guard import Guard
-
         spec = self.config.pipeline.factory
         self._custom = spec not in PIPELINES
         if self._custom and self.runtime.cache_mode == "replay":
-            from pytest_genai.resolve import import_target
-
             try:
                 takes_ctx = wants_context(import_target(spec))
             except Exception:
@@ -197,9 +190,6 @@ class EvalSession:
         return runner.result(case)
 
     def _run_one(self, case: Case, seed_globals: bool, answered: Any = None) -> CaseResult:
-        from pytest_genai.llm.cache import case_label
-        from pytest_genai.scoring import no_result, run_case
-
         try:
             with case_label(case.id):  # a replay miss names the case
                 result = run_case(self._pipeline, case, self.seed_for(case), pricing=self.pricing, repeat=self.repeat,
@@ -217,8 +207,6 @@ class EvalSession:
 
     def _run_batch(self, cases: Sequence[Case]) -> dict[str, CaseResult]:
         """Generate for the whole batch, then score each case as usual; a failed batch fails its cases."""
-        from pytest_genai.scoring import as_answer
-
         started = time.perf_counter()
         try:
             outs = list(self._pipeline.batch(list(cases), [self.seed_for(c) for c in cases]))
@@ -234,7 +222,6 @@ class EvalSession:
     def _extra_scores(self, case: Case, answer: Any, result: CaseResult) -> dict[str, float]:
         """Every `pytest_genai_case_scores` implementation, the built-in one (registered metrics) first."""
         if self.hook is None:  # a session outside pytest: only the built-ins
-            from pytest_genai import builtin_hooks
 
             parts = [builtin_hooks.pytest_genai_case_scores(case=case, answer=answer, result=result)]
         else:
@@ -253,8 +240,6 @@ class EvalSession:
     def _result_metrics(self) -> frozenset[str]:
         """Metrics computed from a case result's own fields (em, f1, latency...), not from its scores: the registry is
         complete once cases run (conftests and `pytest_genai_register` come first), so this is read once, not per case."""
-        from pytest_genai.metrics.registry import METRICS
-
         return frozenset(n for n in METRICS if METRICS.get(n).per_case is None)
 
     def shutdown(self) -> None:
@@ -281,8 +266,6 @@ class EvalSession:
         CIs are computed over the cases; with `baseline` (compare.baseline.Baseline, resolved at session start) the
         paired comparison too, kept as `self.comparison` (comparison.json, sanitized) and summarised in the record.
         A shard (`shard` "I/N") is never `complete`: its gates are reported, not enforced, unless `enforce`."""
-        from pytest_genai.scoring import no_result
-
         order = {c.id: i for i, c in enumerate(self.eval_set.cases)}
         selected = set(self.results) if selected is None else selected | set(self.results)
         missing = [c for c in self.eval_set.cases if c.id in selected and c.id not in self.results]
@@ -311,15 +294,12 @@ class EvalSession:
 
     def _deferred_toxicity(self, results: list[CaseResult]) -> list[CaseResult]:
         """Toxicity not needed for a block decision is scored here, in one batch (0.05 ms/text, not 11 ms)."""
-        from pytest_genai.safety.guard import Guard
-
         todo = [i for i, r in enumerate(results) if r.safety_flags is not None and r.toxicity is None and r.answer is not None]
         if not todo:
             return results
         guard = self._guard or Guard.from_config(self.config)
         if guard.classifier is None:
             return results
-        from pytest_genai.safety.guard import Verdict
 
         verdicts = [Verdict(tuple(results[i].safety_flags or ()), None, results[i].blocked, results[i].critical) for i in todo]
         scored = guard.add_toxicity(verdicts, [results[i].answer or "" for i in todo])
@@ -339,8 +319,6 @@ class EvalSession:
                 "(the cached LLM) or run without replay"]
 
     def provenance(self, env: Any, git: Any) -> Provenance:
-        import pytest_genai
-
         tags = self.pipeline_tags()
         model_hashes = {k: v for k, v in tags.items() if k.endswith("_sha256")}
         return Provenance(
@@ -385,8 +363,6 @@ class EvalSession:
         return {**self.worker_tags, **self._built_tags()}
 
     def _built_tags(self) -> dict[str, str]:
-        from pytest_genai import names
-
         if self._pipeline is None:
             return {}
         if self._pipeline_tags is None:  # the pipeline is built once: so are its tags
@@ -397,60 +373,3 @@ class EvalSession:
             tags.update(getattr(self._pipeline, "tags", None) or {})  # e.g. index.fingerprint from builtin:rag
             self._pipeline_tags = tags
         return self._pipeline_tags
-
-
-def build_record(results: Sequence[CaseResult], *, config: GenaiConfig, cases_total: int, eval_set_hash: str,
-                 provenance: Provenance, execution: Execution, status: str, errors: Sequence[str], started_at: str,
-                 enforce: bool, tracking: Tracking, sanitizer: Any, compare: Any = None, baseline: Any = None,
-                 extra_tags: Mapping[str, str] | None = None, runtime: Any = None) -> tuple[RunRecord, dict[str, Any] | None]:
-    """The run record from per-case results (in eval-set order): registry metrics, CIs, the comparison with a
-    baseline, gates, tags; and comparison.json (sanitized) or None. One function for a session's end and for
-    `pytest-genai merge`, so a merged sharded eval has exactly the numbers of the same cases run unsharded."""
-    from pytest_genai.compare.measure import CompareOptions, measure
-    from pytest_genai.metrics.registry import METRICS, aggregate
-    from pytest_genai.tracking.tags import run_tags
-
-    facts: dict[str, float] = {"cases_total": float(cases_total)}
-    if provenance.env_lock_hash is not None:
-        facts["env_drift"] = float(provenance.env_drift or 0)
-    metrics = aggregate(list(results), facts)
-    options = compare or CompareOptions.from_config(config)
-    measured = measure(results, metrics, config.get("gates") or {}, seed=provenance.seed, options=options,
-                       baseline=baseline, eval_set_hash=eval_set_hash, runtime=runtime, sanitizer=sanitizer)
-    comparison = None if measured.comparison is None else sanitizer.obj(measured.comparison)
-    record = RunRecord(schema_version=SCHEMA_VERSION, status=status, started_at=started_at, ended_at=_now(),
-                       provenance=provenance, params=config.params(), metrics=dict(measured.metrics),
-                       gates=measured.gates, gates_enforced=enforce or status == "complete",
-                       errors=tuple(errors) + tuple(measured.errors), execution=execution, tracking=tracking,
-                       cis=dict(measured.cis), ci_confidence=options.confidence if measured.cis else None,
-                       ci_resamples=options.resamples if measured.cis else 0, baseline=measured.baseline,
-                       results=tuple(results))
-    units = {m: METRICS.get(m).unit for m in record.metrics if m in METRICS and METRICS.get(m).unit}
-    record = replace(record, tags={**run_tags(record), **measured.tags, **(extra_tags or {})}, metric_units=units)
-    return sanitize_record(record, sanitizer), comparison
-
-
-def cache_tags(cache_mode: str, results: Sequence[CaseResult]) -> dict[str, str]:
-    """How the answers were obtained: measured live, replayed from the cache, or a mix."""
-    answered = [r for r in results if r.cached is not None]
-    hits = sum(bool(r.cached) for r in answered)
-    source = "measured" if hits == 0 else ("recorded" if hits == len(answered) else "mixed")
-    tags = {"genai.cache_mode": cache_mode, "genai.latency_source": source}
-    if cache_mode != "off":
-        tags.update({"genai.cache_hits": str(hits), "genai.cache_misses": str(len(answered) - hits)})
-    return tags
-
-
-def sanitize_record(record: RunRecord, sanitizer: Any) -> RunRecord:
-    """The one boundary for the run record: every string in it (results are sanitized where they are made)."""
-    plain = record.to_json()
-    data = sanitizer.obj(plain)
-    data["tracking"] = sanitizer.secrets_only().obj(plain["tracking"])  # where to log it must stay usable
-    return RunRecord.from_json(data, record.results)
-
-
-def capture_env(config: GenaiConfig) -> tuple[Any, Any]:
-    from pytest_genai.tracking.envlock import compare_env
-    from pytest_genai.tracking.gitinfo import git_info
-
-    return compare_env(config.resolve_path("env.lock_file")), git_info(config.base_dir)

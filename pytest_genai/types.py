@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pytest_genai.plain import from_plain, to_plain
+
 
 @dataclass(frozen=True)
 class Case:
@@ -77,12 +79,8 @@ class CaseResult:
     timings: Mapping[str, float] = field(default_factory=dict)  # Answer.timings (retrieval_ms, llm_ms, ...) + score_ms
 
     def to_dict(self) -> dict[str, Any]:
-        from pytest_genai.plain import to_plain
-
         return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CaseResult":
-        from pytest_genai.plain import from_plain
-
         return from_plain(cls, d)

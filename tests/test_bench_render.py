@@ -21,6 +21,11 @@ TOX = {"texts": 200, "rounds": 5, "toxicity_flagged": 8, "pii_only_ms_per_answer
        "check_many_ms_per_answer": 0.1, "deferred_ms_per_answer": 0.11, "per_text_added_ms_per_answer": 11.55,
        "check_many_added_ms_per_answer": 0.05, "deferred_added_ms_per_answer": 0.06,
        "speedup_per_text_over_deferred": 105.0, "first_score_median_s": 3.1, "first_score_rounds": 3}
+PII = {"per_type": {"EMAIL": {"support": 24, "tp": 23, "fp": 0, "fn": 1, "precision": 1.0, "recall": 23 / 24,
+                              "f1": 46 / 47},
+                    "micro avg": {"support": 24, "tp": 23, "fp": 0, "fn": 1, "precision": 1.0, "recall": 23 / 24,
+                                  "f1": 46 / 47}},
+       "exact_set_match": 323, "strings": 329, "redaction_violations": 0, "strings_per_s": 13000.0}
 README = "# Title\n\nprose 1.23 stays\n\n<!-- bench:begin -->\nold hand-typed 0.19 ms\n<!-- bench:end -->\n\ntail\n"
 
 
@@ -105,8 +110,24 @@ def test_splice_rejects_broken_markers() -> None:
     assert render.splice("nothing here\n", "x\n") is None
 
 
+def test_the_docs_page_gets_the_full_table_and_the_pii_detectors(tmp_path: Path) -> None:
+    _util.record("pii_detectors", PII, command="python bench_pii_detectors.py", path=tmp_path / "results.json")
+    (tmp_path / "README.md").write_text(README)
+    (tmp_path / "page.md").write_text("# Benchmarks\n\n<!-- bench:begin -->\n<!-- bench:end -->\n")
+    assert _render(tmp_path, "--docs", str(tmp_path / "page.md")).returncode == 0
+    page = (tmp_path / "page.md").read_text()
+    assert "| target | benchmark | result | | source |" in page and "### PII detectors" in page
+    assert "| EMAIL | 24 | 1.000 | 0.958 | 0.979 |" in page and "on 329 labelled strings" in page
+    assert _render(tmp_path, "--check", "--docs", str(tmp_path / "page.md")).returncode == 0
+    (tmp_path / "page.md").write_text("# no markers\n")
+    proc = _render(tmp_path, "--docs", str(tmp_path / "page.md"))
+    assert proc.returncode == 1 and "has no <!-- bench:begin -->" in proc.stderr  # the docs page must have them
+
+
 def test_the_committed_tables_are_what_results_json_gives() -> None:
-    """benchmarks/README.md (and README.md, once it has the markers) hold no number results.json lacks."""
-    proc = subprocess.run([sys.executable, str(HERE / "render.py"), "--check", "--readme", str(HERE.parent / "README.md")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    """benchmarks/README.md and the docs site's docs/benchmarks.md hold no number results.json lacks."""
+    proc = subprocess.run([sys.executable, str(HERE / "render.py"), "--check", "--docs",
+                           str(HERE.parent / "docs" / "benchmarks.md")], capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr + "\nfix: re-run the benchmark, or "
+                                  ".venv/bin/python benchmarks/render.py --docs docs/benchmarks.md")
+    assert "docs/benchmarks.md: up to date" in proc.stdout

@@ -11,12 +11,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pytest_genai.compare import (ComparisonError, case_deltas, compare_runs, comparison_metrics, pair_cases,
-                                  pref_win_rate_f1, regressions, run_cis, stat_name)
-from pytest_genai.compare.comparison import BUILTIN_PER_CASE, bootstrappable
-from pytest_genai.gates import (evaluate_gates, failing, gate_problem, gates_verdict, is_skipped, needs_baseline,
-                                parse_gate, parse_gate_spec)
+from pytest_genai.compare.comparison import BUILTIN_PER_CASE, bootstrappable, compare_runs, comparison_metrics, run_cis
+from pytest_genai.compare.names import stat_name
+from pytest_genai.compare.pairing import ComparisonError, case_deltas, pair_cases, pref_win_rate_f1, regressions
+from pytest_genai.gates import evaluate_gates, gate_problem, needs_baseline, parse_gate, parse_gate_spec
 from pytest_genai.metrics.registry import METRICS, aggregate
+from pytest_genai.runlog import failing, gates_verdict, is_skipped
 from pytest_genai.stats import CI, mcnemar_exact
 from pytest_genai.stats.bootstrap import bootstrap_ci
 from pytest_genai.types import CaseResult

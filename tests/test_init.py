@@ -117,6 +117,7 @@ def test_the_api_starter_runs_against_a_server_then_replays_without_the_key(
     assert KEY not in replay.stdout + first.stdout
 
 
+@pytest.mark.slow  # real SmolLM2 (and MiniLM) generation in a fresh session
 @pytest.mark.parametrize("starter", ["local", "rag"])
 def test_an_offline_starter_passes_on_its_first_run(starter: str, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:

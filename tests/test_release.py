@@ -23,6 +23,8 @@ import yaml
 
 from pytest_genai.testing.example_project import copy_example
 
+pytestmark = pytest.mark.slow  # the bundled RAG example registered, loaded, served
+
 MODEL = "pytest-genai-example"
 BIN = Path(sys.executable).parent
 
@@ -115,7 +117,7 @@ def _check_version(released: dict[str, Any]) -> None:
     # a model logged from code, with the lock's pins as requirements, and the bundle (index included)
     import mlflow
     dl = Path(released["path"]).parent / (Path(released["path"]).name + "-download")  # outside the checkout: it stays clean
-    from pytest_genai.tracking.mlflow_store import use_tracking_uri
+    from pytest_genai.tracking.mlflow_client import use_tracking_uri
 
     with use_tracking_uri(released["uri"]):  # models:/ resolves through the process-wide registry URI
         model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/1", dst_path=str(dl)))

@@ -115,6 +115,7 @@ def test_a_bundle_packaged_by_another_release_is_refused_on_load() -> None:
         check_release(info)
 
 
+@pytest.mark.slow  # the PostgreSQL + MLflow server
 def test_the_release_loop_against_a_real_authenticated_server(rel: Any, mlflow_server: Any, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str],
                                                               tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -325,6 +325,7 @@ SUBSET = 3
 REAL_CACHE = cache_root()  # read at import, before pytester points HOME at its temp folder
 
 
+@pytest.mark.slow  # the bundled SmolLM2 RAG example, run and re-run
 def test_the_bundled_smollm2_rag_example_reproduces_with_zero_diff(pytester: pytest.Pytester, mlflow_uri: str,
                                                                    tmp_path_factory: pytest.TempPathFactory,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_genai.safety import PII_TYPES, Finding, detect, iban_valid, is_placeholder, luhn_valid, placeholder, redact, redact_obj
-from pytest_genai.safety.pii import card_network_known, ssn_valid
+from pytest_genai.safety.pii import PII_TYPES, Finding, detect, is_placeholder, placeholder, redact, redact_obj
+from pytest_genai.safety.pii_detectors import card_network_known, iban_valid, luhn_valid, ssn_valid
 
 DATA = Path(__file__).resolve().parents[1] / "pytest_genai" / "safety" / "data" / "pii_labelled.jsonl"
 

@@ -27,6 +27,7 @@ from server_fixture import SCRIPT, MlflowServer, run_script
 pytest_plugins = ["server_fixture"]
 
 API = "/api/2.0/mlflow"
+pytestmark = pytest.mark.slow  # a PostgreSQL cluster + MLflow server per worker
 
 
 @pytest.fixture

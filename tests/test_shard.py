@@ -123,7 +123,7 @@ def test_two_shards_merged_equal_the_unsharded_run_and_the_parent_is_the_eval(sp
     assert tags["genai.merged_runs"] == ",".join(shard_runs)
     assert {"run.json", "results.jsonl", "gates.json", "shards.json"} <= {a.path for a in c.list_artifacts(parent_id)}
     # what baselines and promotion read: the parent's record, complete, over every case
-    from pytest_genai.compare.baseline import resolve_baseline
+    from pytest_genai.tracking.runref import resolve_baseline
 
     base = resolve_baseline(parent_id, sp.mlflow_uri, sp.path)
     assert base.record is not None and base.record.status == "complete" and len(base.record.results) == N
@@ -243,10 +243,10 @@ def test_the_group_is_required_outside_github_actions_and_defaults_inside(sp: Pr
 
 def test_concurrent_shards_converge_on_one_parent(sp: Project) -> None:
     """The find-or-create race: shards that each created a parent (clocks disagreeing) are settled by merge."""
-    from pytest_genai.tracking.mlflow_store import _experiment_id, group_parent, group_runs
+    from pytest_genai.tracking.mlflow_store import experiment_id, group_parent, group_runs
 
     c = client(sp)
-    exp = _experiment_id(c, "test-exp")
+    exp = experiment_id(c, "test-exp")
     first = group_parent(c, exp, "race")
     assert group_parent(c, exp, "race") == first  # a later shard finds it
     # a duplicate another shard kept (it did not see the first one): merge must settle on one parent
@@ -262,6 +262,7 @@ def test_concurrent_shards_converge_on_one_parent(sp: Project) -> None:
     assert {c.get_run(r).data.tags["mlflow.parentRunId"] for r in shard_ids} == {first}
 
 
+@pytest.mark.slow  # the PostgreSQL + MLflow server
 def test_shards_merged_on_the_real_server(sp: Project, mlflow_server: Any, monkeypatch: pytest.MonkeyPatch,
                                           capsys: Any) -> None:
     """PostgreSQL + MLflow server with basic auth: shards log as children, merge fills the parent."""

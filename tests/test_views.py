@@ -14,10 +14,9 @@ import pytest
 
 from pytest_genai import names
 from pytest_genai.config import ConfigError, load_config
-from pytest_genai.views import (
-    TAG_VIEW_PREFIX, ViewError, add_parser, find_runs, parse_view, run, search, store_config_views, store_views,
-    stored_views, to_mlflow_filter, ui_link,
-)
+from pytest_genai.config.views import TAG_VIEW_PREFIX, ViewError, parse_view, to_mlflow_filter
+from pytest_genai.runs_cmd import add_parser, run, ui_link
+from pytest_genai.tracking.views import find_runs, search, store_config_views, store_views, stored_views
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # MLflow's own
 
@@ -155,7 +154,7 @@ def test_views_are_not_part_of_config_hash(tmp_path: Path) -> None:
 
 def test_views_module_and_config_load_stay_light(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + f"views:\n  release: '{RELEASE}'\n")
-    code = ("import sys\nfrom pytest_genai.config import load_config\nimport pytest_genai.views\n"
+    code = ("import sys\nfrom pytest_genai.config import load_config\nimport pytest_genai.config.views\n"
             f"load_config({str(path)!r}, environ={{}})\nprint(sorted(m for m in ('mlflow', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

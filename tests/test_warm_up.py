@@ -159,6 +159,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONVERTED = cache_root() / "models"  # read before pytester moves HOME: the converted weights are reused
 
 
+@pytest.mark.slow  # real SmolLM2 generation
 def test_the_real_local_model_loads_and_warms_up_before_the_first_recorded_case(
         pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """One session on SmolLM2-135M with a response cache (where the model used to load inside the first case)."""

@@ -10,12 +10,19 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from pytest_genai.compare.names import stat_name
 from pytest_genai.compare.judge import F1Judge, JudgeError
+from pytest_genai.compare.names import stat_name
 from pytest_genai.compare.pairing import CaseChange, ComparisonError, case_deltas, case_passed, pair_cases, regressions
+from pytest_genai.metrics.builtin import PII_TYPES
 from pytest_genai.metrics.registry import METRICS, Metric
-from pytest_genai.stats.bootstrap import (Statistic, as_stat, bootstrap_many, paired_bootstrap_many, point_estimates,
-                                         statistic_for)
+from pytest_genai.stats.bootstrap import (
+    Statistic,
+    as_stat,
+    bootstrap_many,
+    paired_bootstrap_many,
+    point_estimates,
+    statistic_for,
+)
 from pytest_genai.stats.ci import CI, NAN_CI
 from pytest_genai.stats.mcnemar import McNemar, mcnemar_from_pairs
 from pytest_genai.types import CaseResult
@@ -24,8 +31,6 @@ PerCaseValue = Callable[[CaseResult], "float | None"]
 
 
 def _pii(r: CaseResult) -> float | None:
-    from pytest_genai.metrics.builtin import PII_TYPES
-
     return None if r.safety_flags is None else float(any(f in PII_TYPES for f in r.safety_flags))
 
 
@@ -86,8 +91,6 @@ def per_case_value(metric: Metric) -> PerCaseValue:
 
 def bootstrappable(names: Iterable[str] | None = None) -> dict[str, Statistic]:
     """{metric: statistic} for the registry metrics that get a CI, in registry order (restricted to `names`)."""
-    import pytest_genai.metrics.builtin  # noqa: F401 - registers the built-ins
-
     wanted = None if names is None else set(names)
     unknown = sorted(wanted - set(METRICS)) if wanted is not None else []
     if unknown:

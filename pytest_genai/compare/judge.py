@@ -19,6 +19,15 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from pytest_genai import names
 from pytest_genai.compare.pairing import Pairing, f1_preference, pref_win_rate_f1
+from pytest_genai.config.model import GenaiConfig
+from pytest_genai.config.validate import apply_defaults, schema
+from pytest_genai.context import provider_class
+from pytest_genai.llm.cache import case_label
+from pytest_genai.prompts import PromptError, load_prompt, read_lock, unbumped_edit_message
+from pytest_genai.registries import PROVIDERS
+from pytest_genai.runtime import make_llm
+from pytest_genai.sanitize import Sanitizer
+from pytest_genai.seeding import case_seed
 from pytest_genai.types import CaseResult
 
 JUDGE_KEY = "compare.judge"
@@ -111,8 +120,6 @@ class JudgeLLMConfig:
     session config's. So every provider, the cache key and the sanitizer work for the judge unchanged."""
 
     def __init__(self, base: Any) -> None:
-        from pytest_genai.config.validate import apply_defaults, schema
-
         self.base = base
         node = schema()["properties"]["compare"]["properties"]["judge"]["properties"]["llm"]
         self.llm = apply_defaults(dict(base.get(f"{JUDGE_KEY}.llm") or {}), node)
@@ -120,7 +127,6 @@ class JudgeLLMConfig:
         prefix = f"{JUDGE_KEY}."
         self.secrets = {k[len(prefix):]: v for k, v in base.secrets.items() if k.startswith(f"{prefix}llm.")}
         self.path, self.lines = base.path, getattr(base, "lines", {})
-        from pytest_genai.config.model import GenaiConfig
 
         self._view = GenaiConfig(path=base.path, public=self.public, secrets=self.secrets)  # its get/resolve_path
 
@@ -176,9 +182,6 @@ class JudgeSpec:
 def load_judge_spec(config: Any) -> JudgeSpec | None:
     """compare.judge of a GenaiConfig: None for the F1 judge, else the checked LLM judge. A ConfigError names
     the key and its line (compare.judge.llm.temperature, compare.judge.prompt.id, ...)."""
-    from pytest_genai.prompts import PromptError, load_prompt, read_lock, unbumped_edit_message
-    from pytest_genai.registries import PROVIDERS
-
     raw = config.get(JUDGE_KEY, F1)
     if raw is None or raw == F1:
         return None
@@ -278,9 +281,6 @@ class LLMJudge:
         return Verdicts(self.name, tuple(wins), details, tags)
 
     def _calls(self, pairs: Sequence[Pair]) -> tuple[list[_Call], set[int]]:
-        from pytest_genai.prompts import PromptError
-        from pytest_genai.seeding import case_seed
-
         calls: list[_Call] = []
         fallback: set[int] = set()
         for i, (c, b) in enumerate(pairs):
@@ -301,9 +301,6 @@ class LLMJudge:
         """Every call's Generation, in call order (a pool when the provider is concurrent and the judge's
         llm.concurrency > 1: same replies, any order of arrival), and the cache's hit/miss counts (None: no cache)."""
         from concurrent.futures import ThreadPoolExecutor
-
-        from pytest_genai.context import provider_class
-        from pytest_genai.llm.cache import case_label
 
         llm = self._llm()
 
@@ -333,9 +330,6 @@ class LLMJudge:
 
     def _llm(self) -> Any:
         """The judge's provider through the session's response cache (built on first call: never in replay)."""
-        from pytest_genai.runtime import make_llm
-        from pytest_genai.sanitize import Sanitizer
-
         sanitizer = self.sanitizer if self.sanitizer is not None else Sanitizer.from_config(self.spec.config.base)
         try:
             return make_llm(self.spec.config, self.runtime, sanitizer)

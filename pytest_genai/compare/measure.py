@@ -7,6 +7,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from pytest_genai.compare.judge import build_judge, load_judge_spec
+from pytest_genai.compare.pairing import ComparisonError
+from pytest_genai.config import ConfigError
+from pytest_genai.gates import evaluate_gates
 from pytest_genai.runlog import TOP_CHANGES, BaselineSummary, CaseChangeSummary, Gate
 from pytest_genai.types import CaseResult
 
@@ -27,9 +31,6 @@ class CompareOptions:
     def from_config(cls, config: Any, *, intersect: bool = False, require_baseline: bool = False) -> "CompareOptions":
         """Never raises for compare.judge (this also runs at session end): a judge that does not check out is kept
         as `judge_problem`; `load_judge_spec` at session start is what stops a run early on it."""
-        from pytest_genai.compare.judge import load_judge_spec
-        from pytest_genai.config import ConfigError
-
         try:
             judge, problem = load_judge_spec(config), None
         except ConfigError as exc:
@@ -76,9 +77,6 @@ def measure(results: Sequence[CaseResult], metrics: Mapping[str, float], gates_c
     An LLM judge (options.judge) calls its model through `runtime`'s response cache (the session's Runtime;
     None: no cache, live calls) with the session's `sanitizer`."""
     from pytest_genai.compare.comparison import compare_runs, comparison_metrics, run_cis
-    from pytest_genai.compare.judge import build_judge
-    from pytest_genai.compare.pairing import ComparisonError
-    from pytest_genai.gates import evaluate_gates
 
     out = dict(metrics)
     cis = dict(run_cis(results, seed, options.resamples, options.confidence)) if results else {}

@@ -15,11 +15,23 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pytest_genai.config.errors import ConfigError, Problem
-from pytest_genai.config.pipeline_spec import (ARTIFACTS_KEY, PipelineSpec, artifact_hashes, hashed_form, normal_path,
-                                              pipeline_problems, spec_of)
-from pytest_genai.config.validate import SECRET_REF, apply_defaults, schema_problems, semantic_problems, unknown_key_problems
+from pytest_genai.config.pipeline_spec import (
+    ARTIFACTS_KEY,
+    PipelineSpec,
+    artifact_hashes,
+    hashed_form,
+    normal_path,
+    pipeline_problems,
+    spec_of,
+)
+from pytest_genai.config.validate import (
+    SECRET_REF,
+    apply_defaults,
+    schema_problems,
+    semantic_problems,
+    unknown_key_problems,
+)
 from pytest_genai.config.yaml_lines import Lines, line_of, load_yaml_with_lines
-
 
 # Sections that say where results (and models) go, what a run is compared with, or how runs are looked at, not
 # what is measured: left out of config_hash so the same experiment logged to another server, or compared with another baseline, keeps

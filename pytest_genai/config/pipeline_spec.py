@@ -9,19 +9,28 @@
 
 Declared artifacts are hashed into config_hash (what they contain is part of what was measured) and travel in a
 registered model's bundle at the same relative paths, so `ctx.artifact(path)` finds them in the eval and in the
-loaded model alike. A shorthand and its mapping without artifacts or options are the same config (same hash)."""
+loaded model alike. A shorthand and its mapping without artifacts or options are the same config (same hash).
+
+`options` are checked against the JSON Schema the factory declares (`options_schema`, see pipelines/base.py) at
+load, with the other problems: an unknown key gets a did-you-mean among the schema's `properties`, any other
+violation names `pipeline.options.<key>` and its line. A factory that declares no schema gets them unchecked."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from pytest_genai.config.errors import Problem
+from pytest_genai.config.pipeline_options import declared_options_schema
+from pytest_genai.config.schema import all_key_paths
+from pytest_genai.config.suggest import suggest_key
 from pytest_genai.config.yaml_lines import Lines, line_of
 from pytest_genai.model_hash import file_sha256
 
@@ -85,12 +94,13 @@ def normal_path(path: str | os.PathLike[str]) -> str | None:
 
 
 def pipeline_problems(data: Any, lines: Lines, base: Path) -> list[Problem]:
-    """`pipeline.artifacts`: relative paths inside the config's folder that exist there (file or folder)."""
+    """`pipeline.artifacts`: relative paths inside the config's folder that exist there (file or folder);
+    `pipeline.options`, when written: what the factory's options schema says of them."""
     value = data.get("pipeline") if isinstance(data, dict) else None
+    out = _written_options_problems(value, lines, base)
     artifacts = value.get("artifacts") if isinstance(value, dict) else None
     if not isinstance(artifacts, list):
-        return []  # absent, or not a list: the schema says so
-    out: list[Problem] = []
+        return out  # absent, or not a list: the schema says so
     for i, raw in enumerate(artifacts):
         if not isinstance(raw, str) or not raw:
             continue
@@ -103,6 +113,95 @@ def pipeline_problems(data: Any, lines: Lines, base: Path) -> list[Problem]:
         elif not (base / rel).exists():
             out.append(Problem(".".join(path), f"{raw!r} does not exist (looked for {base / rel}; artifacts are "
                                                 "files or folders relative to the config's folder)", line_of(lines, path)))
+    return out
+
+
+def written_options(value: Any) -> Any:
+    """`pipeline.options` as written (`${ENV}` references unresolved): {} when absent."""
+    options = value.get("options") if isinstance(value, Mapping) else None
+    return {} if options is None else options
+
+
+def _written_options_problems(value: Any, lines: Lines, base: Path) -> list[Problem]:
+    """At load, when `options` is written: the factory is resolved (not built) for the schema it declares. One
+    that does not resolve now is not checked here: building it reports why it does not load."""
+    if not isinstance(value, dict) or not isinstance(value.get("options"), dict) or not isinstance(value.get("factory"), str):
+        return []  # the shorthand, no options (the build checks a required one), or a shape the schema reports
+    found, schema = declared_options_schema(value["factory"], base)
+    if not found or schema is None:
+        return []
+    return options_problems(value["factory"], schema, value["options"], lines, "pipeline.factory")
+
+
+def options_problems(factory: str, schema: Any, options: Any, lines: Lines, factory_key: str = "pipeline.factory") -> list[Problem]:
+    """`options` (as written) against the JSON Schema `factory` declares: an unknown key with a did-you-mean
+    among the `properties` beside it, any other violation at `pipeline.options.<key path>` and its line."""
+    from jsonschema import SchemaError
+    from jsonschema.validators import validator_for
+
+    at = line_of(lines, tuple(factory_key.split(".")))
+    try:
+        schema = json.loads(json.dumps(schema)) if isinstance(schema, Mapping) else schema  # a copy, plain JSON
+    except (TypeError, ValueError) as exc:
+        return [Problem(factory_key, f"the options_schema of {factory!r} is not JSON: {exc}", at)]
+    if not isinstance(schema, (dict, bool)):
+        return [Problem(factory_key, f"the options_schema of {factory!r} must be a JSON Schema (a dict), not "
+                                     f"{type(schema).__name__}", at)]
+    cls = validator_for(schema) if isinstance(schema, dict) else validator_for({})
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        return [Problem(factory_key, f"the options_schema of {factory!r} is not a valid JSON Schema: {exc.message}", at)]
+    out: list[Problem] = []
+    option_paths = _option_paths(schema)
+    for err in sorted(cls(schema).iter_errors(options), key=lambda e: (list(map(str, e.absolute_path)), e.message)):
+        path = ("pipeline", "options") + tuple(str(p) for p in err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict) and isinstance(err.schema, dict):
+            out += _unknown_options(factory, err.instance, err.schema, path, lines, option_paths)
+        else:
+            out.append(Problem(".".join(path), err.message, line_of(lines, path)))
+    return out
+
+
+def _unknown_options(factory: str, instance: dict[str, Any], node: dict[str, Any], path: tuple[str, ...], lines: Lines,
+                     option_paths: list[str]) -> list[Problem]:
+    known = [str(k) for k in node.get("properties") or {}]
+    patterns = [str(p) for p in node.get("patternProperties") or {}]
+    prefix = ".".join(path)
+    if path == ("pipeline", "options"):
+        takes = f"the options of {factory!r}: {', '.join(known)}" if known else f"{factory!r} takes no options"
+    else:
+        takes = f"known under {prefix}: {', '.join(known)}" if known else f"{prefix} takes no keys"
+    out: list[Problem] = []
+    for key in map(str, instance):
+        if key in known or any(re.search(p, key) for p in patterns):
+            continue
+        dotted = f"{prefix}.{key}"
+        hint = _suggest_option(key, known, prefix, option_paths)
+        tip = f" — did you mean '{hint}'?" if hint else ""
+        out.append(Problem(dotted, f"unknown key '{dotted}'{tip} ({takes})", line_of(lines, path + (key,))))
+    return out
+
+
+def _suggest_option(key: str, known: list[str], prefix: str, option_paths: list[str]) -> str | None:
+    """A sibling option first (maxHops -> max_hops, greetng -> greeting), then an option written one level off,
+    then what the config's own did-you-mean says (`temperature` -> llm.temperature)."""
+    squashed = key.lower().replace("-", "_")
+    by_squash = {k.lower().replace("-", "_").replace("_", ""): k for k in known}
+    if squashed.replace("_", "") in by_squash:
+        return f"{prefix}.{by_squash[squashed.replace('_', '')]}"
+    close = difflib.get_close_matches(squashed, known, n=1, cutoff=0.6)
+    if close:
+        return f"{prefix}.{close[0]}"
+    settings = [p for p in all_key_paths() if "." in p]  # a setting elsewhere (llm.temperature), not a section
+    return suggest_key(key, (), option_paths + settings, prefix)
+
+
+def _option_paths(node: Any, prefix: str = OPTIONS_KEY) -> list[str]:
+    out: list[str] = []
+    for key, sub in (node.get("properties") or {}).items() if isinstance(node, dict) else ():
+        out.append(f"{prefix}.{key}")
+        out += _option_paths(sub, f"{prefix}.{key}")
     return out
 
 

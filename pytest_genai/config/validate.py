@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
-from importlib import resources
 from typing import Any, Iterator
 
 from pytest_genai.config.errors import Problem
 from pytest_genai.config.pipeline_spec import factory_of
+from pytest_genai.config.schema import all_key_paths, schema
+from pytest_genai.config.slo import slo_problem
 from pytest_genai.config.suggest import suggest_key, suggest_name
+from pytest_genai.config.views import view_problems
 from pytest_genai.config.yaml_lines import Lines, line_of
+from pytest_genai.gates import FORMS, gate_problem
+from pytest_genai.metrics.registry import METRICS
+from pytest_genai.registries import PROVIDERS
 
 # Canonical sections whose features have not landed yet: named as such instead of "unknown key".
 LATER_SECTIONS: dict[str, str] = {}
 SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-@lru_cache(maxsize=1)
-def schema() -> dict[str, Any]:
-    return json.loads(resources.files("pytest_genai.config").joinpath("schema.json").read_text("utf-8"))
-
-
-def all_key_paths(node: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
-    node = schema() if node is None else node
-    out: list[str] = []
-    for key, sub in node.get("properties", {}).items():
-        path = f"{prefix}.{key}" if prefix else key
-        out.append(path)
-        if isinstance(sub, dict) and sub.get("type") == "object":
-            out.extend(all_key_paths(sub, path))
-    return out
 
 
 def unknown_key_problems(data: Any, lines: Lines) -> list[Problem]:
@@ -50,7 +38,6 @@ def _unknown(data: Any, node: dict[str, Any], prefix: tuple[str, ...], lines: Li
         path = prefix + (key,)
         dotted = ".".join(path)
         if prefix == ("monitor", "slo"):  # the gate grammar on the metric registry's names (monitoring's included)
-            from pytest_genai.monitor.metrics import slo_problem
 
             if (why := slo_problem(key, value)) is not None:
                 yield Problem(dotted, why, line_of(lines, path))
@@ -91,8 +78,6 @@ def schema_problems(data: Any, lines: Lines) -> list[Problem]:
 
 def _message(err: Any) -> str:
     if err.absolute_path and err.absolute_path[0] == "gates" and len(err.absolute_path) > 1:
-        from pytest_genai.gates import FORMS
-
         return f"{err.instance!r} is not a gate; write it (or a list of them) like {FORMS}"
     if list(err.absolute_path) == ["compare", "confidence"] and err.validator != "type":
         return f"must be strictly between 0 and 1, like 0.95 (got {err.instance!r})"
@@ -126,14 +111,10 @@ def semantic_problems(data: Any, lines: Lines) -> list[Problem]:
     llm = data.get("llm") if isinstance(data, dict) else None
     provider = llm.get("provider") if isinstance(llm, dict) else None
     if isinstance(provider, str):
-        from pytest_genai.registries import PROVIDERS
-
         if provider not in PROVIDERS:
             out.append(Problem("llm.provider", PROVIDERS.unknown_message(provider), line_of(lines, ("llm", "provider"))))
     out += gate_expression_problems(data.get("gates") if isinstance(data, dict) else None, lines)
     if isinstance(data, dict) and data.get("views") is not None:
-        from pytest_genai.views import view_problems
-
         out += view_problems(data.get("views"), lines)
     if isinstance(data, dict) and factory_of(data.get("pipeline")) == "builtin:rag" and "rag" not in data:
         out.append(Problem("rag", "pipeline builtin:rag needs a rag section (at least rag.corpus)", line_of(lines, ("pipeline",))))
@@ -145,8 +126,6 @@ def gate_expression_problems(gates: Any, lines: Lines) -> list[Problem]:
     metrics and values that are not strings are reported by the other checks)."""
     if not isinstance(gates, dict):
         return []
-    from pytest_genai.gates import gate_problem
-    from pytest_genai.metrics.registry import METRICS
 
     known = gateable_metrics()
     out: list[Problem] = []
@@ -179,13 +158,8 @@ def apply_defaults(data: dict[str, Any], node: dict[str, Any] | None = None) -> 
 
 def gateable_metrics() -> tuple[str, ...]:
     """Gate names come from the metric registry (built-ins and whatever a conftest registered)."""
-    import pytest_genai.metrics.builtin  # noqa: F401 - registers the built-ins
-    from pytest_genai.metrics.registry import METRICS
-
     return METRICS.names()
 
 
 def unavailable_reason(name: str) -> str | None:
-    from pytest_genai.metrics.registry import METRICS
-
     return METRICS.get(name).available

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
 
+from pytest_genai.registries import PROVIDERS
+from pytest_genai.registry import UnknownName
+
 Message = dict[str, str]
 
 
@@ -72,9 +75,6 @@ def check_messages(messages: Any) -> None:
 def build_llm(config: Any) -> LLM:
     """The provider registered under `llm.provider` (built-ins in pytest_genai/registries.py; a conftest adds
     its own through the `pytest_genai_register` hook)."""
-    from pytest_genai.registries import PROVIDERS
-    from pytest_genai.registry import UnknownName
-
     name = config.get("llm.provider")
     try:
         factory = PROVIDERS.get(name)

@@ -29,11 +29,17 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, cast
 
 from pytest_genai.cache_dir import cache_root
 from pytest_genai.config.validate import SECRET_REF
-from pytest_genai.llm.base import LLM, Generation, LLMError, Message, check_messages, warm_up
+from pytest_genai.llm.base import LLM, Generation, LLMError, Message, build_llm, check_messages, warm_up
 from pytest_genai.llm.cassette import THIS_RUN, CassetteError, export_cassette, import_cassette
 from pytest_genai.llm.openai_compatible import public_url
 from pytest_genai.llm.store import (
-    SCHEMA_VERSION, CacheEntry, ResponseCache, normalise, request_key, run_token, sha256_hex,
+    SCHEMA_VERSION,
+    CacheEntry,
+    ResponseCache,
+    normalise,
+    request_key,
+    run_token,
+    sha256_hex,
 )
 
 __all__ = [  # the store's and the cassettes' names stay importable from here
@@ -165,8 +171,6 @@ class CachedLLM:
         `sanitizer` (duck-typed: `obj(value)`, `text(str)`, `digest(bytes) -> 64 hex`, e.g.
         `pytest_genai.sanitize.Sanitizer`) sanitizes what is stored and keys the raw request with its
         digest. `redact=` alone is the older form: stored material redacted, keys plain sha256."""
-        from pytest_genai.llm.base import build_llm
-
         if sanitizer is not None and redact is not None:
             raise TypeError("CachedLLM.from_config takes a sanitizer or redact=, not both")
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from pytest_genai.metrics.registry import aggregate as run_metrics
 from pytest_genai.metrics.registry import mean, percentile
 from pytest_genai.types import CaseResult
 
 
 def aggregate(results: Sequence[CaseResult], cases_total: int, facts: Mapping[str, float] | None = None) -> dict[str, float]:
-    from pytest_genai.metrics.registry import aggregate as run_metrics
-
     return run_metrics(results, {"cases_total": float(cases_total), **(facts or {})})
 
 

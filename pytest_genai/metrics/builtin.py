@@ -100,9 +100,6 @@ def _register() -> None:
                    "F1 by default, the higher F1 against gold wins, a tie counts half; or an LLM judge asked in both "
                    "orders); only with a baseline",
                    lambda rs, f: None, higher_is_better=True, unit="rate", group="comparison")  # set by compare_runs
-    from pytest_genai.monitor.metrics import register as monitor_metrics
-
-    monitor_metrics()  # monitoring's own names (requests_total, ...): one registry, whatever was imported first
 
 
 _register()

@@ -93,8 +93,6 @@ def register_metric(name: str, *, doc: str, higher_is_better: bool | None = None
         return combine(values) if values else None
 
     def decorate(fn: PerCase) -> PerCase:
-        import pytest_genai.metrics.builtin  # noqa: F401 - the built-ins first: a clash with one is this error
-
         METRICS.register(name, Metric(name, doc, run, higher_is_better, unit, group, fn, aggregation=aggregation),
                          replace=replace)
         return fn
@@ -117,8 +115,6 @@ def gateable() -> tuple[str, ...]:
 
 def aggregate(results: Sequence[CaseResult], facts: Mapping[str, float]) -> dict[str, float]:
     """Every registered metric this run can compute; a metric returning None is left out (not a 0)."""
-    import pytest_genai.metrics.builtin  # noqa: F401 - registers the built-ins (idempotent)
-
     out: dict[str, float] = {}
     for name in METRICS:
         metric = METRICS.get(name)
@@ -132,8 +128,6 @@ def aggregate(results: Sequence[CaseResult], facts: Mapping[str, float]) -> dict
 
 def markdown_table() -> str:
     """The README's metric table (tests check README.md holds exactly this)."""
-    import pytest_genai.metrics.builtin  # noqa: F401
-
     rows = ["| metric | unit | better | how | what it measures |", "|---|---|---|---|---|"]
     for name in METRICS:
         m = METRICS.get(name)

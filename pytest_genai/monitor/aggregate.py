@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from pytest_genai.metrics.monitoring import COUNTS, TRAFFIC_METRICS, register
 from pytest_genai.metrics.registry import METRICS, percentile
-from pytest_genai.monitor.metrics import COUNTS, TRAFFIC_METRICS, register
-from pytest_genai.types import CaseResult
+from pytest_genai.metrics.text import em_f1
 from pytest_genai.stats.ks import ks_statistic
+from pytest_genai.types import CaseResult
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
 _SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -156,8 +157,6 @@ def feedback_metrics(records: Sequence[Mapping[str, Any]], labels: Sequence[Labe
     """em/f1 over the joined labels with gold answers (gold sanitized like the recorded answer, as in the eval),
     feedback_positive_rate over those with thumbs; labels whose request is not in the window are counted apart
     (the last label of a request id wins)."""
-    from pytest_genai.metrics.text import em_f1
-
     by_id = {str(r["request_id"]): r for r in records}
     latest = {lb.request_id: lb for lb in labels}
     joined = [(by_id[i], lb) for i, lb in latest.items() if i in by_id]

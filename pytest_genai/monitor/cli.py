@@ -5,22 +5,39 @@ aggregated into a monitoring run (tag genai.kind=monitor) with the eval's metric
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-TAG_MODEL_NAME = "genai.model_name"
-TAG_MODEL_VERSION = "genai.model_version"
-TAG_MODEL_ID = "genai.model_id"
-TAG_ALIAS = "genai.alias"
-TAG_WINDOW = "genai.window"
-TAG_WINDOW_START = "genai.window_start"
-TAG_WINDOW_END = "genai.window_end"
-TAG_SLO_PASSED = "genai.slo_passed"
-TAG_SINK = "genai.monitor_sink"
+from pytest_genai import names
+from pytest_genai.config import ConfigError, load_config
+from pytest_genai.config.slo import slo_problem
+from pytest_genai.gates import evaluate_gates
+from pytest_genai.metrics.registry import METRICS
+from pytest_genai.monitor import aggregate as agg
+from pytest_genai.monitor.aggregate import FeedbackError, iso, skip_without_traffic
+from pytest_genai.monitor.record import DEFAULT_SINK, SinkError, local_path, read_local, read_traces
+from pytest_genai.names import (
+    TAG_ALIAS,
+    TAG_MODEL_ID,
+    TAG_MODEL_NAME,
+    TAG_MODEL_VERSION,
+    TAG_SINK,
+    TAG_SLO_PASSED,
+    TAG_WINDOW,
+    TAG_WINDOW_END,
+    TAG_WINDOW_START,
+)
+from pytest_genai.release.ops import client_for, version_of
+from pytest_genai.release.register import RegistryError
+from pytest_genai.report.terminal import fmt, summary_lines
+from pytest_genai.runlog import Gate, Provenance, RunRecord, failing, gates_verdict
+from pytest_genai.sanitize import Sanitizer
+from pytest_genai.tracking.mlflow_client import quiet, resolve_uri, use_tracking_uri
+from pytest_genai.tracking.runref import resolve
+
 SLO_TAG_PREFIX = "slo."
 
 
@@ -50,11 +67,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
-    from pytest_genai.config import ConfigError
-    from pytest_genai.monitor.aggregate import FeedbackError
-    from pytest_genai.monitor.record import SinkError
-    from pytest_genai.release.register import RegistryError
-
     try:
         report = build_report(args)
     except (MonitorError, ConfigError, RegistryError, SinkError, FeedbackError, ValueError, OSError) as exc:
@@ -83,12 +95,6 @@ class Report:
 def build_report(args: argparse.Namespace) -> Report:
     import os
 
-    from pytest_genai.config import load_config
-    from pytest_genai.monitor import aggregate as agg
-    from pytest_genai.release.ops import client_for, version_of
-    from pytest_genai.sanitize import Sanitizer
-    from pytest_genai.tracking.mlflow_store import _quiet, resolve_uri
-
     config = load_config(args.config)
     section = config.get("monitor") or {}
     slo = dict(section.get("slo") or {})
@@ -100,14 +106,13 @@ def build_report(args: argparse.Namespace) -> Report:
     window = agg.Window(agg.parse_time(args.since, now) if args.since else None,
                         agg.parse_time(args.until, now) if args.until else None, args.last)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or resolve_uri(config.get("tracking.uri"), config.base_dir)
-    with _quiet():
+    with quiet():
         client = client_for(uri)
         version = version_of(client, args.name, args.alias)
     model_id = model_id_of(version)
     tags = version.tags or {}
     eval_run_id = tags.get("genai.eval_run_id")
     experiment_id = _experiment_of(client, eval_run_id)
-    from pytest_genai.monitor.record import DEFAULT_SINK
 
     sink = args.sink or section.get("sink") or DEFAULT_SINK
     records = _read(sink, args.path, section.get("path"), Path.cwd(), uri, experiment_id, model_id)
@@ -134,7 +139,6 @@ def build_report(args: argparse.Namespace) -> Report:
     notes += [f"drift: {ln}" for ln in d.lines]
     gates = check_slo(slo, metrics, traffic=bool(selected))
     record = _record(version, metrics, gates, eval_run_id)
-    from pytest_genai.report.terminal import summary_lines
 
     lines = head + [ln.text for ln in summary_lines(record)] + notes
     alert = alert_line(args.name, str(version.version), args.alias, gates)
@@ -158,11 +162,6 @@ def model_id_of(version: Any) -> str | None:
 
 def check_slo(slo: Mapping[str, Any], metrics: Mapping[str, float], *, traffic: bool) -> list[Any]:
     """`monitor.slo` by the gate grammar; without traffic, gates on anything but a count are skipped."""
-    from pytest_genai.gates import evaluate_gates
-    from pytest_genai.monitor.aggregate import skip_without_traffic
-    from pytest_genai.monitor.metrics import slo_problem
-    from pytest_genai.runlog import Gate
-
     for metric, expr in slo.items():
         why = slo_problem(str(metric), expr)
         if why:
@@ -176,9 +175,6 @@ def check_slo(slo: Mapping[str, Any], metrics: Mapping[str, float], *, traffic: 
 
 def alert_line(name: str, version: str, alias: str, gates: Sequence[Any]) -> str | None:
     """One line a pager can carry: every breached SLO with its value and limit."""
-    from pytest_genai.gates import failing
-    from pytest_genai.report.terminal import fmt
-
     bad = failing(gates)
     if not bad:
         return None
@@ -188,8 +184,6 @@ def alert_line(name: str, version: str, alias: str, gates: Sequence[Any]) -> str
 
 def _where(sink: str, path_arg: str | None, configured: str | None) -> Path:
     """The local sink file monitor reads (printed, so a wrong folder is obvious)."""
-    from pytest_genai.monitor.record import local_path
-
     return Path(path_arg).expanduser().resolve() if path_arg else local_path(configured, Path.cwd())
 
 
@@ -197,13 +191,10 @@ def _read(sink: str, path_arg: str | None, configured: str | None, base: Path, u
           experiment_id: str | None, model_id: str | None) -> list[dict[str, Any]]:
     """Local: --path, else GENAI_MONITOR_PATH, else monitor.path or the default, relative to the current folder (the
     serving process writes relative to its own: run monitor from there). MLflow: the traces of the LoggedModel."""
-    from pytest_genai.monitor.record import SinkError, local_path, read_local, read_traces
-
     if sink == "local":
         return read_local(Path(path_arg).expanduser().resolve() if path_arg else local_path(configured, base))
     if not model_id or not experiment_id:
         raise MonitorError("the mlflow sink needs the version's LoggedModel id and its eval run's experiment")
-    from pytest_genai.tracking.mlflow_store import use_tracking_uri
 
     try:
         with use_tracking_uri(uri):
@@ -222,27 +213,18 @@ def _experiment_of(client: Any, run_id: str | None) -> str | None:
 
 
 def _eval_results(client: Any, run_id: str | None) -> list[dict[str, Any]]:
-    """The eval run's results.jsonl (for the drift reference); none when it cannot be fetched."""
-    import os
-    import tempfile
-
+    """The eval run's per-case results (for the drift reference); none when they cannot be fetched."""
     if not run_id:
         return []
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = Path(client.download_artifacts(run_id, "results.jsonl", tmp))
-            return [json.loads(ln) for ln in path.read_text("utf-8").splitlines() if ln.strip()]
-        except Exception:  # noqa: BLE001
-            return []
+    try:
+        found = resolve(f"runs:/{run_id}", uri=None, client=client, with_results=True)
+    except Exception:  # noqa: BLE001 - no reference to compare with: drift is not reported
+        return []
+    return [r.to_dict() for r in found.record.results]
 
 
 def _record(version: Any, metrics: Mapping[str, float], gates: Sequence[Any], eval_run_id: str | None) -> Any:
     """A RunRecord the eval's terminal table renders (status complete: a window is not a partial run)."""
-    import pytest_genai.monitor.metrics  # noqa: F401 - registers the monitoring metrics (units, order)
-    from pytest_genai.metrics.registry import METRICS
-    from pytest_genai.runlog import Provenance, RunRecord
-
     tags = version.tags or {}
     units = {m: METRICS.get(m).unit for m in metrics if m in METRICS}
     return RunRecord(schema_version=0, status="complete", started_at="", ended_at="",
@@ -257,11 +239,6 @@ def _log_run(client: Any, experiment_id: str | None, args: argparse.Namespace, v
     """The monitoring run: the metrics under the eval's names, tags linking it to the version, the table."""
     from mlflow.entities import Metric, RunTag
 
-    from pytest_genai import names
-    from pytest_genai.gates import gates_verdict
-    from pytest_genai.monitor.aggregate import iso
-    from pytest_genai.tracking.mlflow_store import _quiet
-
     now_ms = int(time.time() * 1000)
     tags = {names.TAG_KIND: "monitor", TAG_MODEL_NAME: args.name, TAG_MODEL_VERSION: str(version.version),
             TAG_MODEL_ID: model_id or "", TAG_ALIAS: args.alias, TAG_WINDOW: window.describe(), TAG_SINK: sink,
@@ -275,7 +252,7 @@ def _log_run(client: Any, experiment_id: str | None, args: argparse.Namespace, v
         verdict = "skipped" if g.skipped else ("pass" if g.passed else "FAIL")
         value = "n/a" if g.value is None else f"{g.value:.6g}"
         tags[SLO_TAG_PREFIX + g.metric] = f"{verdict} {value} {g.expression.strip()}"
-    with _quiet():
+    with quiet():
         run = client.create_run(experiment_id or "0", tags=tags)
         run_id = run.info.run_id
         client.log_batch(run_id, metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics.items()],

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from pytest_genai.tracking import mlflow_client
+from pytest_genai.tracking.mlflow_traces import log_traces, request_trace
+
 SCHEMA = 1
 DEFAULT_SINK = "mlflow"
 SINKS = ("local", "mlflow", "off")
@@ -220,8 +223,6 @@ class MlflowTraceSink:
     def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
         from mlflow.tracing.constant import TraceMetadataKey
 
-        from pytest_genai.tracking.mlflow_traces import log_traces, request_trace
-
         experiment_id = self.experiment_id or _current_experiment()
         traces = []
         for record in records:
@@ -288,9 +289,7 @@ def _model_experiment(identity: ModelIdentity) -> str | None:
     if not identity.model_id:
         return None
     try:
-        from mlflow.tracking import MlflowClient
-
-        return str(MlflowClient().get_logged_model(identity.model_id).experiment_id)
+        return str(mlflow_client.client(own_process=False).get_logged_model(identity.model_id).experiment_id)
     except Exception as exc:  # noqa: BLE001 - tracking down at load: traces go to the active experiment
         log.warning("pytest-genai monitor: cannot read LoggedModel %s (%s): traces go to the default experiment",
                     identity.model_id, exc)
@@ -327,9 +326,7 @@ def read_local(path: Path) -> list[dict[str, Any]]:
 
 def read_traces(experiment_ids: Iterable[str], model_id: str) -> list[dict[str, Any]]:
     """The records behind the traces of `model_id` (tracking URI: MLflow's current one)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
+    client = mlflow_client.client(own_process=False)
     out: list[dict[str, Any]] = []
     token = None
     while True:

@@ -10,12 +10,11 @@ from typing import Any, Callable
 from pytest_genai import names
 from pytest_genai.llm import LLM
 from pytest_genai.llm.base import warm_up
-from pytest_genai.prompts import PromptTemplate, render_as_text
 from pytest_genai.pipelines.llm import can_batch
-from pytest_genai.runtime import generation_provenance
+from pytest_genai.prompts import PromptTemplate, render_as_text
 from pytest_genai.rag.retrieval import BuildInfo, Hit, Retriever, build_retriever
+from pytest_genai.runtime import generation_provenance
 from pytest_genai.types import Answer, Case, Usage
-
 
 WARM_UP_QUERY = "What is this about?"
 

@@ -11,7 +11,15 @@ from pytest_genai.model_hash import covers, model_sha256
 from pytest_genai.rag.chunking import Chunk, chunk_documents
 from pytest_genai.rag.corpus import CorpusError, load_corpus
 from pytest_genai.rag.embedding import Embedder, EmbeddingError, max_seq_length, model_dim, resolve_embedder
-from pytest_genai.rag.index import VectorIndex, build_index, fingerprint, index_params, load_index, load_index_from, verify_prebuilt
+from pytest_genai.rag.index import (
+    VectorIndex,
+    build_index,
+    fingerprint,
+    index_params,
+    load_index,
+    load_index_from,
+    verify_prebuilt,
+)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import yaml
 
 from pytest_genai.config.pipeline_spec import ARTIFACTS_KEY, artifact_files
 from pytest_genai.model_hash import file_sha256
+from pytest_genai.plain import from_plain, to_plain
 
 BUNDLE_FORMAT = 1
 BUNDLE_ARTIFACT = "bundle"  # the artifact name of the bundle folder in the MLflow model
@@ -59,8 +60,6 @@ class BundleInfo:
     artifacts: Mapping[str, str] = field(default_factory=dict)  # pipeline.artifacts: relative path -> sha256
 
     def to_dict(self) -> dict[str, Any]:
-        from pytest_genai.plain import to_plain
-
         return to_plain(self)
 
 
@@ -151,8 +150,6 @@ def _absolute_if_local(public: dict[str, Any], dotted: str, base: Path) -> None:
 
 
 def read_bundle_info(bundle: Path) -> BundleInfo:
-    from pytest_genai.plain import from_plain
-
     path = bundle / BUNDLE_FILE
     if not path.is_file():
         raise BundleError(f"{path} is missing: this model was not packaged by pytest-genai (or by a release before 0.3)")

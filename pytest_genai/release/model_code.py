@@ -11,6 +11,7 @@ import mlflow
 from mlflow.pyfunc import PythonModel
 
 from pytest_genai.release.bundle import BUNDLE_ARTIFACT
+from pytest_genai.release.served import ServedPipeline, rows_of
 
 warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")  # the signature is logged instead
 
@@ -19,12 +20,9 @@ class GenaiModel(PythonModel):
     """Input: rows of {question, context?, id?}. Output per row: {answer} and, for RAG, {retrieved_doc_ids}."""
 
     def load_context(self, context: Any) -> None:
-        from pytest_genai.release.served import ServedPipeline
-
         self.served = ServedPipeline.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # no hints: MLflow reads them as a schema
-        from pytest_genai.release.served import rows_of
 
         return self.served.predict(rows_of(model_input))
 

@@ -12,10 +12,19 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pytest_genai import names
+from pytest_genai.compare.names import stat_name
+from pytest_genai.config import load_config
 from pytest_genai.config.suggest import suggest_name
+from pytest_genai.environ import overridden
+from pytest_genai.evalset import load_eval_set
+from pytest_genai.gates import evaluate_gates
 from pytest_genai.release.bundle import BUNDLE_FORMAT
 from pytest_genai.release.history import append_history, pointed, read_history
 from pytest_genai.release.register import RegistryError, check_registry_store, verdict
+from pytest_genai.sanitize import Sanitizer
+from pytest_genai.stats.ci import CI
+from pytest_genai.tracking import mlflow_client
+from pytest_genai.tracking.runref import resolve
 
 HEADLINE = ("f1", "em", "hit_at_k", "mrr", "latency_p95_ms", "cost_per_question_usd", "error_rate")
 
@@ -25,10 +34,9 @@ def who() -> str:
 
 
 def client_for(uri: str | None) -> Any:
-    from pytest_genai.tracking.mlflow_store import _client
-
+    """A client of the store's model registry (a file store has none: RegistryError)."""
     check_registry_store(uri)
-    return _client(uri)
+    return mlflow_client.client(uri)
 
 
 def _model(client: Any, name: str) -> Any:
@@ -73,10 +81,6 @@ class Check:
 
 def gate_check(client: Any, version: Any, config_path: Path) -> Check:
     """The version's eval run was full and passes every gate of the config now in force, on the same eval set."""
-    from pytest_genai.config import load_config
-    from pytest_genai.evalset import load_eval_set
-    from pytest_genai.gates import evaluate_gates
-
     config = load_config(config_path)
     tags = version.tags or {}
     run_id = tags.get(names.TAG_EVAL_RUN_ID)
@@ -116,9 +120,6 @@ def gate_check(client: Any, version: Any, config_path: Path) -> Check:
 def _logged_cis(metrics: Mapping[str, float], kind: str) -> dict[str, Any]:
     """The eval's confidence intervals (`<m>_ci_low/high`) or paired delta CIs (`<m>_delta_ci_low/high`), as logged
     by the run, so CI and baseline gates of the config in force are checked against what the eval measured."""
-    from pytest_genai.compare.names import stat_name
-    from pytest_genai.stats.ci import CI
-
     suffix = f"_{kind}_low"
     out: dict[str, Any] = {}
     for key, low in metrics.items():
@@ -138,25 +139,16 @@ def _logged_cis(metrics: Mapping[str, float], kind: str) -> dict[str, Any]:
 def reeval_check(client: Any, name: str, version: Any, config_path: Path) -> Check:
     """Load the registered model itself and answer the eval set: the answers and retrieved documents must be the
     ones logged in its eval run, case by case (compared after the same sanitizer)."""
-    import tempfile
-
     import mlflow.pyfunc
-
-    from pytest_genai.config import load_config
-    from pytest_genai.evalset import load_eval_set
-    from pytest_genai.runlog import read_results
-    from pytest_genai.sanitize import Sanitizer
 
     config = load_config(config_path)
     run_id = (version.tags or {}).get(names.TAG_EVAL_RUN_ID)
-    with tempfile.TemporaryDirectory() as tmp:
-        client.download_artifacts(run_id, "results.jsonl", tmp)
-        logged = {r.id: r for r in read_results(Path(tmp))}
+    eval_run = resolve(f"runs:/{run_id}", uri=None, client=client, with_results=True)
+    logged = {r.id: r for r in eval_run.record.results}
     eval_path = config.resolve_path("eval.set")
     assert eval_path is not None
     cases = [c for c in load_eval_set(eval_path).cases if c.id in logged]
     rows = [{"id": c.id, "question": c.question, **({"context": c.context} if c.context else {})} for c in cases]
-    from pytest_genai.environ import overridden
 
     try:
         with overridden({"GENAI_MONITOR_SINK": "off"}):  # a re-evaluation is not production traffic: nothing recorded

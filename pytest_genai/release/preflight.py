@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_genai.release.register import RegistryError, code_paths, pip_requirements
+from pytest_genai.tracking import mlflow_client
 
 MAX_SHOWN = 3  # dirty paths or drifted packages named in the one-line reason
 
@@ -81,11 +82,10 @@ def check_registry_access(uri: str | None, model_name: str) -> None:
     description), so a read-only user finds out now."""
     if (uri or "").startswith("sqlite:"):
         return
-    from pytest_genai.tracking.mlflow_store import _bounded, _client, _quiet
 
     try:
-        with _quiet(), _bounded(0, 30):
-            client = _client(uri)
+        with mlflow_client.quiet(), mlflow_client.bounded(0, 30):
+            client = mlflow_client.client(uri)
             found = client.search_registered_models(filter_string=f"name = '{model_name}'", max_results=1)
             if found:
                 client.update_registered_model(model_name, description=found[0].description or "")

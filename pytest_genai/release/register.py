@@ -14,8 +14,14 @@ from typing import Any, Sequence
 
 from pytest_genai import names
 from pytest_genai.config.pipeline_spec import artifacts_digest
+from pytest_genai.evalset import load_eval_set
+from pytest_genai.rag.index import index_dir
 from pytest_genai.release.bundle import BUNDLE_ARTIFACT, BUNDLE_FORMAT, BundleError, package_version, write_bundle
+from pytest_genai.release.history import append_history
 from pytest_genai.release.probe import ask_in_fresh_process
+from pytest_genai.tracking import mlflow_client
+from pytest_genai.tracking.envlock import normalize, read_lock
+from pytest_genai.tracking.mlflow_client import in_experiment, use_tracking_uri
 
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 MODEL_NAME_IN_RUN = "model"
@@ -122,8 +128,6 @@ def check_registry_store(uri: str | None) -> None:
 
 def pip_requirements(lock_path: Path | None) -> list[str]:
     """The model's environment is the project's lock, pin for pin (never inferred from imports)."""
-    from pytest_genai.tracking.envlock import read_lock
-
     if lock_path is None or not lock_path.is_file():
         raise RegistryError(f"env.lock_file {lock_path} does not exist: a registered model's pip requirements come from "
                             "the project's lock (create it with `pytest-genai lock`, or point env.lock_file at it)")
@@ -135,8 +139,6 @@ def code_paths(spec: str, lock_pins: Sequence[str]) -> list[str]:
     """A custom pipeline's code travels with the model (its top-level package or module), unless it comes from
     an installed distribution that the lock pins (then the requirements install it)."""
     from importlib.metadata import packages_distributions
-
-    from pytest_genai.tracking.envlock import normalize
 
     if ":" not in spec or spec.startswith("builtin:"):
         return []
@@ -174,8 +176,6 @@ def signature(rag: bool) -> Any:
 def probe_row(config: Any, record: Any) -> dict[str, Any]:
     """The question the packaged model is asked before it is registered: the first case of the eval set that the
     run answered without an error, as the eval asked it (its id, so its seed; its context)."""
-    from pytest_genai.evalset import load_eval_set
-
     answered = [r.id for r in record.results if r.error is None and r.answer is not None]
     path = config.resolve_path("eval.set")
     cases = list(load_eval_set(path).cases) if path is not None and path.is_file() else []
@@ -217,14 +217,9 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
     it to the eval run, create the version, set the alias, record the history. `record` must have passed `refusal`.
     For builtin:rag the index of the run's fingerprint (in the index cache, where the eval's workers built or loaded
     it) is packaged."""
-    from pytest_genai.rag.index import index_dir
-
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
-
-    from pytest_genai.release.history import append_history
-    from pytest_genai.tracking.mlflow_store import _client, _quiet, in_experiment, use_tracking_uri
 
     check_registry_store(uri)
     run_id = str(record.tracking.run_id)
@@ -232,7 +227,7 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
     paths = code_paths(config.pipeline.factory, reqs)
     rag = config.pipeline.factory == "builtin:rag"
     example = [{"question": sanitizer.text(record.results[0].question) if record.results else "What is this model for?"}]
-    with _quiet(), tempfile.TemporaryDirectory(prefix="genai-bundle-") as tmp, use_tracking_uri(uri):
+    with mlflow_client.quiet(), tempfile.TemporaryDirectory(prefix="genai-bundle-") as tmp, use_tracking_uri(uri):
         bundle = Path(tmp) / BUNDLE_ARTIFACT
         try:
             fp = record.provenance.index_fingerprint
@@ -245,7 +240,7 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
             path=str(probe_dir), python_model=str(MODEL_CODE), artifacts={BUNDLE_ARTIFACT: str(bundle)},
             code_paths=paths or None, pip_requirements=reqs, signature=signature(rag))
         check_answers(probe_dir, config=config, record=record, sanitizer=sanitizer)
-        client = _client(uri)
+        client = mlflow_client.client(uri)
         with in_experiment(str(client.get_run(run_id).info.experiment_id)):
             model_info = Model.log(
                 artifact_path=None, name=MODEL_NAME_IN_RUN, flavor=_PyfuncFromCode, flavor_name="pyfunc.ModelFromCode",

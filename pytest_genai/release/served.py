@@ -12,10 +12,33 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pytest_genai.monitor.record import (ModelIdentity, Recorder, SinkError, identity_of, new_request_id, request_record,
-                                         sink_from_config)
-from pytest_genai.release.bundle import (CONFIG_FILE, INDEX_DIR, BundleError, BundleInfo, check_artifacts, check_release,
-                                         read_bundle_info)
+from pytest_genai.config import ConfigError, load_config
+from pytest_genai.context import PipelineContext, start_ledger, take_ledger
+from pytest_genai.monitor.record import (
+    ModelIdentity,
+    Recorder,
+    SinkError,
+    identity_of,
+    new_request_id,
+    request_record,
+    sink_from_config,
+)
+from pytest_genai.pipelines import build_pipeline
+from pytest_genai.pipelines.base import accepts_seed, capabilities
+from pytest_genai.prompts import PromptError, load_prompt
+from pytest_genai.release.bundle import (
+    CONFIG_FILE,
+    INDEX_DIR,
+    BundleError,
+    BundleInfo,
+    check_artifacts,
+    check_release,
+    read_bundle_info,
+)
+from pytest_genai.runtime import Runtime
+from pytest_genai.safety.guard import Guard
+from pytest_genai.sanitize import Sanitizer, headline
+from pytest_genai.scoring import as_answer
 from pytest_genai.types import Answer, Case, Usage
 
 INPUT_COLUMNS = ("question", "context", "id")
@@ -34,14 +57,6 @@ class ServedPipeline:
 
     @classmethod
     def load(cls, bundle: Path) -> "ServedPipeline":
-        from pytest_genai.config import ConfigError, load_config
-        from pytest_genai.context import PipelineContext
-        from pytest_genai.pipelines import build_pipeline
-        from pytest_genai.prompts import PromptError, load_prompt
-        from pytest_genai.runtime import Runtime
-        from pytest_genai.safety.guard import Guard
-        from pytest_genai.sanitize import Sanitizer
-
         info = read_bundle_info(bundle)
         check_release(info)
         check_artifacts(bundle, info)
@@ -123,10 +138,6 @@ class ServedPipeline:
     def _answer(self, cases: Sequence[Case]) -> tuple[list["_Answered"], BaseException | None]:
         """Each case's answer, measured latency and error (a failing batch fails its rows only); the first
         failure is returned too, for a request in which no row was answered."""
-        from pytest_genai.context import start_ledger, take_ledger
-        from pytest_genai.pipelines.base import accepts_seed, capabilities
-        from pytest_genai.scoring import as_answer
-
         caps = capabilities(self.pipeline)
         size = int(self.config.get("llm.batch_size") or 1)
         out: list[_Answered] = []
@@ -235,6 +246,4 @@ def _plain(value: Any) -> Any:
 
 def _last_line(error: str | None) -> str:
     """What a client sees of a failed row: the exception line of the (sanitized) traceback."""
-    from pytest_genai.sanitize import headline
-
     return headline(error, "the pipeline failed")

@@ -1,16 +1,20 @@
-"""`pytest-genai report RUN --out FILE`: the static HTML report of a stored run (a run folder or an MLflow run id),
-the same page a session writes as report.html. Exit 0: written; 2: the run could not be read or the file written."""
+"""`pytest-genai report RUN --out FILE`: the static HTML report of a stored run (a run folder or an MLflow run id;
+any reference of tracking.runref), the same page a session writes as report.html. Exit 0: written; 2: the run
+could not be read or the file written."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-COMPARISON_FILE = "comparison.json"  # pytest_genai.tracking.local.COMPARISON_FILE (not imported: parser set-up stays light)
+from pytest_genai.report.html import regressed_from_comparison, render_html
+from pytest_genai.run_folder import COMPARISON_FILE  # a foundation module: parser set-up stays light
+from pytest_genai.runlog import RunLogError
+from pytest_genai.tracking.mlflow_client import command_tracking_uri
+from pytest_genai.tracking.runref import opened
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -23,11 +27,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
-    from pytest_genai.report.html import regressed_from_comparison, render_html
-    from pytest_genai.runlog import RunLogError
-
-    from pytest_genai.tracking.mlflow_store import command_tracking_uri
-
     try:
         record, comparison, where = load(args.run, command_tracking_uri(args.tracking_uri))
         page = render_html(record, regressed_from_comparison(comparison))
@@ -45,16 +44,11 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
 
 
 def load(ref: str, uri: str | None) -> tuple[Any, Mapping[str, Any] | None, str]:
-    """(record with its results, comparison.json or None, where it came from)."""
-    from pytest_genai.runlog import read_run
-
-    path = Path(ref)
-    if path.is_dir():
-        return read_run(path, with_results=True), _read_json(path / COMPARISON_FILE), str(path)
-    from pytest_genai.compare.baseline import record_from_mlflow
-
-    record, where = record_from_mlflow(ref, uri, with_results=True)
-    return record, _mlflow_comparison(ref, uri), where
+    """(record with its results, comparison.json or None, where it came from): any run reference
+    (tracking.runref), an MLflow run's comparison.json downloaded with its record when it has one."""
+    with opened(ref, uri=uri, with_results=True, artifacts=(COMPARISON_FILE,)) as found:
+        assert found.folder is not None
+        return found.record, _read_json(found.folder / COMPARISON_FILE), found.where
 
 
 def _read_json(path: Path) -> Mapping[str, Any] | None:
@@ -63,15 +57,3 @@ def _read_json(path: Path) -> Mapping[str, Any] | None:
     except (OSError, ValueError):
         return None  # no comparison (or an unreadable one): the record's own regressed list is used
     return data if isinstance(data, dict) else None
-
-
-def _mlflow_comparison(run_id: str, uri: str | None) -> Mapping[str, Any] | None:
-    """comparison.json of an MLflow run, when it was compared with a baseline (every regressed case)."""
-    from pytest_genai.tracking.mlflow_store import _bounded, _client, _quiet
-
-    with _quiet(), _bounded(0, 30), tempfile.TemporaryDirectory(prefix="genai-report-") as tmp:
-        try:
-            local = _client(uri).download_artifacts(run_id, COMPARISON_FILE, tmp)
-        except Exception:
-            return None  # not compared: nothing to download
-        return _read_json(Path(local))

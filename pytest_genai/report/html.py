@@ -6,22 +6,26 @@ The summary parts (provenance, gates, metrics, histograms) are HTML escaped here
 JSON in a `<script type="application/json">` element and the table is built in the browser with `textContent`
 only, in chunks, with the details of a row built when it is first opened: 10,000 cases stay a few MB and the page
 stays responsive. A Content-Security-Policy allows nothing but this page's own script and style (by hash): no
-request can leave the page, and an injected script would not run."""
+request can leave the page, and an injected script would not run. The page skeleton, the CSS and the JS are
+package data: report/templates/."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import json
 import math
+from importlib import resources
 from typing import Any, Iterable, Mapping, Sequence
 
-from pytest_genai.report.terminal import _is_stat, _metric_order, ci_text, delta_text, fmt, gate_verdict
+from pytest_genai.compare.baseline import describe
+from pytest_genai.metrics.registry import METRICS
+from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order
 from pytest_genai.runlog import RunRecord
 from pytest_genai.types import CaseResult
 
-REPORT_FILE = "report.html"
 HIST_BINS = 30
 PAGE_ALL_UP_TO = 500  # smaller runs show every case on one page; larger ones 250 a page (the DOM stays small)
 
@@ -48,16 +52,27 @@ def render_html(record: RunRecord, regressed: Mapping[str, Sequence[str]] | None
         _cases_section(record, changes),
     ])
     title = f"pytest-genai report · {record.provenance.pipeline or 'run'} · {record.started_at}"
-    csp = (f"default-src 'none'; script-src '{_sha256(_JS)}'; style-src '{_sha256(_CSS)}'; img-src data:; "
+    # the exact texts of the <style> and <script> elements: a CSP hash covers an element's whole text
+    style, script = "\n" + _template("report.css"), "\n" + _template("report.js")
+    csp = (f"default-src 'none'; script-src '{_sha256(script)}'; style-src '{_sha256(style)}'; img-src data:; "
            "base-uri 'none'; form-action 'none'")
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_e(csp)}\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        "<meta name=\"referrer\" content=\"no-referrer\">\n"
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n"
-        f"<script type=\"application/json\" id=\"genai-cases\">{data}</script>\n"
-        f"<script>{_JS}</script>\n</body>\n</html>\n")
+    return _page().render(csp=_e(csp), title=_e(title), style=style, body=body, cases_json=data, script=script)
+
+
+@functools.cache
+def _template(name: str) -> str:
+    """A file of report/templates/ (package data), read once."""
+    return resources.files(__package__).joinpath("templates", name).read_text("utf-8")
+
+
+def _page() -> Any:
+    """The page skeleton (templates/report.html.j2). Autoescaped: a value it does not mark `|safe` is escaped; the
+    ones it marks are HTML escaped here, the CSS, the JS and the JSON escaped for a <script> element. Compiled per
+    call (a few ms a report), so a jinja2 re-imported by pytester's in-process runs is never mixed with an old one."""
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
+    return env.from_string(_template("report.html.j2"))
 
 
 def _sha256(text: str) -> str:
@@ -158,8 +173,6 @@ def _gates(record: RunRecord) -> str:
 
 
 def _metrics(record: RunRecord) -> str:
-    from pytest_genai.metrics.registry import METRICS
-
     if not record.metrics:
         return "<p class=\"muted\">No metrics.</p>"
     cis = record.cis or {}
@@ -170,8 +183,8 @@ def _metrics(record: RunRecord) -> str:
     head = ["metric", "value", "unit"] + ([level] if cis else []) + (["baseline", "delta (paired CI)"] if deltas else [])
     gated = {g.metric for g in record.gates}
     rows = []
-    for name in _metric_order(record):
-        if _is_stat(name, record):
+    for name in metric_order(record):
+        if is_stat(name, record):
             continue
         unit = record.metric_units.get(name) or (METRICS.get(name).unit if name in METRICS else "")
         row = [_e(name) + (" <span class=\"tag\">gate</span>" if name in gated else ""),
@@ -192,8 +205,6 @@ def _metrics(record: RunRecord) -> str:
 
 def _delta_class(name: str, d: Any) -> str:
     """Green or red only when the paired CI excludes 0 (a change this eval set can tell from noise)."""
-    from pytest_genai.metrics.registry import METRICS
-
     if d is None or not d.excludes(0.0) or name not in METRICS or METRICS.get(name).higher_is_better is None:
         return "delta"
     better = (d.point > 0) == bool(METRICS.get(name).higher_is_better)
@@ -204,7 +215,6 @@ def _baseline(record: RunRecord, changes: Mapping[str, Sequence[str]]) -> str:
     b = record.baseline
     if b is None:
         return ""
-    from pytest_genai.compare.baseline import describe
 
     if not b.available:
         return _section("Baseline", f"<p class=\"warn\">No baseline ({_e(b.note or 'not resolved')}): baseline gates "
@@ -348,275 +358,3 @@ def _cases_section(record: RunRecord, changes: Mapping[str, Sequence[str]]) -> s
             "prompt, retrieved chunks and safety flags. Filters combine (all checked must hold); large runs show a page at a time.</p>")
     return _section(f"Cases ({n})", controls + hint + table, "cases-section")
 
-
-_CSS = """
-:root{--fg:#1b1f24;--muted:#5c6670;--bg:#fff;--line:#d8dee4;--head:#f3f5f7;--pass:#116329;--fail:#b3261e;--warn:#8a5300;
---skip:#6e5b00;--bar:#3a6ea5;--mark:#b3261e;--sel:#eef4fb}
-@media (prefers-color-scheme:dark){:root{--fg:#e6e9ec;--muted:#9aa4ae;--bg:#15181b;--line:#30363d;--head:#1e2329;
---pass:#4ac26b;--fail:#ff7b72;--warn:#d29922;--skip:#c9b44a;--bar:#6ea8e6;--mark:#ff7b72;--sel:#1d2733}}
-*{box-sizing:border-box}
-body{margin:0 auto;max-width:1400px;padding:16px 24px;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
-sans-serif;color:var(--fg);background:var(--bg)}
-h1{font-size:22px;margin:0 0 8px}h2{font-size:17px;margin:24px 0 8px;border-bottom:1px solid var(--line)}
-code,pre{font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-pre{white-space:pre-wrap;word-break:break-word;background:var(--head);padding:8px;margin:4px 0;border-radius:4px;
-max-height:24em;overflow:auto}
-table{border-collapse:collapse;margin:4px 0}th,td{border-bottom:1px solid var(--line);padding:3px 8px;text-align:left;
-vertical-align:top}thead th{background:var(--head);position:sticky;top:0}
-table.kv th{font-weight:600;white-space:nowrap;color:var(--muted)}table.kv td{word-break:break-all}
-.badges .badge{display:inline-block;padding:2px 10px;margin-right:8px;border-radius:10px;border:1px solid currentColor;
-font-weight:600}
-.pass{color:var(--pass)}.fail{color:var(--fail)}.warn{color:var(--warn)}.skip{color:var(--skip)}.muted{color:var(--muted)}
-.v{font-weight:600}.tag{font-size:11px;color:var(--muted);border:1px solid var(--line);border-radius:6px;padding:0 4px}
-.errors{border:1px solid var(--fail);padding:4px 12px;border-radius:4px}.errors h2{color:var(--fail);border:0}
-.hists{display:flex;flex-wrap:wrap;gap:24px}figure{margin:0}figcaption{color:var(--muted);margin-bottom:4px}
-svg text{font-size:11px;fill:var(--muted)}svg .axis{stroke:var(--muted)}svg .bar{fill:var(--bar)}
-svg line.mark{stroke:var(--mark);stroke-dasharray:3 2}svg text.mark{fill:var(--mark)}
-.controls{display:flex;flex-wrap:wrap;gap:14px;align-items:center;margin:8px 0}
-.controls input[type=search]{padding:4px 8px;font:inherit;color:inherit;background:var(--bg);border:1px solid var(--line);
-border-radius:4px}#count{color:var(--muted)}
-table.cases{width:100%}table.cases td{white-space:nowrap}table.cases td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.cases th button{all:unset;cursor:pointer;font-weight:600}table.cases th[aria-sort=ascending] button::after{content:" \\25b2"}
-table.cases th[aria-sort=descending] button::after{content:" \\25bc"}
-table.cases tr.case{cursor:pointer}table.cases tr.case:hover,table.cases tr.open{background:var(--sel)}
-table.cases td.id button{all:unset;cursor:pointer;color:var(--bar);text-decoration:underline}
-tr.detail>td{white-space:normal;background:var(--bg);padding:8px 16px 16px}
-.detail dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}.detail dt{font-weight:600;color:var(--muted)}
-.detail dd{margin:0;min-width:0}.detail table td{white-space:nowrap}
-.pager{display:flex;gap:10px;align-items:center;margin:4px 0}.pager button,.pager select{font:inherit}
-"""
-
-_JS = r"""
-(function () {
-  "use strict";
-  var doc = JSON.parse(document.getElementById("genai-cases").textContent);
-  var F = {}, R = {};
-  doc.fields.forEach(function (n, i) { F[n] = i; });
-  doc.retrieved_fields.forEach(function (n, i) { R[n] = i; });
-  var rows = doc.rows, N = rows.length;
-  var body = document.getElementById("cases-body");
-  var countEl = document.getElementById("count");
-  var els = new Array(N), details = new Array(N), open = new Array(N), hay = null;
-  var order = [], view = [], i;
-  for (i = 0; i < N; i++) order.push(i);
-  // the table shows one page of the filtered, sorted cases: the DOM holds at most `size` rows, so sorting,
-  // filtering and searching 10,000 cases only touch arrays (rows and their details are built when first shown)
-  var state = { failed: false, regressed: false, flagged: false, q: "", key: null, dir: 1, page: 0, size: 0 };
-
-  function failed(c) { return c[F.error] !== null || (c[F.expect_failures] || []).length > 0; }
-  function flagged(c) { return (c[F.safety_flags] || []).length > 0 || c[F.blocked] === 1; }
-  function flagText(c) {
-    var f = (c[F.safety_flags] || []).slice();
-    if (c[F.blocked] === 1) f.push("blocked");
-    if (c[F.critical] === 1) f.push("critical");
-    return f.join(", ");
-  }
-  function num(x, d) {
-    if (x === null || x === undefined) return "-";
-    if (Number.isInteger(x)) return String(x);
-    return Math.abs(x) >= 1e-3 ? String(Number(x.toPrecision(d || 4))) : x.toExponential(2);
-  }
-  function el(tag, text, cls) {
-    var e = document.createElement(tag);
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    if (cls) e.className = cls;
-    return e;
-  }
-  function makeRow(k) {
-    var c = rows[k], tr = el("tr", null, "case");
-    tr.dataset.i = k;
-    tr.dataset.id = c[F.id];
-    tr.appendChild(el("td", k + 1, "num"));
-    var idc = el("td", null, "id"), b = el("button", c[F.id]);
-    b.type = "button";
-    b.setAttribute("aria-expanded", "false");
-    idc.appendChild(b);
-    tr.appendChild(idc);
-    var bad = failed(c);
-    tr.appendChild(el("td", bad ? (c[F.error] !== null ? "error" : "fail") : "pass", bad ? "fail" : "pass"));
-    tr.appendChild(el("td", num(c[F.em]), "num"));
-    tr.appendChild(el("td", num(c[F.f1]), "num"));
-    tr.appendChild(el("td", num(c[F.latency_ms], 5), "num"));
-    tr.appendChild(el("td", c[F.input_tokens] + " / " + c[F.output_tokens], "num"));
-    tr.appendChild(el("td", num(c[F.cost_usd]), "num"));
-    tr.appendChild(el("td", flagText(c), flagged(c) ? "warn" : ""));
-    tr.appendChild(el("td", c[F.regressed] ? c[F.regressed].join("; ") : "", "fail"));
-    return tr;
-  }
-  function haystack(k) {
-    var c = rows[k], parts = [c[F.id], c[F.question], c[F.answer] || "", (c[F.gold] || []).join("\n"),
-      c[F.error] || "", flagText(c), (c[F.expect_failures] || []).join("\n"), (c[F.regressed] || []).join("\n")];
-    (c[F.retrieved] || []).forEach(function (r) { parts.push(r[R.chunk_id], r[R.doc_id]); });
-    return parts.join("\n").toLowerCase();
-  }
-  function matches(k) {
-    var c = rows[k];
-    if (state.failed && !failed(c)) return false;
-    if (state.flagged && !flagged(c)) return false;
-    if (state.regressed && !c[F.regressed]) return false;
-    if (state.q) {
-      if (hay === null) { hay = new Array(N); for (var j = 0; j < N; j++) hay[j] = haystack(j); }
-      if (hay[k].indexOf(state.q) < 0) return false;
-    }
-    return true;
-  }
-  function sortValue(k, key) {
-    var c = rows[k];
-    switch (key) {
-      case "i": return k;
-      case "id": return c[F.id];
-      case "pass": return failed(c) ? 0 : 1;
-      case "tokens": return c[F.input_tokens] + c[F.output_tokens];
-      case "flags": return flagText(c);
-      case "regressed": return c[F.regressed] ? c[F.regressed].length : 0;
-      default: return c[F[key]];
-    }
-  }
-  function resort() {
-    var key = state.key, dir = state.dir, vals = new Array(N), k;
-    order = [];
-    for (k = 0; k < N; k++) { order.push(k); vals[k] = key === null ? k : sortValue(k, key); }
-    if (key === null) return;
-    order.sort(function (a, b) {
-      var x = vals[a], y = vals[b];
-      if (x === null || x === undefined) return (y === null || y === undefined) ? a - b : 1;  // no value: last
-      if (y === null || y === undefined) return -1;
-      if (x < y) return -dir;
-      if (x > y) return dir;
-      return a - b;
-    });
-  }
-  function refilter() {
-    view = order.filter(matches);
-    var pages = pageCount();
-    if (state.page >= pages) state.page = pages - 1;
-  }
-  function pageCount() { return state.size > 0 ? Math.max(1, Math.ceil(view.length / state.size)) : 1; }
-  function draw() {
-    var size = state.size > 0 ? state.size : view.length, start = state.page * size;
-    var frag = document.createDocumentFragment();
-    view.slice(start, start + size).forEach(function (k) {
-      if (!els[k]) els[k] = makeRow(k);
-      frag.appendChild(els[k]);
-      if (open[k]) frag.appendChild(details[k]);
-    });
-    body.textContent = "";
-    body.appendChild(frag);
-    var pages = pageCount(), d = document.body.dataset;
-    countEl.textContent = view.length === N ? N + " cases" : view.length + " of " + N + " cases match";
-    document.getElementById("page").textContent = "page " + (state.page + 1) + " of " + pages;
-    document.getElementById("prev").disabled = state.page === 0;
-    document.getElementById("next").disabled = state.page >= pages - 1;
-    d.shown = String(view.length);
-    d.q = state.q;
-    d.page = String(state.page + 1);
-    d.pages = String(pages);
-  }
-  function update(sort) {
-    if (sort) resort();
-    refilter();
-    draw();
-  }
-  function dl(pairs) {
-    var d = el("dl");
-    pairs.forEach(function (p) {
-      if (p[1] === null || p[1] === undefined) return;
-      d.appendChild(el("dt", p[0]));
-      var dd = el("dd");
-      if (p[1] instanceof Node) dd.appendChild(p[1]); else dd.textContent = String(p[1]);
-      d.appendChild(dd);
-    });
-    return d;
-  }
-  function list(items) {
-    var ul = el("ul");
-    items.forEach(function (t) { ul.appendChild(el("li", t)); });
-    return ul;
-  }
-  function chunks(rs) {
-    var t = el("table"), h = el("tr"), th = el("thead"), tb = el("tbody");
-    ["rank", "chunk", "doc", "score", "used in context"].forEach(function (n) { h.appendChild(el("th", n)); });
-    th.appendChild(h);
-    t.appendChild(th);
-    rs.forEach(function (r) {
-      var tr = el("tr");
-      tr.appendChild(el("td", r[R.rank], "num"));
-      tr.appendChild(el("td", r[R.chunk_id]));
-      tr.appendChild(el("td", r[R.doc_id]));
-      tr.appendChild(el("td", num(r[R.score]), "num"));
-      tr.appendChild(el("td", r[R.used] === null ? "-" : (r[R.used] ? "yes" : "no")));
-      tb.appendChild(tr);
-    });
-    t.appendChild(tb);
-    return t;
-  }
-  function makeDetail(k) {
-    var c = rows[k], tr = el("tr", null, "detail"), td = el("td");
-    td.colSpan = 10;
-    var flags = flagText(c);
-    var safety = c[F.safety_flags] === null ? "not checked" : (flags || "none");
-    if (c[F.toxicity] !== null) safety += " (toxicity " + num(c[F.toxicity]) + ")";
-    var measured = "EM " + num(c[F.em]) + " · F1 " + num(c[F.f1]) + " · latency " + num(c[F.latency_ms], 5) +
-      " ms · tokens " + c[F.input_tokens] + " in / " + c[F.output_tokens] + " out · cost " + num(c[F.cost_usd]) + " USD";
-    if (c[F.hit_at_k] !== null) measured += " · hit@k " + num(c[F.hit_at_k]);
-    if (c[F.reciprocal_rank] !== null) measured += " · RR " + num(c[F.reciprocal_rank]);
-    if (c[F.cached] !== null) measured += c[F.cached] ? " · cached" : " · not cached";
-    var rs = c[F.retrieved] || [];
-    td.appendChild(dl([
-      ["case", c[F.id]],
-      ["question", el("pre", c[F.question])],
-      ["answer", c[F.answer] === null ? "(no answer)" : el("pre", c[F.answer], "answer")],
-      ["gold answers", list(c[F.gold] || [])],
-      ["measured", measured],
-      ["error", c[F.error] === null ? null : el("pre", c[F.error], "fail")],
-      ["expect failures", (c[F.expect_failures] || []).length ? list(c[F.expect_failures]) : null],
-      ["regressed", c[F.regressed] ? c[F.regressed].join("; ") : null],
-      ["safety", safety],
-      ["retrieved", rs.length ? chunks(rs) : null],
-      ["rendered prompt", c[F.prompt] === null ? "(not recorded)" : el("pre", c[F.prompt], "prompt")]
-    ]));
-    tr.appendChild(td);
-    return tr;
-  }
-  function toggle(k) {
-    open[k] = !open[k];
-    if (open[k] && !details[k]) details[k] = makeDetail(k);
-    var tr = els[k];
-    tr.classList.toggle("open", open[k]);
-    tr.querySelector("td.id button").setAttribute("aria-expanded", String(open[k]));
-    if (open[k]) tr.after(details[k]); else if (details[k].parentNode) details[k].remove();
-  }
-  body.addEventListener("click", function (ev) {
-    var tr = ev.target.closest("tr.case");
-    if (tr && !String(window.getSelection ? window.getSelection() : "").length) toggle(Number(tr.dataset.i));
-  });
-  document.querySelectorAll("#cases thead th").forEach(function (th) {
-    th.querySelector("button").addEventListener("click", function () {
-      var key = th.dataset.key;
-      state.dir = state.key === key ? -state.dir : 1;
-      state.key = key;
-      state.page = 0;
-      document.querySelectorAll("#cases thead th").forEach(function (o) { o.setAttribute("aria-sort", "none"); });
-      th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending");
-      update(true);
-    });
-  });
-  ["failed", "regressed", "flagged"].forEach(function (name) {
-    var box = document.getElementById("f-" + name);
-    state[name] = box.checked;
-    box.addEventListener("change", function () { state[name] = box.checked; state.page = 0; update(false); });
-  });
-  var q = document.getElementById("q"), size = document.getElementById("size"), timer = null;
-  state.q = q.value.trim().toLowerCase();
-  q.addEventListener("input", function () {
-    clearTimeout(timer);
-    timer = setTimeout(function () { state.q = q.value.trim().toLowerCase(); state.page = 0; update(false); }, 120);
-  });
-  state.size = Number(size.value);
-  size.addEventListener("change", function () { state.size = Number(size.value); state.page = 0; update(false); });
-  document.getElementById("prev").addEventListener("click", function () { state.page--; draw(); });
-  document.getElementById("next").addEventListener("click", function () { state.page++; draw(); });
-  update(true);
-  document.body.dataset.ready = "1";
-})();
-"""

@@ -12,7 +12,13 @@ import math
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
-from pytest_genai.report.terminal import _is_stat, _metric_order, ci_text, delta_text, fmt, gate_verdict
+from pytest_genai.compare.baseline import describe
+from pytest_genai.compare.pairing import case_passed
+from pytest_genai.metrics.registry import METRICS
+from pytest_genai.report.html import regressed_from_comparison
+from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order
+from pytest_genai.runlog import is_skipped
+from pytest_genai.sanitize import headline
 
 MAX_CHARS = 50_000  # well under GitHub's 65,536 per comment (and its 1 MiB step summary)
 TOP_CASES = 10  # failing and regressed cases listed
@@ -143,8 +149,6 @@ def _errors(record: Any) -> list[str]:
 
 
 def _skipped(g: Any) -> bool:
-    from pytest_genai.gates import is_skipped
-
     return bool(is_skipped(g))
 
 
@@ -164,8 +168,6 @@ def _gates(record: Any) -> list[str]:
 
 def _metric_rows(record: Any, names: Iterable[str], cis: Mapping[str, Any], deltas: Mapping[str, Any],
                  base: Mapping[str, float]) -> list[list[str]]:
-    from pytest_genai.metrics.registry import METRICS
-
     rows = []
     for name in names:
         metric = METRICS.get(name) if name in METRICS else None
@@ -198,7 +200,7 @@ class _MetricView:
         b = record.baseline
         self.deltas = b.deltas if b is not None and b.available else {}
         self.base = b.baseline_metrics if b is not None and b.available else {}
-        self.shown = [n for n in _metric_order(record) if not _is_stat(n, record)]
+        self.shown = [n for n in metric_order(record) if not is_stat(n, record)]
         gated = {g.metric for g in record.gates}
         clear = {n for n, d in self.deltas.items() if d.excludes(0.0)}
         self.headline = [n for n in self.shown if n in HEADLINE or n in gated | clear]  # in registry order
@@ -241,7 +243,6 @@ def _baseline_line(record: Any) -> list[str]:
         return []
     if not b.available:
         return [f"Baseline: none ({code(b.note or 'not resolved', 200)}); baseline gates skipped.", ""]
-    from pytest_genai.compare.baseline import describe
 
     parts = [f"{b.cases_paired} cases paired"]
     if b.intersect:
@@ -252,15 +253,11 @@ def _baseline_line(record: Any) -> list[str]:
 
 
 def _failed(r: Any) -> bool:
-    from pytest_genai.compare.pairing import case_passed
-
     return not case_passed(r)
 
 
 def _why(r: Any) -> str:
     if r.error:
-        from pytest_genai.sanitize import headline
-
         return headline(str(r.error), str(r.error))
     return "; ".join(r.expect_failures)
 
@@ -290,7 +287,6 @@ def _regressed(record: Any, comparison: Mapping[str, Any] | None) -> list[str]:
     b = record.baseline
     if b is None or not b.available:
         return []
-    from pytest_genai.report.html import regressed_from_comparison
 
     every = regressed_from_comparison(comparison)
     changes = list(every.items()) if every is not None else [(c.id, tuple(c.reasons)) for c in b.regressed]

@@ -4,7 +4,13 @@ record only: the same lines at the end of a session and in `pytest-genai show`."
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Iterable, NamedTuple
+
+from pytest_genai.compare.baseline import describe
+from pytest_genai.metrics.registry import METRICS
+from pytest_genai.runlog import is_skipped
 
 
 class Line(NamedTuple):
@@ -22,10 +28,8 @@ def fmt(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) >= 1e-3 else f"{value:.3e}"
 
 
-def _metric_order(record: Any) -> list[str]:
-    import pytest_genai.metrics.builtin  # noqa: F401
-    from pytest_genai.metrics.registry import METRICS
-
+def metric_order(record: Any) -> list[str]:
+    """The record's metric names: the registry's order first, then the others as the record has them."""
     names = [n for n in METRICS if n in record.metrics]
     return names + [n for n in record.metrics if n not in names]
 
@@ -33,7 +37,7 @@ def _metric_order(record: Any) -> list[str]:
 _STAT_SUFFIXES = ("_delta_ci_low", "_delta_ci_high", "_ci_low", "_ci_high", "_delta", "_mcnemar_p")
 
 
-def _is_stat(name: str, record: Any) -> bool:
+def is_stat(name: str, record: Any) -> bool:
     """A flat comparison metric (f1_ci_low, em_mcnemar_p, ...): logged to MLflow, shown in its own columns."""
     for suffix in _STAT_SUFFIXES:
         base = name[: -len(suffix)]
@@ -56,8 +60,6 @@ def delta_text(ci: Any) -> str:
 
 
 def gate_verdict(g: Any, enforced: bool) -> str:
-    from pytest_genai.gates import is_skipped
-
     if is_skipped(g):
         reason = g.reason.split(":", 1)[1].strip() if g.reason.startswith("skipped:") else g.reason
         return f"skipped ({reason})"
@@ -68,8 +70,6 @@ def gate_verdict(g: Any, enforced: bool) -> str:
 def summary_lines(record: Any) -> list[Line]:
     """The metric table with units, CIs, deltas against the baseline and gate verdicts, then the comparison,
     status and errors: everything from the record."""
-    from pytest_genai.metrics.registry import METRICS
-
     out: list[Line] = []
     p = record.provenance
     if p.env_drift:
@@ -88,7 +88,7 @@ def summary_lines(record: Any) -> list[Line]:
     head = ["metric", "value"] + ([level] if cis else []) + (["vs baseline (delta, paired CI)"] if deltas else []) \
         + ["unit", "gate", "result"]
     rows: list[list[str]] = [head]
-    shown = [m for m in _metric_order(record) if not _is_stat(m, record)]
+    shown = [m for m in metric_order(record) if not is_stat(m, record)]
     for metric in shown + [m for m in by_metric if m not in record.metrics]:
         unit = record.metric_units.get(metric) or (METRICS.get(metric).unit if metric in METRICS else "")
         for i, g in enumerate(by_metric.get(metric) or [None]):
@@ -120,8 +120,6 @@ def summary_lines(record: Any) -> list[Line]:
 
 def comparison_lines(record: Any) -> list[Line]:
     """How to read the CIs, the baseline (or why there is none), McNemar, and the regressed / improved cases."""
-    from pytest_genai.compare.baseline import describe
-
     out: list[Line] = []
     cis = getattr(record, "cis", None) or {}
     b = getattr(record, "baseline", None)
@@ -142,8 +140,6 @@ def comparison_lines(record: Any) -> list[Line]:
     if b is None:
         return out
     if not b.available:
-        from pytest_genai.gates import is_skipped
-
         needing = [g for g in record.gates if is_skipped(g) or "baseline is required" in (g.reason or "")]
         what = ("baseline gates skipped" if any(is_skipped(g) for g in needing)
                 else "baseline gates FAIL (--genai-require-baseline)" if needing else "no gate needs one")
@@ -166,8 +162,6 @@ def comparison_lines(record: Any) -> list[Line]:
 
 
 def verdict_lines(record: Any) -> list[Line]:
-    from pytest_genai.gates import is_skipped
-
     failing = record.failing_gates
     if failing and record.gates_enforced:
         parts = [f"{g.metric}={fmt(g.value)} (gate {g.expression.strip()}{', ' + g.reason if g.reason else ''})" for g in failing]
@@ -213,30 +207,44 @@ def write_lines(tr: Any, lines: Iterable[Line]) -> None:
         tr.write_line(line.text, **style)
 
 
-def write_session_summary(tr: Any, plugin: Any) -> None:
+@dataclass(frozen=True)
+class SessionOutcome:
+    """What the terminal summary of an eval session shows: the record and where it went, or why there is none."""
+
+    record: Any = None  # runlog.RunRecord; None: no case ran
+    run_dir: Path | None = None
+    tracking_enabled: bool = True
+    tracking_error: str | None = None
+    local_error: str | None = None
+    hook_error: str | None = None
+    prompt_check_error: str | None = None
+    build_failure: str | None = None  # xdist: the pipeline built on no worker
+    lines: tuple[Line, ...] = ()  # merge, markdown, registry
+
+
+def write_session_summary(tr: Any, outcome: SessionOutcome, *, sanitizer: Any, hook: Any) -> None:
+    """The `pytest-genai` section: the hook's lines (the built-in metric table first), where the run went, the
+    release lines, the verdict."""
     tr.section("pytest-genai", sep="=", bold=True)
-    if plugin.prompt_check_error:
-        tr.write_line(f"warning: {plugin.prompt_check_error}", yellow=True)
-    record = plugin.record
+    if outcome.prompt_check_error:
+        tr.write_line(f"warning: {outcome.prompt_check_error}", yellow=True)
+    record = outcome.record
     if record is None:
-        if getattr(plugin, "build_failure", None):
-            tr.write_line(f"RUN ERROR: the pipeline did not build on any worker: {plugin.build_failure}", red=True, bold=True)
+        if outcome.build_failure:
+            tr.write_line(f"RUN ERROR: the pipeline did not build on any worker: {outcome.build_failure}", red=True, bold=True)
             tr.write_line("no eval ran; nothing was recorded or logged")
             return
         tr.write_line("no case ran; nothing was logged")
         return
-    san = plugin.state.sanitizer
-    for extra in plugin.config.hook.pytest_genai_terminal_lines(record=record):  # the built-in table comes first
+    for extra in hook.pytest_genai_terminal_lines(record=record):  # the built-in table comes first
         for item in ([extra] if isinstance(extra, str) else extra or ()):  # one str is one line, not its characters
             line = item if isinstance(item, Line) else Line(str(item))
-            write_lines(tr, [Line(san.text(line.text) or "", line.style)])
+            write_lines(tr, [Line(sanitizer.text(line.text) or "", line.style)])
     shown = record
-    if plugin.tracking_error and (record.tracking.error is None):
-        from dataclasses import replace
-
-        shown = replace(record, tracking=replace(record.tracking, error=plugin.tracking_error))
-    write_lines(tr, tracking_lines(shown, plugin.run_dir, plugin.local_error, plugin.tracking_enabled))
-    if getattr(plugin, "hook_error", None):
-        write_lines(tr, [Line(f"HOOK ERROR: {plugin.hook_error}", "red-bold")])
-    write_lines(tr, getattr(plugin, "release_lines", ()))
+    if outcome.tracking_error and (record.tracking.error is None):
+        shown = replace(record, tracking=replace(record.tracking, error=outcome.tracking_error))
+    write_lines(tr, tracking_lines(shown, outcome.run_dir, outcome.local_error, outcome.tracking_enabled))
+    if outcome.hook_error:
+        write_lines(tr, [Line(f"HOOK ERROR: {outcome.hook_error}", "red-bold")])
+    write_lines(tr, outcome.lines)
     write_lines(tr, verdict_lines(record))

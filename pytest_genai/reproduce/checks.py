@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_genai.reproduce.source import RunSource
+from pytest_genai.run_folder import ENV_DIR, INSTALLED_FILE
+from pytest_genai.tracking.envlock import EnvLockError, compare_env, installed_distributions, normalize
+from pytest_genai.tracking.gitinfo import git_info
 
 SHOWN = 5  # differing packages named per line
 # What pytest-genai itself writes into a project (as session._dirty): not a change of the code under test.
@@ -27,8 +30,6 @@ def _shown(items: list[str]) -> str:
 
 def read_installed(path: Path) -> dict[str, str]:
     """env/installed.txt: `name==version` a line, names normalised as by envlock."""
-    from pytest_genai.tracking.envlock import normalize
-
     out: dict[str, str] = {}
     for line in path.read_text("utf-8").splitlines():
         name, sep, version = line.strip().partition("==")
@@ -45,8 +46,6 @@ def installed_differences(then: dict[str, str], now: dict[str, str]) -> list[str
 
 
 def check_env(source: RunSource) -> Check:
-    from pytest_genai.tracking.envlock import EnvLockError, compare_env, installed_distributions
-
     p = source.record.provenance
     lines: list[str] = []
     differs = False
@@ -70,7 +69,7 @@ def check_env(source: RunSource) -> Check:
                 then = f" (the run had {p.env_drift})" if p.env_drift else ""
                 lines.append(f"env: installed vs the run's lock {p.env_lock_file}: "
                              + (f"{len(drift)} difference(s){then}: {_shown(drift)}" if drift else "identical"))
-    installed = source.artifact("env", "installed.txt")
+    installed = source.artifact(ENV_DIR, INSTALLED_FILE)
     if installed is None:
         differs = True
         lines.append("env: the run's env/installed.txt is not among its artifacts: installed packages not compared")
@@ -96,8 +95,6 @@ def _own(path_entry: str, results_dir: str | None) -> bool:
 
 def check_git(source: RunSource, project: Path, results_dir: str | None = None) -> Check:
     """The run's commit against HEAD of the project's work tree (uncommitted changes count: HEAD is not what runs)."""
-    from pytest_genai.tracking.gitinfo import git_info
-
     p = source.record.provenance
     info = git_info(project)
     dirty = tuple(e for e in info.dirty_paths if not _own(e, results_dir))

@@ -16,6 +16,22 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from pytest_genai.reproduce.checks import check_env, check_git
+from pytest_genai.reproduce.diff import (
+    case_lines,
+    diff_runs,
+    index_changes,
+    metric_lines,
+    not_compared_note,
+    provenance_changes,
+    short,
+)
+from pytest_genai.reproduce.rerun import rerun
+from pytest_genai.reproduce.source import CONFIG_FILE, ReproduceError, is_run_folder_ref, open_run
+from pytest_genai.reproduce.workdir import lay_out
+from pytest_genai.run_folder import index_manifest
+from pytest_genai.tracking.mlflow_client import config_tracking_uri
+
 TOP = 20  # differing cases shown
 
 
@@ -43,8 +59,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
-    from pytest_genai.reproduce.source import ReproduceError
-
     try:
         return reproduce(args.run, project=Path(args.project), uri=args.tracking_uri, strict=args.strict,
                          prompt_from=args.prompt_from, cassette=Path(args.cassette) if args.cassette else None,
@@ -57,8 +71,6 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
 def _results_dir(source: Any) -> str | None:
     import yaml
 
-    from pytest_genai.reproduce.source import CONFIG_FILE
-
     try:
         data = yaml.safe_load((source.folder / CONFIG_FILE).read_text("utf-8")) or {}
         return (data.get("tracking") or {}).get("results_dir")
@@ -70,7 +82,7 @@ def _manifest(folder: Path) -> dict[str, Any] | None:
     import json
 
     try:
-        return json.loads((folder / "index" / "manifest.json").read_text("utf-8"))
+        return json.loads(index_manifest(folder).read_text("utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -79,13 +91,6 @@ def reproduce(ref: str, *, project: Path, uri: str | None = None, strict: bool =
               cassette: Path | None = None, live: bool = False, keep: bool = False,
               echo: Callable[[str], None] = print) -> int:
     """The command (see the module doc); returns its exit code, raises ReproduceError for exit 2."""
-    from pytest_genai.reproduce.checks import check_env, check_git
-    from pytest_genai.reproduce.diff import (case_lines, diff_runs, index_changes, metric_lines, not_compared_note,
-                                             provenance_changes, short)
-    from pytest_genai.reproduce.rerun import rerun
-    from pytest_genai.reproduce.source import ReproduceError, is_run_folder_ref, open_run
-    from pytest_genai.reproduce.workdir import lay_out
-
     if not project.is_dir():
         raise ReproduceError(f"--project {project}: no such folder")
     if cassette is not None and not cassette.is_file():
@@ -93,8 +98,6 @@ def reproduce(ref: str, *, project: Path, uri: str | None = None, strict: bool =
     if cassette is not None and live:
         raise ReproduceError("--cassette and --live contradict each other: replay from a cassette, or call the model")
     if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not is_run_folder_ref(ref) and not Path(ref).is_dir():
-        from pytest_genai.tracking.mlflow_store import config_tracking_uri
-
         uri = config_tracking_uri(project / "genai.yaml")
     root = Path(tempfile.mkdtemp(prefix="genai-reproduce-"))
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from pytest_genai.reproduce.source import ReproduceError
 from pytest_genai.reproduce.workdir import Layout
 from pytest_genai.runlog import RUN_FILE, RunLogError, RunRecord, read_run
+from pytest_genai.sanitize import Sanitizer
 
 TAIL = 25  # lines of the re-run's output shown when it wrote no run folder
 
@@ -40,7 +41,6 @@ def rerun(layout: Layout) -> Rerun:
     done = sorted(d for d in layout.results_dir.iterdir() if (d / RUN_FILE).is_file()) if layout.results_dir.is_dir() else []
     if not done:
         tail = "\n".join(output.rstrip().splitlines()[-TAIL:])
-        from pytest_genai.sanitize import Sanitizer
 
         san = Sanitizer.from_config(layout.config)
         hint = ("\n  the run's code (its pipeline module, conftest.py) is taken from --project DIR (default: the current "

@@ -1,19 +1,17 @@
 """The run to reproduce: a local run folder, or an MLflow run whose artifacts (the same folder, logged) are
-downloaded. Either way a folder holding the record and the artifacts a re-run is built from."""
+downloaded (tracking.runref resolves the reference). Either way a folder holding the record and the artifacts a
+re-run is built from."""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_genai.runlog import RESULTS_FILE, RUN_FILE, RunLogError, RunRecord, read_run
-
-CONFIG_FILE = "config.resolved.yaml"
-# The files a session writes at the top of a run folder; anything else there in a `record` run is its cassette.
-KNOWN_FILES = {RUN_FILE, RESULTS_FILE, CONFIG_FILE, "renders.jsonl", "gates.json", "comparison.json", "report.html"}
-NOT_DOWNLOADED = {RUN_FILE, RESULTS_FILE, "report.html", "comparison.json"}  # the record is read apart; reports unused
+from pytest_genai.run_folder import CONFIG_FILE, REPORT_FILES, RESULTS_FILE, TMP_SUFFIX, TOP_FILES
+from pytest_genai.runlog import RunLogError, RunRecord
+from pytest_genai.tracking import runref
+from pytest_genai.tracking.mlflow_client import store_name
 
 
 class ReproduceError(Exception):
@@ -36,7 +34,7 @@ class RunSource:
         if self.record.execution.cache_mode != "record":
             return None
         for path in sorted(self.folder.iterdir()):
-            if path.is_file() and path.name not in KNOWN_FILES and not path.name.endswith(".tmp") and _is_cassette(path):
+            if path.is_file() and path.name not in TOP_FILES and not path.name.endswith(TMP_SUFFIX) and _is_cassette(path):
                 return path
         return None
 
@@ -53,44 +51,26 @@ def _is_cassette(path: Path) -> bool:
 
 def is_run_folder_ref(ref: str) -> bool:
     """A folder path rather than an MLflow run id (which has no slash and does not start with a dot)."""
-    return "/" in ref or os.sep in ref or ref.startswith(".") or ref.startswith("~")
+    return runref.looks_like_path(ref)
 
 
 def open_run(ref: str, uri: str | None, download_to: Path) -> RunSource:
-    """REF is a run folder or an MLflow run id (its artifacts go into `download_to`)."""
-    folder = Path(os.path.expanduser(ref))
-    if folder.is_dir():
-        try:
-            record = read_run(folder, with_results=True)
-        except RunLogError as exc:
-            raise ReproduceError(str(exc)) from None
-        where = f"run folder {folder}" + (f" (MLflow run {record.tracking.run_id})" if record.tracking.run_id else "")
-        return _checked(RunSource(record, folder, where))
-    if is_run_folder_ref(ref):
-        raise ReproduceError(f"{ref!r}: no such run folder")
-    return _checked(from_mlflow(ref, uri, download_to))
-
-
-def from_mlflow(run_id: str, uri: str | None, dest: Path) -> RunSource:
-    """The record as `pytest-genai show` reads it (compare.baseline.record_from_mlflow), then the other artifacts."""
-    from pytest_genai.compare.baseline import _first_line, _where, record_from_mlflow
-    from pytest_genai.tracking.mlflow_store import _bounded, _client, _quiet
-
+    """REF is any run reference (tracking.runref: a run folder, an MLflow run id, runs:/, models:/); an MLflow
+    run's artifacts (its logged run folder, but the reports) go into `download_to`."""
     try:
-        record, _ = record_from_mlflow(run_id, uri, with_results=True)
+        found = runref.resolve(ref, uri=uri, with_results=True, download_to=download_to,
+                               artifacts=runref.EVERY_ARTIFACT, skip=REPORT_FILES)
     except RunLogError as exc:
         raise ReproduceError(str(exc)) from None
-    dest.mkdir(parents=True, exist_ok=True)
-    with _quiet(), _bounded(0, 30):
-        client = _client(uri)
-        try:
-            for item in client.list_artifacts(run_id):
-                if item.path not in NOT_DOWNLOADED:
-                    client.download_artifacts(run_id, item.path, str(dest))
-        except Exception as exc:
-            raise ReproduceError(f"MLflow run {run_id}: its artifacts could not be downloaded from {_where(uri)}: "
-                                 f"{_first_line(exc)}") from None
-    return RunSource(record, dest, f"MLflow run {run_id} ({_where(uri)})")
+    assert found.folder is not None
+    record = found.record
+    if found.source == runref.RUN_FOLDER:
+        where = f"run folder {found.folder}" + (f" (MLflow run {found.run_id})" if found.run_id else "")
+    else:
+        where = f"MLflow run {found.run_id} ({store_name(uri)})"
+        if found.model_version:
+            where = f"{found.ref} ({found.model_version}, {where})"
+    return _checked(RunSource(record, found.folder, where))
 
 
 def _checked(source: RunSource) -> RunSource:

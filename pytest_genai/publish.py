@@ -1,0 +1,202 @@
+"""Publish a finished run record: the local run folder first (and the cassette of a record run), then the MLflow
+run (in the warm tracking worker when there is one), the markdown summary (--genai-markdown, GitHub's step summary),
+the merge of a sharded eval's last shard, and the registration of a run that passed. The one place that turns a
+record into files, runs and versions: a session, `pytest-genai upload` and `pytest-genai merge` call it alike.
+
+Each step reports what went wrong as a sanitized line (report.terminal.Line) and never costs the run its results."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from pytest_genai.llm.cache import export_cassette
+from pytest_genai.release.ops import who
+from pytest_genai.release.register import BundleCheckError, refusal, register_run
+from pytest_genai.report.html import regressed_from_comparison, render_html
+from pytest_genai.report.markdown import github_report_hint, render_gate_summary, render_markdown
+from pytest_genai.report.terminal import Line
+from pytest_genai.runlog import RunRecord, read_run, write_record
+from pytest_genai.sanitize import headline
+from pytest_genai.shard.merge import MergeError, merge, ready_to_merge
+from pytest_genai.tracking.local import new_run_dir, write_run_dir
+from pytest_genai.tracking.mlflow_store import log_run_dir
+from pytest_genai.tracking.warm import WorkerGone
+
+
+@dataclass
+class Published:
+    """Where the run went and what failed on the way (the terminal summary's input, with the record)."""
+
+    record: RunRecord
+    run_dir: Path | None = None
+    run_id: str | None = None
+    local_error: str | None = None
+    tracking_error: str | None = None
+    hook_error: str | None = None
+    merge_failed: bool = False
+    lines: list[Line] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """What fails the session besides the record's own verdict: a store, a disk, a user's hook, the merge."""
+        return bool(self.tracking_error or self.local_error or self.merge_failed or self.hook_error)
+
+
+def html_report(record: RunRecord, comparison: Any) -> str:
+    return render_html(record, regressed_from_comparison(comparison))
+
+
+def log_run(run_dir: Path, uri: str | None, experiment: str, warm: Any = None) -> str:
+    """The run folder into one MLflow run (its description: the gate table): in the warm tracking worker when there
+    is one (MLflow already imported there), else in-process."""
+    if warm is not None:
+        try:
+            return warm.log_run_dir(run_dir, uri, experiment, describe=render_gate_summary)
+        except WorkerGone:
+            pass
+    return log_run_dir(run_dir, uri, experiment, describe=render_gate_summary)
+
+
+def publish(session: Any, record: RunRecord, env: Any, *, tracking: bool, uri: str | None, experiment: str,
+            warm: Any = None, hook: Any = None) -> Published:
+    """Write the run folder, log it, then hand the logged record to `pytest_genai_run_finished` (`hook`)."""
+    san = session.sanitizer
+    out = Published(record)
+    root = session.config.resolve_path("tracking.results_dir")
+    assert root is not None
+    try:
+        out.run_dir = new_run_dir(root, session.config.hash)
+        write_run_dir(out.run_dir, session, record, env, render_report=html_report)
+        write_cassette(session, out.run_dir)
+    except Exception as exc:  # a full disk or a value JSON cannot hold: say so, never INTERNALERROR
+        out.local_error = san.text(f"could not write local results under {root}: {type(exc).__name__}: {exc}")
+        return out
+    if tracking:
+        try:
+            out.run_id = log_run(out.run_dir, uri, experiment, warm)
+        except Exception as exc:
+            # about the store, not the eval's data: only secrets go (the server's own address stays readable)
+            out.tracking_error = san.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
+            try:
+                write_record(out.run_dir, read_run(out.run_dir, False).with_tracking(error=out.tracking_error))
+            except Exception:
+                pass
+    # logging wrote where the run went into run.json; the results are the ones in memory
+    out.record = replace(read_run(out.run_dir, with_results=False), results=record.results)
+    if hook is not None:
+        try:
+            hook.pytest_genai_run_finished(record=out.record, run_dir=out.run_dir)
+        except Exception as exc:  # a user's hook: the run is recorded and logged already; say so, fail
+            detail = san.exception(exc, 4)
+            out.hook_error = f"a pytest_genai_run_finished hook raised {headline(detail, type(exc).__name__)}\n{detail}"
+    return out
+
+
+def write_cassette(session: Any, run_dir: Path) -> None:
+    """After a record run (all workers done), the cache becomes a cassette in the repo and an artifact. With
+    redaction on, a cassette carries no entry written raw (e.g. by a `safety.redact: false` run)."""
+    rt, san = session.runtime, session.sanitizer
+    if rt.cache_mode != "record" or rt.cassette is None or rt.cache_path is None or not rt.cache_path.is_file():
+        return
+
+    def clean(entry: Any) -> bool:
+        return san.obj(entry.request) == entry.request and san.text(entry.generation.text) == entry.generation.text
+
+    export_cassette(rt.cache_path, rt.cassette, keep=clean)
+    shutil.copyfile(rt.cassette, run_dir / rt.cassette.name)
+
+
+def merge_if_last(out: Published, *, group: str, shards: int, config_path: Path, uri: str | None, experiment: str,
+                  sanitizer: Any) -> None:
+    """The last shard of a group to finish (all N shard runs logged, the parent not filled yet) merges the group
+    into its parent run, as `pytest-genai merge ID` would, and reports the merged verdict: a failed gate of the
+    whole eval fails this session. Two shards finishing at the same moment may both merge: the merged record is
+    the same (a deterministic function of the shards), logged twice into the one parent."""
+    try:
+        if not ready_to_merge(group, shards, uri, experiment):
+            return
+        merged, where = merge(group, config_path, uri, shards)
+    except MergeError as exc:
+        out.lines.append(Line(f"merge: group {group} not merged by this shard: {exc}", "yellow"))
+        return
+    except Exception as exc:  # the store, mid-merge: the shards are logged; `pytest-genai merge` can retry
+        why = sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:300]}")
+        out.lines.append(Line(f"merge: group {group} not merged by this shard: {why}; run "
+                              f"`pytest-genai merge {group}`", "yellow"))
+        return
+    verdict = "gates passed" if merged.passed else "GATES FAILED"
+    out.merge_failed = not merged.passed
+    out.lines.append(Line(f"merged: this was the last of the {shards} shards of group {group}: parent run "
+                          f"{merged.tracking.run_id}, {len(merged.results)} cases, {verdict} (local results: {where})",
+                          "green" if merged.passed else "red-bold"))
+
+
+def write_markdown(out: Published, comparison: Any, *, option: str | None, here: Path, sanitizer: Any,
+                   environ: Mapping[str, str] = os.environ) -> bool:
+    """The markdown summary (report.markdown) to --genai-markdown PATH and appended to $GITHUB_STEP_SUMMARY
+    (GitHub's way: every step appends). Neither may cost the run its results: a step summary that cannot be
+    written is one line; an explicit PATH that cannot be written fails the session (returns False), naming it."""
+    step_summary = environ.get("GITHUB_STEP_SUMMARY")
+    if not option and not step_summary:
+        return True
+    san, ok = sanitizer, True
+    run_dir = None
+    if out.run_dir is not None and out.local_error is None:
+        run_dir = str(out.run_dir.relative_to(here) if out.run_dir.is_relative_to(here) else out.run_dir)
+    try:
+        page = render_markdown(out.record, comparison, report_hint=github_report_hint(environ), run_dir=run_dir)
+    except Exception as exc:  # a bug in the summary, never in the run
+        reason = san.text(f"{type(exc).__name__}: {exc}") or ""
+        page = f"## pytest-genai\n\nThe markdown summary could not be rendered ({reason}); run.json holds the run.\n"
+        out.lines.append(Line(f"markdown summary: could not be rendered: {reason}", "yellow"))
+    kept = f"; the run's results are in {run_dir}" if run_dir else ""
+    if option:
+        target = here / option
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(page, "utf-8")
+        except OSError as exc:
+            why = san.secrets_only().text(f"{type(exc).__name__}: {exc}")
+            out.lines.append(Line(f"MARKDOWN SUMMARY FAILED: --genai-markdown {option}: cannot write {target}: "
+                                  f"{why}{kept}. Give a path in a writable folder", "red-bold"))
+            ok = False
+        else:
+            out.lines.append(Line(f"markdown summary: {option}"))
+    if step_summary:
+        try:
+            with open(step_summary, "a", encoding="utf-8") as fh:
+                fh.write(page if fh.tell() == 0 else "\n" + page)
+        except OSError as exc:
+            why = san.secrets_only().text(f"{type(exc).__name__}: {exc}")
+            out.lines.append(Line(f"step summary: could not append to $GITHUB_STEP_SUMMARY ({step_summary}): "
+                                  f"{why}{kept}", "yellow"))
+    return ok
+
+
+def register(out: Published, *, config: Any, prompt: Any, uri: str | None, sanitizer: Any, blocked: str | None,
+             exitstatus: int) -> str | None:
+    """A refusal is one line and leaves the verdict alone; a model that does not answer in a fresh process or a
+    registration that breaks fails the session (the error is returned)."""
+    name, alias = str(config.get("registry.model_name")), str(config.get("registry.alias") or "staging")
+    why = (blocked or refusal(out.record, require_clean_git=bool(config.get("registry.require_clean_git", True)))
+           or (f"the session failed (exit {exitstatus})" if exitstatus != 0 else None))
+    if why:
+        out.lines.append(Line(f"registry: not registering {name}: {why}", "yellow"))
+        return None
+    try:
+        reg = register_run(record=out.record, config=config, prompt=prompt, uri=uri, model_name=name, alias=alias,
+                           sanitizer=sanitizer, by=who())
+    except BundleCheckError as exc:
+        out.lines.append(Line(f"registry: not registering {name}: {exc}", "red-bold"))
+        return str(exc)
+    except Exception as exc:
+        error = sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
+        out.lines.append(Line(f"REGISTRATION FAILED: {error}", "red-bold"))
+        return error
+    out.lines.append(Line(f"registered: {name} version {reg.version}, alias {alias} -> {reg.version} "
+                          f"(models:/{name}@{alias}, logged model {reg.model_id})", "green"))
+    return None
