@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pytest_genai import __version__, lock_cmd, models_cmd, scaffold
+from pytest_genai import __version__, lock_cmd, models_cmd, publish, scaffold
 from pytest_genai import runs_cmd as views_cmd
 from pytest_genai.config import ConfigError, load_config
 from pytest_genai.monitor import cli as monitor_cli
@@ -18,14 +18,12 @@ from pytest_genai.release.bundle import BundleError
 from pytest_genai.release.ops import list_versions, promote, rollback
 from pytest_genai.release.register import RegistryError
 from pytest_genai.report import cli as report_cli
-from pytest_genai.report.markdown import render_gate_summary
 from pytest_genai.report.terminal import summary_lines, tracking_lines, verdict_lines
 from pytest_genai.reproduce import cli as reproduce_cli
 from pytest_genai.runlog import RunLogError, read_run
 from pytest_genai.session import EvalSession, SessionSetupError
 from pytest_genai.shard import merge as merge_cmd
 from pytest_genai.tracking.mlflow_client import command_tracking_uri, quiet
-from pytest_genai.tracking.mlflow_store import log_run_dir
 from pytest_genai.tracking.runref import resolve
 
 
@@ -148,8 +146,7 @@ def _upload(args: argparse.Namespace) -> int:
     if uri and "***" in uri:
         print("pytest-genai upload: the recorded tracking URI had credentials (masked); pass --tracking-uri", file=sys.stderr)
         return 2
-    run_id = log_run_dir(run_dir, uri, args.experiment or record.tracking.experiment or "pytest-genai",
-                         describe=render_gate_summary)
+    run_id = publish.log_run(run_dir, uri, args.experiment or record.tracking.experiment or "pytest-genai")
     print(f"logged {run_dir} as MLflow run {run_id} (tracking uri {uri or 'MLflow default'})")
     return 0
 

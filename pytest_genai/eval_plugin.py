@@ -21,6 +21,7 @@ from pytest_genai.report.terminal import SessionOutcome, write_session_summary
 from pytest_genai.runlog import Tracking
 from pytest_genai.sanitize import headline
 from pytest_genai.session import EvalSession
+from pytest_genai.shard.merge import merge_if_last
 from pytest_genai.shard.select import ShardError, check_group, default_group, parse_shard, shard_of
 from pytest_genai.tracking.envlock import EnvLockError
 from pytest_genai.tracking.mlflow_client import resolve_uri
@@ -296,7 +297,7 @@ class EvalPlugin:
                                                hook=self.config.hook)
         if self.shard and out.run_id and out.tracking_error is None and self.config.getoption("genai_auto_merge"):
             assert self.group is not None
-            publish.merge_if_last(out, group=self.group, shards=self.shard[1], config_path=self.state.config.path,
+            merge_if_last(out, group=self.group, shards=self.shard[1], config_path=self.state.config.path,
                                   uri=self.tracking_uri, experiment=self.experiment, sanitizer=san)
         if ((out.record.gates_enforced and not out.record.gates_passed) or out.record.errors or out.failed) \
                 and session.exitstatus == pytest.ExitCode.OK:

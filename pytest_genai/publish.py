@@ -1,9 +1,10 @@
 """Publish a finished run record: the local run folder first (and the cassette of a record run), then the MLflow
-run (in the warm tracking worker when there is one), the markdown summary (--genai-markdown, GitHub's step summary),
-the merge of a sharded eval's last shard, and the registration of a run that passed. The one place that turns a
+run (in the warm tracking worker when there is one), the markdown summary (--genai-markdown, GitHub's step summary)
+and the registration of a run that passed. The one place that turns a
 record into files, runs and versions: a session, `pytest-genai upload` and `pytest-genai merge` call it alike.
 
-Each step reports what went wrong as a sanitized line (report.terminal.Line) and never costs the run its results."""
+Each step reports what went wrong as a sanitized line (report.terminal.Line) and never costs the run its results.
+The registry's modules are imported when a record is registered: a plain session does not load them."""
 
 from __future__ import annotations
 
@@ -14,14 +15,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pytest_genai.llm.cache import export_cassette
-from pytest_genai.release.ops import who
-from pytest_genai.release.register import BundleCheckError, refusal, register_run
 from pytest_genai.report.html import regressed_from_comparison, render_html
 from pytest_genai.report.markdown import github_report_hint, render_gate_summary, render_markdown
 from pytest_genai.report.terminal import Line
 from pytest_genai.runlog import RunRecord, read_run, write_record
 from pytest_genai.sanitize import headline
-from pytest_genai.shard.merge import MergeError, merge, ready_to_merge
 from pytest_genai.tracking.local import new_run_dir, write_run_dir
 from pytest_genai.tracking.mlflow_store import log_run_dir
 from pytest_genai.tracking.warm import WorkerGone
@@ -50,15 +48,15 @@ def html_report(record: RunRecord, comparison: Any) -> str:
     return render_html(record, regressed_from_comparison(comparison))
 
 
-def log_run(run_dir: Path, uri: str | None, experiment: str, warm: Any = None) -> str:
+def log_run(run_dir: Path, uri: str | None, experiment: str, warm: Any = None, *, into_run_id: str | None = None) -> str:
     """The run folder into one MLflow run (its description: the gate table): in the warm tracking worker when there
-    is one (MLflow already imported there), else in-process."""
-    if warm is not None:
+    is one (MLflow already imported there), else in-process; `into_run_id`: into that run (a sharded eval's parent)."""
+    if warm is not None and into_run_id is None:
         try:
             return warm.log_run_dir(run_dir, uri, experiment, describe=render_gate_summary)
         except WorkerGone:
             pass
-    return log_run_dir(run_dir, uri, experiment, describe=render_gate_summary)
+    return log_run_dir(run_dir, uri, experiment, into_run_id=into_run_id, describe=render_gate_summary)
 
 
 def publish(session: Any, record: RunRecord, env: Any, *, tracking: bool, uri: str | None, experiment: str,
@@ -110,31 +108,6 @@ def write_cassette(session: Any, run_dir: Path) -> None:
     shutil.copyfile(rt.cassette, run_dir / rt.cassette.name)
 
 
-def merge_if_last(out: Published, *, group: str, shards: int, config_path: Path, uri: str | None, experiment: str,
-                  sanitizer: Any) -> None:
-    """The last shard of a group to finish (all N shard runs logged, the parent not filled yet) merges the group
-    into its parent run, as `pytest-genai merge ID` would, and reports the merged verdict: a failed gate of the
-    whole eval fails this session. Two shards finishing at the same moment may both merge: the merged record is
-    the same (a deterministic function of the shards), logged twice into the one parent."""
-    try:
-        if not ready_to_merge(group, shards, uri, experiment):
-            return
-        merged, where = merge(group, config_path, uri, shards)
-    except MergeError as exc:
-        out.lines.append(Line(f"merge: group {group} not merged by this shard: {exc}", "yellow"))
-        return
-    except Exception as exc:  # the store, mid-merge: the shards are logged; `pytest-genai merge` can retry
-        why = sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:300]}")
-        out.lines.append(Line(f"merge: group {group} not merged by this shard: {why}; run "
-                              f"`pytest-genai merge {group}`", "yellow"))
-        return
-    verdict = "gates passed" if merged.passed else "GATES FAILED"
-    out.merge_failed = not merged.passed
-    out.lines.append(Line(f"merged: this was the last of the {shards} shards of group {group}: parent run "
-                          f"{merged.tracking.run_id}, {len(merged.results)} cases, {verdict} (local results: {where})",
-                          "green" if merged.passed else "red-bold"))
-
-
 def write_markdown(out: Published, comparison: Any, *, option: str | None, here: Path, sanitizer: Any,
                    environ: Mapping[str, str] = os.environ) -> bool:
     """The markdown summary (report.markdown) to --genai-markdown PATH and appended to $GITHUB_STEP_SUMMARY
@@ -177,26 +150,35 @@ def write_markdown(out: Published, comparison: Any, *, option: str | None, here:
     return ok
 
 
-def register(out: Published, *, config: Any, prompt: Any, uri: str | None, sanitizer: Any, blocked: str | None,
-             exitstatus: int) -> str | None:
-    """A refusal is one line and leaves the verdict alone; a model that does not answer in a fresh process or a
-    registration that breaks fails the session (the error is returned)."""
+def register_record(record: RunRecord, *, config: Any, prompt: Any, uri: str | None, sanitizer: Any,
+                    blocked: str | None = None, exitstatus: int = 0) -> tuple[Line, str | None]:
+    """What --genai-register does with a finished record (a session's, or `pytest-genai merge`'s parent run): one
+    line, a refusal (a failed gate, a dirty tree, ...) or the version it became; and the error when registering
+    broke (a model that does not answer in a fresh process, a store that refused), which fails the caller."""
+    from pytest_genai.release.ops import who  # registering only: the release modules load here
+    from pytest_genai.release.register import BundleCheckError, refusal, register_run
+
     name, alias = str(config.get("registry.model_name")), str(config.get("registry.alias") or "staging")
-    why = (blocked or refusal(out.record, require_clean_git=bool(config.get("registry.require_clean_git", True)))
+    why = (blocked or refusal(record, require_clean_git=bool(config.get("registry.require_clean_git", True)))
            or (f"the session failed (exit {exitstatus})" if exitstatus != 0 else None))
     if why:
-        out.lines.append(Line(f"registry: not registering {name}: {why}", "yellow"))
-        return None
+        return Line(f"registry: not registering {name}: {why}", "yellow"), None
     try:
-        reg = register_run(record=out.record, config=config, prompt=prompt, uri=uri, model_name=name, alias=alias,
+        reg = register_run(record=record, config=config, prompt=prompt, uri=uri, model_name=name, alias=alias,
                            sanitizer=sanitizer, by=who())
     except BundleCheckError as exc:
-        out.lines.append(Line(f"registry: not registering {name}: {exc}", "red-bold"))
-        return str(exc)
+        return Line(f"registry: not registering {name}: {exc}", "red-bold"), str(exc)
     except Exception as exc:
         error = sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
-        out.lines.append(Line(f"REGISTRATION FAILED: {error}", "red-bold"))
-        return error
-    out.lines.append(Line(f"registered: {name} version {reg.version}, alias {alias} -> {reg.version} "
-                          f"(models:/{name}@{alias}, logged model {reg.model_id})", "green"))
-    return None
+        return Line(f"REGISTRATION FAILED: {error}", "red-bold"), error
+    return Line(f"registered: {name} version {reg.version}, alias {alias} -> {reg.version} (models:/{name}@{alias}, "
+                f"logged model {reg.model_id}, eval run {record.tracking.run_id})", "green"), None
+
+
+def register(out: Published, *, config: Any, prompt: Any, uri: str | None, sanitizer: Any, blocked: str | None,
+             exitstatus: int) -> str | None:
+    """A session's registration: its line joins the others; the error (if registering broke) is returned."""
+    line, error = register_record(out.record, config=config, prompt=prompt, uri=uri, sanitizer=sanitizer,
+                                  blocked=blocked, exitstatus=exitstatus)
+    out.lines.append(line)
+    return error

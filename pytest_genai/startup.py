@@ -11,12 +11,9 @@ from typing import Any
 
 from pytest_genai.compare.baseline import BaselineError, check_comparable
 from pytest_genai.prompts import unbumped_edit_message
-from pytest_genai.release.preflight import check_can_register
-from pytest_genai.release.register import RegistryError, check_registry_store
 from pytest_genai.tracking.local import check_results_dir
 from pytest_genai.tracking.mlflow_client import check_store
 from pytest_genai.tracking.mlflow_store import known_prompt_hashes
-from pytest_genai.tracking.runref import resolve_baseline
 
 
 class StartError(Exception):
@@ -74,6 +71,9 @@ def check_registry(config: Any, *, uri: str | None, tracking_enabled: bool, env:
     """Registering is asked for: everything it needs is checked now, not after every case ran. With
     --genai-register (`explicit`) a missing need stops the session; registry.register_on_pass alone (the local loop,
     a dirty tree) only returns why this session will not register."""
+    from pytest_genai.release.preflight import check_can_register  # registering only: not loaded otherwise
+    from pytest_genai.release.register import RegistryError, check_registry_store
+
     if not config.get("registry.model_name"):
         raise StartError(str(config.error("registry.model_name", "--genai-register (or registry.register_on_pass) "
                                           "needs the registered model's name: set registry.model_name")))
@@ -99,6 +99,8 @@ def fetch_baseline(ref: str, where: str, *, config: Any, uri: str | None, base_d
                    intersect: bool, sanitizer: Any) -> Any:
     """The baseline, fetched now: a bad id, an unreachable store or another eval set stops the run before any case
     runs. A models:/ alias that does not exist yet is no baseline (its gates are skipped), not an error."""
+    from pytest_genai.tracking.runref import resolve_baseline  # with a baseline only: not loaded otherwise
+
     infra = sanitizer.secrets_only()
 
     def refuse(why: str) -> StartError:

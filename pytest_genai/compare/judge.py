@@ -36,7 +36,7 @@ VARIABLES = frozenset({"question", "gold", "answer_a", "answer_b"})  # what a ju
 REQUIRED_VARIABLES = frozenset({"answer_a", "answer_b"})
 VERDICTS = ("A", "B", "tie")
 RAW_LIMIT = 200  # characters of a judge reply kept in comparison.json
-# Tags of a compared run: which judge decided pref_win_rate (config_hash leaves `compare` out: see the README)
+# Tags of a compared run: which judge decided pref_win_rate (config_hash leaves `compare` out: docs/guides/comparing.md)
 TAG_PREF_JUDGE = names.TAG_PREF_JUDGE
 TAG_PREF_JUDGE_PROMPT_HASH = names.TAG_PREF_JUDGE_PROMPT_HASH
 TAG_PREF_JUDGE_CACHE_HITS = names.TAG_PREF_JUDGE_CACHE_HITS

@@ -1,6 +1,6 @@
 """The metric registry: one entry per metric holds how it is computed per case, how it is aggregated,
-whether higher is better, its unit and a one-line doc. Gate names, the terminal table, the README table
-and the MLflow metric names all come from here, so adding a metric is one registered function:
+whether higher is better, its unit and a one-line doc. Gate names, the terminal table, the docs reference page
+(docs/reference/metrics.md) and the MLflow metric names all come from here, so adding a metric is one registered function:
 
     from pytest_genai import register_metric
 
@@ -127,7 +127,8 @@ def aggregate(results: Sequence[CaseResult], facts: Mapping[str, float]) -> dict
 
 
 def markdown_table() -> str:
-    """The README's metric table (tests check README.md holds exactly this)."""
+    """The metric table of docs/reference/metrics.md (scripts/gen_docs.py writes it; tests/test_docs.py checks that
+    the page is current)."""
     rows = ["| metric | unit | better | how | what it measures |", "|---|---|---|---|---|"]
     for name in METRICS:
         m = METRICS.get(name)
@@ -137,7 +138,7 @@ def markdown_table() -> str:
 
 
 
-if __name__ == "__main__":  # the README's metric table: python -m pytest_genai.metrics.registry
+if __name__ == "__main__":  # the docs reference page's metric table: python -m pytest_genai.metrics.registry
     from pytest_genai.metrics import registry as _real  # this file runs as __main__: use the package's registry
 
     print(_real.markdown_table())

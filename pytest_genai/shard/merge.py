@@ -18,17 +18,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pytest_genai import names
+from pytest_genai import names, publish
 from pytest_genai.compare.baseline import BaselineError, check_comparable
 from pytest_genai.compare.measure import CompareOptions
 from pytest_genai.config import ConfigError, load_config
 from pytest_genai.record import build_record, cache_tags
 from pytest_genai.registries import load_conftest
-from pytest_genai.release.ops import who
-from pytest_genai.release.register import RegistryError, refusal, register_run
-from pytest_genai.report.html import regressed_from_comparison, render_html
-from pytest_genai.report.markdown import render_gate_summary
-from pytest_genai.report.terminal import summary_lines, tracking_lines, verdict_lines
+from pytest_genai.release.register import RegistryError
+from pytest_genai.report.terminal import Line, summary_lines, tracking_lines, verdict_lines
 from pytest_genai.run_folder import (
     COMPARISON_FILE,
     EVAL_SET_DIR,
@@ -55,7 +52,7 @@ from pytest_genai.shard.select import ShardError, check_group, parse_shard, shar
 from pytest_genai.tracking import mlflow_client
 from pytest_genai.tracking.local import dumps, eval_set_snapshot, new_run_dir, write_config_and_prompt, write_report
 from pytest_genai.tracking.mlflow_client import resolve_uri, use_tracking_uri
-from pytest_genai.tracking.mlflow_store import group_parent, group_runs, log_run_dir
+from pytest_genai.tracking.mlflow_store import group_parent, group_runs
 from pytest_genai.tracking.runref import resolve_baseline
 from pytest_genai.tracking.tags import run_tags
 from pytest_genai.types import CaseResult
@@ -121,25 +118,44 @@ def _register_on_pass(config_path: Path) -> bool:
 
 
 def register(record: RunRecord, config_path: Path, tracking_uri: str | None) -> str:
-    """What --genai-register does at the end of a session, for the merged record (the parent run): one line, a
-    refusal (gates failed, dirty tree, ...) or the version it became. RegistryError when registering broke."""
+    """What --genai-register does at the end of a session (publish.register_record), for the merged record (the
+    parent run): one line, a refusal (gates failed, dirty tree, ...) or the version it became. RegistryError when
+    registering broke."""
     session = EvalSession.from_config(load_config(config_path))
     cfg = session.config
-    name, alias = cfg.get("registry.model_name"), str(cfg.get("registry.alias") or "staging")
-    if not name:
+    if not cfg.get("registry.model_name"):
         raise RegistryError(str(cfg.error("registry.model_name", "--register needs the registered model's name")))
-    why = refusal(record, require_clean_git=bool(cfg.get("registry.require_clean_git", True)))
-    if why:
-        return f"registry: not registering {name}: {why}"
+    line, error = publish.register_record(record, config=cfg, prompt=session.prompt, uri=_uri(tracking_uri, cfg),
+                                          sanitizer=session.sanitizer)
+    if error is not None:
+        raise RegistryError(error)
+    return line.text
+
+
+def merge_if_last(out: Any, *, group: str, shards: int, config_path: Path, uri: str | None, experiment: str,
+                  sanitizer: Any) -> None:
+    """The last shard of a group to finish (all N shard runs logged, the parent not filled yet) merges the group
+    into its parent run, as `pytest-genai merge ID` would, and reports the merged verdict: a failed gate of the
+    whole eval fails this session. Two shards finishing at the same moment may both merge: the merged record is
+    the same (a deterministic function of the shards), logged twice into the one parent. `out`: the shard session's
+    publish.Published (its lines and merge_failed)."""
     try:
-        reg = register_run(record=record, config=cfg, prompt=session.prompt, uri=_uri(tracking_uri, cfg),
-                           model_name=str(name), alias=alias, sanitizer=session.sanitizer, by=who())
-    except RegistryError:
-        raise
-    except Exception as exc:
-        raise RegistryError(session.sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")) from None
-    return (f"registered: {name} version {reg.version}, alias {alias} -> {reg.version} (models:/{name}@{alias}, "
-            f"logged model {reg.model_id}, eval run {record.tracking.run_id})")
+        if not ready_to_merge(group, shards, uri, experiment):
+            return
+        merged, where = merge(group, config_path, uri, shards)
+    except MergeError as exc:
+        out.lines.append(Line(f"merge: group {group} not merged by this shard: {exc}", "yellow"))
+        return
+    except Exception as exc:  # the store, mid-merge: the shards are logged; `pytest-genai merge` can retry
+        why = sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:300]}")
+        out.lines.append(Line(f"merge: group {group} not merged by this shard: {why}; run "
+                              f"`pytest-genai merge {group}`", "yellow"))
+        return
+    verdict = "gates passed" if merged.passed else "GATES FAILED"
+    out.merge_failed = not merged.passed
+    out.lines.append(Line(f"merged: this was the last of the {shards} shards of group {group}: parent run "
+                          f"{merged.tracking.run_id}, {len(merged.results)} cases, {verdict} (local results: {where})",
+                          "green" if merged.passed else "red-bold"))
 
 
 # --------------------------------------------------------------------------- pure checks and the merged record
@@ -319,7 +335,7 @@ def write_merged_dir(run_dir: Path, session: Any, record: RunRecord, comparison:
          "started_at": s.record.started_at, "ended_at": s.record.ended_at,
          "env_lock_hash": s.record.provenance.env_lock_hash, "env_drift": s.record.provenance.env_drift,
          "execution": s.record.execution.plan} for s in shards]}, indent=2) + "\n", "utf-8")
-    write_report(run_dir, record, comparison, san, render=lambda r, c: render_html(r, regressed_from_comparison(c)))
+    write_report(run_dir, record, comparison, san, render=publish.html_report)
     lines = {k: v for s in shards for k, v in s.lines.items()}
     if all(r.id in lines for r in record.results):  # the shards' own lines, in eval-set order
         write_atomic(run_dir / RESULTS_FILE, "".join(lines[r.id] + "\n" for r in record.results))
@@ -402,7 +418,7 @@ def merge(group: str, config_path: Path, tracking_uri: str | None = None, expect
         write_merged_dir(run_dir, session, record, comparison, shards, client)
         parent = settle_parent(client, exp_id, group, shards)
         try:
-            log_run_dir(run_dir, uri, experiment, into_run_id=parent, describe=render_gate_summary)
+            publish.log_run(run_dir, uri, experiment, into_run_id=parent)
         except Exception as exc:
             error = session.sanitizer.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
             write_record(run_dir, read_run(run_dir, False).with_tracking(error=error))

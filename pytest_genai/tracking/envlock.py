@@ -119,18 +119,38 @@ def installed_details() -> dict[str, Installed]:
     """Normalised name -> what is importable; the first on sys.path wins, as for imports."""
     out: dict[str, Installed] = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
+        name, version, egg_info = _name_version(dist)
         if name and normalize(name) not in out:
-            out[normalize(name)] = Installed(name, dist.version, _direct_url(dist), _in_source_tree(dist))
+            out[normalize(name)] = Installed(name, version, _direct_url(dist), egg_info and _in_source_tree(dist))
     return out
 
 
+def _name_version(dist: metadata.Distribution) -> tuple[str | None, str, bool]:
+    """(Name, Version, whether it is an egg-info) from the metadata file's header lines: parsing the whole file as
+    `dist.metadata` does (an e-mail parser, twice for name and version) costs ~0.8 ms a distribution, a quarter of
+    a second at session start in a typical env."""
+    text = dist.read_text("METADATA")
+    egg_info = False
+    if text is None:
+        text = dist.read_text("PKG-INFO")
+        egg_info = text is not None
+    found: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        if not line.strip():
+            break  # the header ends at the first empty line
+        key, sep, value = line.partition(":")
+        if sep and key in ("Name", "Version") and key not in found:
+            found[key] = value.strip()
+    if "Name" not in found or "Version" not in found:  # an unusual file: the standard parser decides
+        return dist.metadata["Name"], dist.version, egg_info
+    return found["Name"], found["Version"], egg_info
+
+
 def _in_source_tree(dist: metadata.Distribution) -> bool:
-    """An `*.egg-info` found outside the environment (the one an editable install leaves in the project, seen first
-    when the project folder is on sys.path, as under `python -m pytest`): the metadata of a local checkout."""
+    """Of an egg-info (a dist-info is installed): one found outside the environment (the one an editable install
+    leaves in the project, seen first when the project folder is on sys.path, as under `python -m pytest`) is the
+    metadata of a local checkout."""
     try:
-        if dist.read_text("METADATA") is not None or dist.read_text("PKG-INFO") is None:
-            return False  # a dist-info (installed), or no egg-info
         where = Path(str(dist.locate_file(""))).resolve()
     except (OSError, TypeError, ValueError):
         return False
