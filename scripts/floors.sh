@@ -15,7 +15,7 @@ mkdir -p build
 test -x "$TOOLS/bin/uv" || { $PYTHON -m venv "$TOOLS" && "$TOOLS/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"; }
 TORCH=$(sed -n 's/^\(torch==[^ +]*\).*/\1/p' requirements.lock)
 SETUPTOOLS=$(sed -n 's/^\(setuptools==[^ ]*\).*/\1/p' requirements.lock)  # the lock's torch wants setuptools>=77
-"$TOOLS/bin/uv" pip compile pyproject.toml --extra all --extra test --extra server --resolution lowest-direct \
+"$TOOLS/bin/uv" pip compile pyproject.toml --extra all --extra test --extra server --extra docs --resolution lowest-direct \
     --python-version 3.11 --no-header --no-annotate --quiet -o "$OUT.tmp"
 sed "s/^torch==.*/$TORCH/" "$OUT.tmp" > "$OUT" && rm -f "$OUT.tmp"
 echo "floors: $(grep -ciE '^(pytest|mlflow-skinny|sqlalchemy|alembic|pandas|pyyaml|jsonschema|numpy|jinja2|packaging|transformers|gguf|accelerate|faiss-cpu|alt-profanity-check)==' "$OUT") direct requirements at their floor ($OUT)"

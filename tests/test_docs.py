@@ -104,6 +104,7 @@ MAPPED: dict[str, tuple[str, ...]] = {
 CI: dict[str, str] = {
     "make eval": "make eval",
     "make test": "make test",
+    "make test-slow": "make test-slow",
     "make docs": "make docs",
     "make docs-check": "make docs-check",
 }
