@@ -4,8 +4,8 @@ so a merged sharded eval has exactly the numbers of the same cases run unsharded
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from pytest_genai.compare.measure import CompareOptions, measure
@@ -19,8 +19,9 @@ from pytest_genai.types import CaseResult
 
 
 def now() -> str:
-    """A record's time stamp: UTC, to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """A record's time stamp: UTC, ISO 8601 to the millisecond (`2026-12-07T04:16:52.123Z`): the MLflow run's start
+    and end are these, and two sessions started in the same second must still sort in the order they ran."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def build_record(results: Sequence[CaseResult], *, config: GenaiConfig, cases_total: int, eval_set_hash: str,

@@ -5,10 +5,10 @@ markdown) is rendered by the caller's `describe`: tracking renders no report. ML
 
 from __future__ import annotations
 
-import calendar
 import math
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -147,12 +147,16 @@ def _log_native(client: Any, uri: str | None, run_id: str, exp_id: str, run_dir:
 
 
 def epoch_ms(stamp: str) -> int:
-    """A record's `started_at`/`ended_at` (UTC, to the second) in milliseconds since the epoch, as MLflow takes
-    a run's start and end; now when the stamp cannot be read."""
+    """A record's `started_at`/`ended_at` (UTC, ISO 8601: to the millisecond, or to the second in records written
+    before 0.4) in milliseconds since the epoch, as MLflow takes a run's start and end; now when the stamp cannot be
+    read."""
     try:
-        return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) * 1000
-    except (TypeError, ValueError):
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except (AttributeError, TypeError, ValueError):
         return int(time.time() * 1000)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return round(moment.timestamp() * 1000)
 
 
 def group_runs(client: Any, exp_id: str, group: str, kind: str) -> list[Any]:
