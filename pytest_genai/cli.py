@@ -8,8 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pytest_genai import __version__, lock_cmd, models_cmd, publish, scaffold
-from pytest_genai import runs_cmd as views_cmd
+from pytest_genai import __version__, lock_cmd, models_cmd, publish, runs_cmd, scaffold
 from pytest_genai.config import ConfigError, load_config
 from pytest_genai.monitor import cli as monitor_cli
 from pytest_genai.prompts import PromptError, load_prompt, read_lock, unbumped_edit_message, write_lock
@@ -73,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_cli.add_parser(sub)
     reproduce_cli.add_parser(sub)
     merge_cmd.add_parser(sub)
-    views_cmd.add_parser(sub)
+    runs_cmd.add_parser(sub)
     lock_cmd.add_parser(sub)
     return parser
 
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show,
                 "models": _models, "promote": _promote, "rollback": _rollback, "monitor": monitor_cli.run,
-                "report": report_cli.run, "merge": merge_cmd.run, "runs": views_cmd.run,
+                "report": report_cli.run, "merge": merge_cmd.run, "runs": runs_cmd.run,
                 "reproduce": reproduce_cli.run, "init": scaffold.run, "install-models": models_cmd.run, "lock": lock_cmd.run}
     try:
         return commands[args.command](args)

@@ -126,8 +126,7 @@ def config_page() -> str:
 # --- metrics -----------------------------------------------------------------------------------------------------
 
 def metrics_page() -> str:
-    import pytest_genai.metrics  # noqa: F401 - the package registers the built-ins
-    from pytest_genai.metrics.registry import markdown_table
+    from pytest_genai.metrics.registry import markdown_table  # its package registers the built-ins
 
     return "\n".join([
         _banner("the metric registry (`python -m pytest_genai.metrics.registry`)"), "# Metrics reference", "",

@@ -197,7 +197,7 @@ def config_error(path: Path) -> ConfigError:
 
 
 def test_the_judge_llm_block_has_the_keys_of_the_llm_section() -> None:
-    from pytest_genai.config.validate import schema
+    from pytest_genai.config.schema import schema
 
     top = schema()["properties"]["llm"]["properties"]
     judge = schema()["properties"]["compare"]["properties"]["judge"]["properties"]["llm"]

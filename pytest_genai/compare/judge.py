@@ -20,7 +20,8 @@ from typing import Any, Mapping, Protocol, Sequence
 from pytest_genai import names
 from pytest_genai.compare.pairing import Pairing, f1_preference, pref_win_rate_f1
 from pytest_genai.config.model import GenaiConfig
-from pytest_genai.config.validate import apply_defaults, schema
+from pytest_genai.config.schema import schema
+from pytest_genai.config.validate import apply_defaults
 from pytest_genai.context import provider_class
 from pytest_genai.llm.cache import case_label
 from pytest_genai.prompts import PromptError, load_prompt, read_lock, unbumped_edit_message
@@ -127,7 +128,6 @@ class JudgeLLMConfig:
         prefix = f"{JUDGE_KEY}."
         self.secrets = {k[len(prefix):]: v for k, v in base.secrets.items() if k.startswith(f"{prefix}llm.")}
         self.path, self.lines = base.path, getattr(base, "lines", {})
-
         self._view = GenaiConfig(path=base.path, public=self.public, secrets=self.secrets)  # its get/resolve_path
 
     @property
