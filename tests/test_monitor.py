@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import textwrap
 import sys
 import time
 import urllib.request
@@ -185,7 +186,7 @@ def test_served_traffic_is_recorded_redacted_and_held_to_the_slo(rel: Any, tmp_p
     ret, lines = _monitor(NAME, "--alias", "staging", "--config", str(rel.path / "genai.yaml"),
                           "--tracking-uri", uri, "--last", "50")
     assert ret == 1, "\n".join(lines)
-    assert "10 request(s)" in lines[0] and "mlflow sink" in lines[0], lines[:3]
+    assert "10 request(s)" in lines[0] and "mlflow sink" in lines[0], (lines[:3], server.log.read_text()[-4000:])
     model_id = lines[0].split("@staging, ")[1].split(")")[0]  # v2's LoggedModel, as the command resolved it
     traces = MlflowClient(tracking_uri=uri).search_traces(
         locations=[MlflowClient(tracking_uri=uri).get_experiment_by_name("test-exp").experiment_id],
@@ -416,3 +417,27 @@ def test_a_failing_row_gets_its_error_and_the_other_rows_are_answered(tmp_path: 
     with pytest.raises(RuntimeError, match="said no"):
         served.predict([{"question": "fail once"}, {"question": "fail twice"}])
     assert len(read_local(tmp_path / "requests.jsonl")) == 5
+
+
+def test_a_trace_batch_that_cannot_be_written_is_retried_then_reported_at_exit(tmp_path: Path) -> None:
+    """A tracking server that is down: each batch is tried three times, then counted; the serving process says on
+    stderr, as it exits, how many request records were not written (a loss is never silent)."""
+    code = textwrap.dedent(f"""
+        import time
+        from pytest_genai.monitor.record import MlflowTraceSink, ModelIdentity
+        t0 = time.monotonic()
+        sink = MlflowTraceSink(ModelIdentity("m-x"), experiment_id="1")
+        sink.write([{{"request_id": "r0", "ts": 0.0}}, {{"request_id": "r1", "ts": 0.0}}])
+        sink.flush(60)
+        print("failed", sink.failed, "written", sink.written, "took", round(time.monotonic() - t0, 2))
+        sink.write([{{"request_id": "r2", "ts": 0.0}}])
+    """)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    failed, took = out.stdout.split()[1], float(out.stdout.split()[-1])
+    assert failed == "2" and took >= 1.2, out.stdout  # two records, after the 0.2 s and 1 s pauses
+    assert ("pytest-genai monitor: 0 request record(s) written as traces; not written: 3 failed, 0 dropped (queue full), "
+            "0 batch(es) still queued") in out.stderr, out.stderr[-3000:]
+    assert out.stderr.count("request record(s) written as traces") == 1

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -40,6 +41,10 @@ TAG_REQUEST_ID = "genai.request_id"
 ATTR_RECORD = "genai.record"
 # Fields that are identifiers or numbers the sanitizer must not touch (a hex id could look like a phone number).
 _RAW_FIELDS = ("schema", "request_id", "ts", "time", "model_id", "model_run_id", "model_name", "model_version")
+
+# A stopped server writes what it gathered for at most EXIT_FLUSH_S (under `docker stop`'s 10 s before SIGKILL).
+EXIT_FLUSH_S = 8.0
+RETRY_PAUSES_S = (0.2, 1.0)
 
 log = logging.getLogger("pytest_genai.monitor")
 
@@ -177,10 +182,11 @@ class MlflowTraceSink:
         self.written = 0
         self.max_batch = max_batch
         self.linger_s = linger_s  # how long a first record waits for company before its batch is written
+        self._reported: str | None = None
         self._queue: queue.Queue[list[Mapping[str, Any]] | None] = queue.Queue(max_queue)
         self._thread = threading.Thread(target=self._run, name="genai-monitor-traces", daemon=True)
         self._thread.start()
-        _flush_at_exit(self.flush)
+        _flush_at_exit(self.flush_at_exit)
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> None:
         try:
@@ -196,6 +202,14 @@ class MlflowTraceSink:
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
 
+    def flush_at_exit(self, timeout: float) -> None:
+        """Flush, then say on stderr (the server's log) what could not be written: a loss is never silent."""
+        self.flush(timeout)
+        line = self.report_loss()
+        if line and line != self._reported:  # atexit and the multiprocessing finalizer may both run
+            self._reported = line
+            print(line, file=sys.stderr, flush=True)
+
     def _run(self) -> None:
         while True:
             items = [self._queue.get()]  # a None item stops the thread once what came before it is written
@@ -208,17 +222,37 @@ class MlflowTraceSink:
             batch = [r for i in items if i for r in i]
             try:
                 if batch:
-                    self._write(batch)
-                    self.written += len(batch)
-            except Exception as exc:  # noqa: BLE001 - tracking down: counted, logged once
-                self.failed += len(batch)
-                if self.failed == len(batch):
-                    log.warning("pytest-genai monitor: traces could not be written: %s", exc)
+                    self._write_retrying(batch)
             finally:
                 for _ in items:
                     self._queue.task_done()
             if items[-1] is None:
                 return
+
+    def _write_retrying(self, batch: Sequence[Mapping[str, Any]]) -> None:
+        """A batch is one transaction: a store that is briefly locked or unreachable gets RETRIES more tries
+        (0.2 s, then 1 s later) before the batch is counted as failed and logged (once)."""
+        for attempt, pause in enumerate((*RETRY_PAUSES_S, None)):
+            try:
+                self._write(batch)
+                self.written += len(batch)
+                return
+            except Exception as exc:  # noqa: BLE001 - tracking down: retried, then counted, logged once
+                if pause is not None:
+                    log.debug("pytest-genai monitor: trace batch attempt %d failed: %s", attempt + 1, exc)
+                    time.sleep(pause)
+                    continue
+                self.failed += len(batch)
+                if self.failed == len(batch):
+                    log.warning("pytest-genai monitor: traces could not be written: %s", exc)
+
+    def report_loss(self) -> str | None:
+        """One line when records were not written (failed, dropped or still queued), else None."""
+        queued = self._queue.unfinished_tasks
+        if not (self.failed or self.dropped or queued):
+            return None
+        return (f"pytest-genai monitor: {self.written} request record(s) written as traces; not written: "
+                f"{self.failed} failed, {self.dropped} dropped (queue full), {queued} batch(es) still queued")
 
     def _write(self, records: Sequence[Mapping[str, Any]]) -> None:
         from mlflow.tracing.constant import TraceMetadataKey
@@ -245,13 +279,13 @@ def _flush_at_exit(flush: Callable[[float], None]) -> None:
     import signal
     from multiprocessing import util
 
-    atexit.register(flush, 10.0)
-    util.Finalize(None, flush, args=(10.0,), exitpriority=10)
+    atexit.register(flush, EXIT_FLUSH_S)
+    util.Finalize(None, flush, args=(EXIT_FLUSH_S,), exitpriority=10)
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
     def on_term(signum: int, frame: Any) -> None:
-        flush(5.0)
+        flush(EXIT_FLUSH_S)
         signal.signal(signum, signal.SIG_DFL)
         signal.raise_signal(signum)
 
