@@ -13,6 +13,9 @@ eval itself is measured; the local results folder is still written):
    cases, same prompt (one user message), same stubs, same latency, a `contains` assertion per case,
    interleaved with the pytest-genai runs. Skipped with a message when promptfoo cannot run.
 
+Wave 3 targets (issue "the house", item 7), from the same runs: start-up (the 1-case command) <= 0.4 s; the
+eval part (total - start-up) <= 1.15x the ideal; end to end >= 3x faster than promptfoo in the same run.
+
 Every timed run is checked: exit code 0 (every case passed its `contains` check) and exactly one
 stub request per case (no cache on either side).
 """

@@ -185,6 +185,27 @@ ROWS: tuple[Row, ...] = (
         "prompt and stubs, interleaved with the pytest-genai runs",
         _promptfoo, lambda r: (f"{r['concurrency']['promptfoo_total_s']:.3f} s vs {r['concurrency']['genai_total_s']:.3f} s"
                                if "promptfoo_total_s" in r["concurrency"] else "skipped"), _promptfoo_verdict),
+    # Wave 3 ("the house", item 7): tighter targets, measured by the same runs as the rows above.
+    Row("providers", "wave 3: start-up of a 1-case API-model eval <= 0.4 s",
+        "`bench_providers.py`: the 1-case command against the 0 ms stub (pytest, plugin, config, pipeline build, "
+        "session end), median of the interleaved rounds",
+        lambda r: f"start-up **{r['concurrency']['genai_startup_s']:.3f} s**",
+        lambda r: f"{r['concurrency']['genai_startup_s']:.3f} s",
+        lambda r: _met(r["concurrency"]["genai_startup_s"] <= 0.4)),
+    Row("providers", "wave 3: the eval part (total − start-up) <= 1.15x the ideal",
+        "`bench_providers.py`: as above, 200 cases at 100 ms, concurrency 16",
+        _conc, lambda r: f"{r['concurrency']['genai_ratio_to_ideal']:.2f}x the ideal",
+        lambda r: _met(r["concurrency"]["genai_ratio_to_ideal"] <= 1.15)),
+    Row("providers", "wave 3: >= 3x faster than promptfoo end to end, in the same run",
+        "`bench_providers.py`: the promptfoo row's medians",
+        _promptfoo, lambda r: (f"{r['concurrency']['promptfoo_total_s'] / r['concurrency']['genai_total_s']:.2f}x"
+                               if "promptfoo_total_s" in r["concurrency"] else "skipped"),
+        lambda r: (_met(r["concurrency"]["promptfoo_total_s"] / r["concurrency"]["genai_total_s"] >= 3)
+                   if "promptfoo_total_s" in r["concurrency"] else "–")),
+    Row("case_overhead", "wave 3: harness overhead with tracking on <= 0.5 ms per case",
+        "`bench_case_overhead.py`: the tracking-on slope, as above",
+        _case, lambda r: f"+{r['tracked_per_case_ms']:.2f} ms per case tracking on",
+        lambda r: _met(r["tracked_per_case_ms"] <= 0.5)),
     Row("rag", "embedding throughput while building the index >= 90% of the bare model's batched throughput",
         "`bench_rag.py`: `Embedder.encode` vs a bare tokenize/forward/mean-pool loop, same texts and batch size",
         _embed, lambda r: f"{r['embed_ratio']:.0%}", lambda r: _met(r["embed_ratio"] >= 0.9)),

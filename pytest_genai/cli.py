@@ -19,7 +19,7 @@ from pytest_genai.release.register import RegistryError
 from pytest_genai.report import cli as report_cli
 from pytest_genai.report.terminal import summary_lines, tracking_lines, verdict_lines
 from pytest_genai.reproduce import cli as reproduce_cli
-from pytest_genai.runlog import RunLogError, read_run
+from pytest_genai.runlog import INTERRUPTED, RUNNING, RunLogError, read_run
 from pytest_genai.session import EvalSession, SessionSetupError
 from pytest_genai.shard import merge as merge_cmd
 from pytest_genai.tracking.mlflow_client import command_tracking_uri, quiet
@@ -154,6 +154,8 @@ def _show(args: argparse.Namespace) -> int:
     """The same table as the end of a session, from a run folder or from an MLflow run's artifacts."""
     # the table is the record's, not recomputed: no results needed
     found = resolve(args.run, uri=command_tracking_uri(args.tracking_uri), with_results=False)
+    if found.folder is not None and found.record.status in (RUNNING, INTERRUPTED) and "cases_evaluated" not in found.record.metrics:
+        found = resolve(args.run, uri=command_tracking_uri(args.tracking_uri), with_results=True)  # what is on disk
     record, where = found.record, found.where
     p = record.provenance
     print(f"run {where}: status {record.status}, {p.pipeline}, config_hash {p.config_hash[:12]}, "

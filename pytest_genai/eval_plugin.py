@@ -5,6 +5,7 @@ and the terminal summary (report/terminal.py reads a SessionOutcome)."""
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,18 @@ from _pytest.pathlib import bestrelpath
 from pytest_genai import publish, startup
 from pytest_genai.compare.measure import CompareOptions
 from pytest_genai.config import ConfigError
+from pytest_genai.interrupts import Interrupts
 from pytest_genai.items import CaseItem, EvalSetFile, marker_tags
 from pytest_genai.record import capture_env
-from pytest_genai.report.terminal import SessionOutcome, write_session_summary
+from pytest_genai.report.terminal import Line, SessionOutcome, write_session_summary
 from pytest_genai.runlog import Tracking
 from pytest_genai.sanitize import headline
 from pytest_genai.session import EvalSession
 from pytest_genai.shard.merge import merge_if_last
 from pytest_genai.shard.select import ShardError, check_group, default_group, parse_shard, shard_of
 from pytest_genai.tracking.envlock import EnvLockError
+from pytest_genai.tracking.journal import Journal
+from pytest_genai.tracking.local import write_config_and_prompt
 from pytest_genai.tracking.mlflow_client import resolve_uri
 from pytest_genai.tracking.warm import WarmTracker
 from pytest_genai.types import CaseResult
@@ -53,6 +57,9 @@ class EvalPlugin:
         self.warm: Any = None  # tracking.warm.WarmTracker: MLflow imported beside the cases, logs the run folder
         self.register_blocked: str | None = None  # registry.register_on_pass: why this session will not register
         self.baseline: Any = None  # compare.baseline.Baseline, resolved at session start (controller only)
+        self.journal: Journal | None = None  # the run folder from the first finished case on (controller only)
+        self.journal_error: str | None = None  # why there is none (the run folder is then written at the end)
+        self.interrupts = Interrupts()  # SIGTERM as Ctrl-C; a second interrupt does not cost the record
         self.workers = int(config.getoption("numprocesses", None) or 0) if not is_worker(config) else 0
         session.under_xdist = is_worker(config) or bool(self.workers)
         session.hook = config.hook
@@ -215,6 +222,7 @@ class EvalPlugin:
                                                        intersect=self.compare_options.intersect, sanitizer=san)
         except startup.StartError as exc:
             raise pytest.UsageError(str(exc)) from None
+        self.interrupts.install()
 
     def _baseline_ref(self) -> tuple[str | None, str]:
         """The baseline asked for and where it was asked (flag wins over the config key)."""
@@ -258,7 +266,29 @@ class EvalPlugin:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, RESULT_ATTR, None)
         if data is not None and report.when == "call":
-            self.state.add_result(CaseResult.from_dict(data))
+            result = CaseResult.from_dict(data)
+            self.state.add_result(result)
+            if not is_worker(self.config) and self.env is not None:
+                self._journal(result, data)
+
+    def _journal(self, result: CaseResult, plain: Any) -> None:
+        """Each finished case on disk as it finishes (tracking/journal.py); the folder opens with the first one."""
+        if self.journal is None and self.journal_error is None:
+            cfg = self.state.config
+            root = cfg.resolve_path("tracking.results_dir")
+            assert root is not None
+            try:
+                record = self.state.running_record(self.env, self.git, tracking=self._tracking(), workers=self.workers,
+                                                   shard=self.shard_label, group=self.group)
+                self.journal = Journal.open(root, cfg.hash, record,
+                                            write_inputs=lambda run_dir: write_config_and_prompt(run_dir, self.state))
+            except Exception as exc:  # the run folder is then written at the end, as before
+                self.journal_error = self.state.sanitizer.text(f"{type(exc).__name__}: {exc}")
+        if self.journal is not None:
+            self.journal.append(result, plain)
+
+    def _tracking(self) -> Tracking:
+        return Tracking(uri=self.state.sanitizer.secrets_only().text(self.tracking_uri), experiment=self.experiment)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -268,7 +298,15 @@ class EvalPlugin:
     # -- session end: aggregate, write locally, log, gate -------------------------------------
     @pytest.hookimpl(tryfirst=True)  # before MLflow's own plugin closes its session run: we nest under it
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        self.state.shutdown()
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        self.interrupts.hold()  # until the run folder holds the final record
+        try:
+            self._finish(session, exitstatus, interrupted)
+        finally:
+            self.interrupts.release()
+
+    def _finish(self, session: pytest.Session, exitstatus: int, interrupted: bool) -> None:
+        self.state.shutdown(wait=not interrupted)  # interrupted: the cases in flight are not waited for
         if is_worker(self.config):
             if hasattr(self.config, "workeroutput"):
                 self.config.workeroutput[WORKER_TAGS] = self.state.pipeline_tags()
@@ -284,17 +322,30 @@ class EvalPlugin:
         if unbuilt and len(unbuilt) == len(self.state.results):  # xdist: as without it, no eval ran, none is recorded
             self.build_failure = unbuilt[0].splitlines()[0]  # type: ignore[union-attr]
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            self._discard_journal()
             return
-        stopped = bool(session.shouldstop or session.shouldfail or exitstatus == pytest.ExitCode.INTERRUPTED)
+        stopped = bool(session.shouldstop or session.shouldfail)
         enforce = bool(self.config.getoption("genai_enforce_gates"))
         san = self.state.sanitizer
-        tracking = Tracking(uri=san.secrets_only().text(self.tracking_uri), experiment=self.experiment)
         record = self.state.finish(self.env, self.git, enforce=enforce, selected=self.selected, stopped_early=stopped,
-                                   tracking=tracking, workers=self.workers, baseline=self.baseline,
-                                   compare=self.compare_options, shard=self.shard_label, group=self.group)
+                                   interrupted=interrupted, tracking=self._tracking(), workers=self.workers,
+                                   baseline=self.baseline, compare=self.compare_options, shard=self.shard_label,
+                                   group=self.group)
+
+        def after_local() -> bool:
+            self.interrupts.release()
+            return not self.interrupts.skip_tracking
+
         self.published = out = publish.publish(self.state, record, self.env, tracking=self.tracking_enabled,
                                                uri=self.tracking_uri, experiment=self.experiment, warm=self.warm,
-                                               hook=self.config.hook)
+                                               hook=self.config.hook, journal=self.journal, after_local=after_local)
+        if out.interrupted:
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
+        if self.journal_error:
+            out.lines.append(Line(f"journal: the run folder was written at the end only ({self.journal_error})", "yellow"))
+        if self.interrupts.skip_tracking and self.tracking_enabled and out.run_dir is not None:
+            out.lines.append(Line(f"interrupted again: not logged to MLflow; `pytest-genai upload {out.run_dir}` logs "
+                                  "it", "yellow"))
         if self.shard and out.run_id and out.tracking_error is None and self.config.getoption("genai_auto_merge"):
             assert self.group is not None
             merge_if_last(out, group=self.group, shards=self.shard[1], config_path=self.state.config.path,
@@ -320,7 +371,17 @@ class EvalPlugin:
         if error and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+    def _discard_journal(self) -> None:
+        """No eval ran (the pipeline built nowhere): no run is recorded, so neither is the journal's folder."""
+        if self.journal is not None:
+            self.journal.close()
+            shutil.rmtree(self.journal.run_dir, ignore_errors=True)
+            self.journal = None
+
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.interrupts.restore()
+        if self.journal is not None and not self.journal.closed:
+            self.journal.close(final=False)  # no final record was written: the folder reads as interrupted
         self.state.discard_replay_copy()
         if self.warm is not None:
             self.warm.close()

@@ -39,7 +39,26 @@ def to_plain(obj: Any) -> Any:
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
-    return obj
+    return typed_form(obj)
+
+
+def typed_form(obj: Any) -> Any:
+    """A value JSON has no form for (a pipeline's metadata may hold anything): numpy scalars as their Python value;
+    anything else as `{"$type": <its type>, "value": <JSON>}`, so a set or bytes never costs the run its record.
+    Strings inside are still sanitized by the caller (bytes are decoded as UTF-8 first, for that)."""
+    kind = type(obj)
+    if kind.__module__ == "numpy" and hasattr(obj, "item"):
+        return to_plain(obj.item())
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    if isinstance(obj, (set, frozenset)):
+        return {"$type": name, "value": sorted((to_plain(v) for v in obj), key=repr)}
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return {"$type": name, "value": bytes(obj).decode("utf-8", "replace")}
+    try:
+        text = str(obj)
+    except Exception as exc:  # noqa: BLE001 - a value whose __str__ fails still gets a form
+        text = f"<unprintable: {type(exc).__name__}>"
+    return {"$type": name, "value": text}
 
 
 @lru_cache(maxsize=None)

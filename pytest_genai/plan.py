@@ -57,7 +57,7 @@ class CaseRunner(Protocol):
 
     def result(self, case: Case) -> CaseResult: ...
 
-    def shutdown(self) -> None: ...
+    def shutdown(self, wait: bool = True) -> None: ...
 
 
 class SequentialRunner:
@@ -72,7 +72,7 @@ class SequentialRunner:
     def result(self, case: Case) -> CaseResult:
         return self.run_one(case, True)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         pass
 
 
@@ -94,9 +94,9 @@ class PoolRunner:
         future = self._futures.pop(case.id, None)
         return future.result() if future is not None else self.run_one(case, False)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)  # -x or Ctrl-C: queued cases never start
+            self._pool.shutdown(wait=wait, cancel_futures=True)  # -x or Ctrl-C: queued cases never start
             self._pool = None
 
 
@@ -120,9 +120,9 @@ class BatchRunner:
         future = self._futures.pop(case.id, None)
         return future.result()[case.id] if future is not None else self.run_one(case, True)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None
 
 

@@ -12,7 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from pytest_genai.llm.cache import export_cassette
 from pytest_genai.report.html import regressed_from_comparison, render_html
@@ -36,6 +36,7 @@ class Published:
     tracking_error: str | None = None
     hook_error: str | None = None
     merge_failed: bool = False
+    interrupted: bool = False  # Ctrl-C while logging: the session exits as interrupted
     lines: list[Line] = field(default_factory=list)
 
     @property
@@ -60,25 +61,40 @@ def log_run(run_dir: Path, uri: str | None, experiment: str, warm: Any = None, *
 
 
 def publish(session: Any, record: RunRecord, env: Any, *, tracking: bool, uri: str | None, experiment: str,
-            warm: Any = None, hook: Any = None) -> Published:
-    """Write the run folder, log it, then hand the logged record to `pytest_genai_run_finished` (`hook`)."""
+            warm: Any = None, hook: Any = None, journal: Any = None,
+            after_local: Callable[[], bool] | None = None) -> Published:
+    """Write the run folder (the journal's, when the session kept one: the final record over its `running` one),
+    log it, then hand the logged record to `pytest_genai_run_finished` (`hook`). `after_local()`, called once the
+    folder is written, says whether to go on logging (False after a second Ctrl-C: `pytest-genai upload RUN` logs
+    the folder later)."""
     san = session.sanitizer
     out = Published(record)
     root = session.config.resolve_path("tracking.results_dir")
     assert root is not None
     try:
-        out.run_dir = new_run_dir(root, session.config.hash)
+        out.run_dir = journal.run_dir if journal is not None else new_run_dir(root, session.config.hash)
         write_run_dir(out.run_dir, session, record, env, render_report=html_report)
         write_cassette(session, out.run_dir)
     except Exception as exc:  # a full disk or a value JSON cannot hold: say so, never INTERNALERROR
         out.local_error = san.text(f"could not write local results under {root}: {type(exc).__name__}: {exc}")
         return out
+    finally:
+        if journal is not None:
+            journal.close(final=out.local_error is None)
+    if journal is not None and journal.errors:
+        out.local_error = san.text("the journal could not keep every case as it finished: " + "; ".join(journal.errors[:3]))
+    if after_local is not None and not after_local():
+        tracking = False
     if tracking:
         try:
             out.run_id = log_run(out.run_dir, uri, experiment, warm)
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:
             # about the store, not the eval's data: only secrets go (the server's own address stays readable)
             out.tracking_error = san.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C while logging: the folder holds the run already
+                out.interrupted = True
+                out.tracking_error = (f"interrupted while logging to MLflow ({exc}): the run folder holds the run; "
+                                      f"`pytest-genai upload {out.run_dir}` logs it")
             try:
                 write_record(out.run_dir, read_run(out.run_dir, False).with_tracking(error=out.tracking_error))
             except Exception:

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 from pytest_genai.compare.measure import CompareOptions, measure
 from pytest_genai.config import GenaiConfig
 from pytest_genai.metrics.registry import METRICS, aggregate
-from pytest_genai.runlog import SCHEMA_VERSION, Execution, Provenance, RunRecord, Tracking
+from pytest_genai.runlog import RUNNING, SCHEMA_VERSION, Execution, Provenance, RunRecord, Tracking
 from pytest_genai.tracking.envlock import compare_env
 from pytest_genai.tracking.gitinfo import git_info
 from pytest_genai.tracking.tags import run_tags
@@ -49,6 +49,16 @@ def build_record(results: Sequence[CaseResult], *, config: GenaiConfig, cases_to
     units = {m: METRICS.get(m).unit for m in record.metrics if m in METRICS and METRICS.get(m).unit}
     record = replace(record, tags={**run_tags(record), **measured.tags, **(extra_tags or {})}, metric_units=units)
     return sanitize_record(record, sanitizer), comparison
+
+
+def running_record(*, config: GenaiConfig, provenance: Provenance, execution: Execution, started_at: str,
+                   tracking: Tracking, sanitizer: Any, cases_total: int) -> RunRecord:
+    """The record a journal starts with: what the session pins (provenance, params, plan), status `running`, no
+    metrics yet. `show` and a resume read it; the session's end writes the final record over it."""
+    record = RunRecord(schema_version=SCHEMA_VERSION, status=RUNNING, started_at=started_at, ended_at=started_at,
+                       provenance=provenance, params=config.params(), metrics={"cases_total": float(cases_total)},
+                       execution=execution, tracking=tracking, gates_enforced=False)
+    return sanitize_record(replace(record, tags=run_tags(record)), sanitizer)
 
 
 def cache_tags(cache_mode: str, results: Sequence[CaseResult]) -> dict[str, str]:

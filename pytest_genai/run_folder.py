@@ -18,11 +18,18 @@ writes or reads a run folder takes the names from here. A foundation module: it 
     shards.json              SHARDS_FILE       a merged run: the shard runs it was made from
     report.html              REPORT_FILE       the static HTML report
     summary.json             LEGACY_SUMMARY    a 0.1 run folder's record (read only)
+    .lock                    LOCK_FILE         locked while the session that writes the folder lives (the journal)
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; a `running` record then reads as running
+    fcntl = None  # type: ignore[assignment]
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
@@ -40,11 +47,12 @@ INDEX_MANIFEST = "manifest.json"  # in INDEX_DIR
 ENV_DIR = "env"
 INSTALLED_FILE = "installed.txt"  # in ENV_DIR
 DRIFT_FILE = "drift.json"  # in ENV_DIR
+LOCK_FILE = ".lock"  # flock'd by the live session (tracking.journal); removed when its record is final
 TMP_SUFFIX = ".tmp"  # a file being written (write_atomic): renamed when complete
 
 # the files a session writes at the top of a run folder (anything else there is the user's: a cassette)
 TOP_FILES = frozenset({RUN_FILE, RESULTS_FILE, CONFIG_FILE, RENDERS_FILE, GATES_FILE, COMPARISON_FILE, SHARDS_FILE,
-                       REPORT_FILE})
+                       REPORT_FILE, LOCK_FILE})
 RECORD_FILES = (RUN_FILE, RESULTS_FILE)  # what a RunRecord is read from (runlog.read_run)
 REPORT_FILES = frozenset({REPORT_FILE, COMPARISON_FILE})  # what a re-run or a merge does not need
 
@@ -71,3 +79,31 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + TMP_SUFFIX)
     tmp.write_text(text, "utf-8")
     tmp.replace(path)
+
+
+def lock_writer(path: Path) -> int | None:
+    """Create and flock `path` for the life of this process (or until the returned descriptor is closed)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new folder: nobody else holds it
+    return fd
+
+
+def writer_alive(run_dir: Path) -> bool:
+    """Is the session writing `run_dir` still alive? Its lock is held exactly as long as it lives (the OS drops
+    it however the process ends: exit, signal, crash, OOM kill)."""
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if fcntl is None:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from pytest_genai.plain import from_plain, json_schema, to_plain
-from pytest_genai.run_folder import GATES_FILE, LEGACY_SUMMARY, RESULTS_FILE, RUN_FILE, write_atomic
+from pytest_genai.run_folder import GATES_FILE, LEGACY_SUMMARY, RESULTS_FILE, RUN_FILE, write_atomic, writer_alive
 from pytest_genai.stats.ci import CI
 from pytest_genai.types import CaseResult
 
@@ -23,7 +23,10 @@ SCHEMA_VERSION = 2
 SCHEMA_FILE = Path(__file__).with_name("runlog.schema.json")
 TOP_CHANGES = 10  # regressed / improved cases kept in the record (all of them are in comparison.json)
 
-STATUSES = ("complete", "partial", "stopped", "failed")
+# A record's status. `running`: written by the journal while the session lives (tracking/journal.py); read back
+# as `interrupted` once its session is gone. `interrupted`: Ctrl-C, SIGTERM, or the session died. `stopped`: -x.
+COMPLETE, PARTIAL, STOPPED, FAILED, RUNNING, INTERRUPTED = "complete", "partial", "stopped", "failed", "running", "interrupted"
+STATUSES = (COMPLETE, PARTIAL, STOPPED, FAILED, RUNNING, INTERRUPTED)
 
 
 class RunLogError(Exception):
@@ -179,8 +182,9 @@ class RunRecord:
 
     @property
     def passed(self) -> bool:
-        """What CI asks: the gates held (where they are enforced) and nothing went wrong."""
-        return (self.gates_passed or not self.gates_enforced) and not self.errors
+        """What CI asks: the gates held (where they are enforced), nothing went wrong, and the session ended (a
+        running or interrupted run passes nothing)."""
+        return (self.gates_passed or not self.gates_enforced) and not self.errors and self.status not in (RUNNING, INTERRUPTED)
 
     def with_tracking(self, **changes: Any) -> "RunRecord":
         return replace(self, tracking=replace(self.tracking, **changes))
@@ -221,7 +225,7 @@ def schema() -> dict[str, Any]:
 
 def write_run(run_dir: Path, record: RunRecord) -> None:
     """`results.jsonl` then `run.json`, each written to a temp file and renamed: a reader never sees half."""
-    write_atomic(run_dir / RESULTS_FILE, "".join(_dumps(r.to_dict()) + "\n" for r in record.results))
+    write_atomic(run_dir / RESULTS_FILE, "".join(result_line(r) + "\n" for r in record.results))
     write_record(run_dir, record)
 
 
@@ -238,7 +242,10 @@ def read_run(path: str | os.PathLike[str], with_results: bool = True) -> RunReco
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise RunLogError(f"{run_dir / RUN_FILE}: schema_version {version!r} is newer than this pytest-genai "
                               f"reads ({SCHEMA_VERSION}): upgrade pytest-genai")
-        return RunRecord.from_json(data, read_results(run_dir) if with_results else ())
+        record = RunRecord.from_json(data, read_results(run_dir) if with_results else ())
+        if record.status == RUNNING and not writer_alive(run_dir):
+            record = replace(record, status=INTERRUPTED)  # its session died (killed, crashed) before its end
+        return record
     if (run_dir / LEGACY_SUMMARY).is_file():
         return from_legacy(run_dir, with_results)
     raise RunLogError(f"{run_dir} is not a pytest-genai run folder (no {RUN_FILE} or {LEGACY_SUMMARY})")
@@ -302,6 +309,16 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, allow_nan=False)
+
+
+def result_line(result: CaseResult) -> str:
+    """A case result as its results.jsonl line (no newline)."""
+    return _dumps(result.to_dict())
+
+
+def plain_line(plain: Mapping[str, Any]) -> str:
+    """The same line from the result's `to_dict()` (plain data already)."""
+    return _dumps(plain)
 
 
 if __name__ == "__main__":  # regenerate the shipped schema: python -m pytest_genai.runlog

@@ -20,6 +20,8 @@ from pytest_genai.config.suggest import suggest_name
 from pytest_genai.config.views import HEADLINE, View, ViewError, Vocabulary, config_views, parse_view, vocabulary
 from pytest_genai.registries import load_conftest
 from pytest_genai.report.terminal import fmt
+from pytest_genai.run_folder import RESULTS_FILE, is_run_folder
+from pytest_genai.runlog import RunLogError, read_run
 from pytest_genai.sanitize import Sanitizer
 from pytest_genai.tracking import mlflow_client
 from pytest_genai.tracking.mlflow_client import resolve_uri
@@ -130,6 +132,11 @@ def build_listing(args: argparse.Namespace) -> Listing:
     experiment = args.experiment or (config.get("tracking.experiment") if config is not None else None) or "pytest-genai"
     if args.max is not None and args.max < 1:
         raise RunsError(f"--max must be at least 1 (got {args.max})")
+    local = local_lines(config)
+    if config is not None and config.get("tracking.enabled") is False and not args.tracking_uri:
+        lines = local or [f"no run folder in {config.get('tracking.results_dir')} (tracking.enabled is false: no MLflow runs)"]
+        return Listing(tuple(clean.text(ln) or "" for ln in lines), tuple(lines[1:]) if local else (), None,
+                       UiLink("", None, None))
     _check_store_exists(uri)
     vocab = vocabulary()
     own = config_views(config, vocab) if config is not None else {}
@@ -166,10 +173,38 @@ def build_listing(args: argparse.Namespace) -> Listing:
                      f"them too; a view with a genai.kind clause lists them here)")
     elif found.left_out:
         lines.append(f"left out: {found.left_out} monitoring/shard run(s) (a view with a genai.kind clause lists them)")
+    lines += local
     lines.append(f"MLflow UI: {link}")
     if note:
         lines.append(note)
     return Listing(tuple(clean.text(ln) or "" for ln in lines), found.runs, view, link)
+
+
+def local_lines(config: Any, limit: int = 10) -> list[str]:
+    """The config's run folders that are not MLflow runs, newest first: a session killed before its end (reads
+    `interrupted`), one still running, one whose logging failed (`pytest-genai upload` logs it)."""
+    root = config.resolve_path("tracking.results_dir") if config is not None else None
+    if root is None or not root.is_dir():
+        return []
+    rows = []
+    for folder in sorted((d for d in root.iterdir() if is_run_folder(d)), key=lambda d: d.name, reverse=True):
+        try:
+            record = read_run(folder, with_results=False)
+        except RunLogError:
+            continue
+        if record.tracking.run_id:
+            continue
+        done = record.metrics.get("cases_evaluated")
+        if done is None:  # a journal's record: its finished cases are the lines on disk
+            done = sum(1 for ln in (folder / RESULTS_FILE).open("rb") if ln.strip()) if (folder / RESULTS_FILE).is_file() else 0
+        rows.append(f"  {folder.name}  {record.status}  {fmt(done)} of {fmt(record.metrics.get('cases_total'))} cases  "
+                    f"started {record.started_at}")
+        if len(rows) == limit:
+            break
+    if not rows:
+        return []
+    return [f"run folders in {root} not logged to MLflow (`pytest-genai show FOLDER`; `pytest-genai upload FOLDER` "
+            "logs a finished one):", *rows]
 
 
 def _load(config_arg: str | None) -> Any:

@@ -87,8 +87,12 @@ def _check_answer(answer: Answer) -> str | None:
     if not isinstance(answer.text, str):
         return f"TypeError: Answer.text must be a str, got {type(answer.text).__name__}"
     u = answer.usage
-    if not (isinstance(u.input_tokens, int) and isinstance(u.output_tokens, int)):
-        return "TypeError: Answer.usage token counts must be ints"
+    for field_name, metric, value in (("input_tokens", "tokens_input", u.input_tokens),
+                                      ("output_tokens", "tokens_output", u.output_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"TypeError: Answer.usage.{field_name} ({metric}) must be an int >= 0, got {value!r}"
+        if value < 0:
+            return f"ValueError: Answer.usage.{field_name} ({metric}) must be an int >= 0, got {value}"
     if answer.latency_ms is not None and not (isinstance(answer.latency_ms, (int, float)) and math.isfinite(answer.latency_ms)
                                               and answer.latency_ms >= 0):
         return f"ValueError: Answer.latency_ms must be a finite number of milliseconds >= 0, got {answer.latency_ms!r}"

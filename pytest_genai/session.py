@@ -22,10 +22,10 @@ from pytest_genai.metrics.registry import METRICS
 from pytest_genai.pipelines import build_pipeline, capabilities, warm_up_pipeline
 from pytest_genai.plan import CaseRunner, Plan, SequentialRunner, make_plan, runner_for
 from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
-from pytest_genai.record import build_record, cache_tags, now
+from pytest_genai.record import build_record, cache_tags, now, running_record
 from pytest_genai.registries import PIPELINES
 from pytest_genai.resolve import import_target
-from pytest_genai.runlog import Execution, Provenance, RunRecord, Tracking
+from pytest_genai.runlog import COMPLETE, INTERRUPTED, PARTIAL, STOPPED, Execution, Provenance, RunRecord, Tracking
 from pytest_genai.runtime import Runtime
 from pytest_genai.safety.guard import Guard, Verdict
 from pytest_genai.sanitize import Sanitizer, one_line
@@ -242,9 +242,10 @@ class EvalSession:
         complete once cases run (conftests and `pytest_genai_register` come first), so this is read once, not per case."""
         return frozenset(n for n in METRICS if METRICS.get(n).per_case is None)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
+        """Queued cases never start; `wait=False` (an interrupt): the cases in flight are not waited for."""
         if self._runner is not None:
-            self._runner.shutdown()
+            self._runner.shutdown(wait)
 
     def discard_replay_copy(self) -> None:
         """After the run record (an LLM judge reads the cache at session end): the replayed cassette's copy."""
@@ -258,11 +259,20 @@ class EvalSession:
         self.results[result.id] = result
 
     # -- the run record -------------------------------------------------------------------------
+    def running_record(self, env: Any, git: Any, *, tracking: Tracking, workers: int = 0, shard: str | None = None,
+                       group: str | None = None) -> RunRecord:
+        """What the journal's run.json says while the session runs (status `running`)."""
+        return running_record(config=self.config, provenance=self.provenance(env, git),
+                              execution=replace(self.execution(workers), shard=shard, group=group),
+                              started_at=self.started_at, tracking=tracking, sanitizer=self.sanitizer,
+                              cases_total=len(self.eval_set))
+
     def finish(self, env: Any, git: Any, *, enforce: bool, selected: set[str] | None = None, stopped_early: bool = False,
-               tracking: Tracking | None = None, workers: int = 0, baseline: Any = None,
+               interrupted: bool = False, tracking: Tracking | None = None, workers: int = 0, baseline: Any = None,
                compare: Any = None, shard: str | None = None, group: str | None = None) -> RunRecord:
         """Aggregate into the run record. A selected case without a result (skipped, crashed worker) counts as
-        errored, unless the session stopped early (-x, Ctrl-C), which makes the run `stopped` instead.
+        errored, unless the session stopped early: `interrupted` (Ctrl-C, SIGTERM) makes the run `interrupted`,
+        -x / --maxfail makes it `stopped`; either way its unrun cases are not counted.
         CIs are computed over the cases; with `baseline` (compare.baseline.Baseline, resolved at session start) the
         paired comparison too, kept as `self.comparison` (comparison.json, sanitized) and summarised in the record.
         A shard (`shard` "I/N") is never `complete`: its gates are reported, not enforced, unless `enforce`."""
@@ -270,18 +280,21 @@ class EvalSession:
         selected = set(self.results) if selected is None else selected | set(self.results)
         missing = [c for c in self.eval_set.cases if c.id in selected and c.id not in self.results]
         results = list(self.results.values())
+        stopped_early = stopped_early or interrupted
         if not stopped_early:
             results += [no_result(c, self.seed_for(c), self.sanitizer) for c in missing]
         results.sort(key=lambda r: order.get(r.id, len(order)))
         results = self._deferred_toxicity(results)
         errors = list(self.errors) + self._replay_problems(results)
         # (a pipeline that built nowhere never gets here: the plugin records no run for it, with xdist or without)
-        if stopped_early and missing:
-            status = "stopped"
+        if interrupted and missing:
+            status = INTERRUPTED
+        elif stopped_early and missing:
+            status = STOPPED
         elif len(selected) < len(self.eval_set) or shard is not None:
-            status = "partial"
+            status = PARTIAL
         else:
-            status = "complete"
+            status = COMPLETE
         execution = replace(self.execution(workers), shard=shard, group=group)
         record, comparison = build_record(
             results, config=self.config, cases_total=len(self.eval_set), eval_set_hash=self.eval_set.sha256,

@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("application", ("pytest_genai.session", "pytest_genai.record", "pytest_genai.publish", "pytest_genai.startup",
                      "pytest_genai.builtin_hooks", "pytest_genai.release", "pytest_genai.monitor",
                      "pytest_genai.reproduce", "pytest_genai.shard")),
-    ("faces", ("pytest_genai.plugin", "pytest_genai.eval_plugin", "pytest_genai.items", "pytest_genai.state",
+    ("faces", ("pytest_genai.plugin", "pytest_genai.eval_plugin", "pytest_genai.interrupts", "pytest_genai.items", "pytest_genai.state",
                "pytest_genai.hookspec", "pytest_genai.cli", "pytest_genai.report.cli", "pytest_genai.monitor.cli",
                "pytest_genai.reproduce.cli", "pytest_genai.reproduce.__main__", "pytest_genai.lock_cmd",
                "pytest_genai.models_cmd", "pytest_genai.runs_cmd", "pytest_genai.scaffold", "pytest_genai.testing")),

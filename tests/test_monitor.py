@@ -422,15 +422,15 @@ def test_a_failing_row_gets_its_error_and_the_other_rows_are_answered(tmp_path: 
 def test_a_trace_batch_that_cannot_be_written_is_retried_then_reported_at_exit(tmp_path: Path) -> None:
     """A tracking server that is down: each batch is tried three times, then counted; the serving process says on
     stderr, as it exits, how many request records were not written (a loss is never silent)."""
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import time
         from pytest_genai.monitor.record import MlflowTraceSink, ModelIdentity
         t0 = time.monotonic()
         sink = MlflowTraceSink(ModelIdentity("m-x"), experiment_id="1")
-        sink.write([{{"request_id": "r0", "ts": 0.0}}, {{"request_id": "r1", "ts": 0.0}}])
+        sink.write([{"request_id": "r0", "ts": 0.0}, {"request_id": "r1", "ts": 0.0}])
         sink.flush(60)
         print("failed", sink.failed, "written", sink.written, "took", round(time.monotonic() - t0, 2))
-        sink.write([{{"request_id": "r2", "ts": 0.0}}])
+        sink.write([{"request_id": "r2", "ts": 0.0}])
     """)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
            "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}

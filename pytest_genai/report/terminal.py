@@ -10,7 +10,7 @@ from typing import Any, Iterable, NamedTuple
 
 from pytest_genai.compare.baseline import describe
 from pytest_genai.metrics.registry import METRICS
-from pytest_genai.runlog import is_skipped
+from pytest_genai.runlog import INTERRUPTED, RUNNING, is_skipped
 
 
 class Line(NamedTuple):
@@ -72,6 +72,12 @@ def summary_lines(record: Any) -> list[Line]:
     status and errors: everything from the record."""
     out: list[Line] = []
     p = record.provenance
+    if "cases_evaluated" not in record.metrics and record.status in (RUNNING, INTERRUPTED):  # a journal's record
+        done, total = len(record.results), fmt(record.metrics.get("cases_total"))
+        if record.status == RUNNING:
+            return [Line(f"{RUNNING}: {done} of {total} cases finished so far (the session is still going)", "yellow")]
+        return [Line(f"{INTERRUPTED} run: {done} of {total} cases finished; the session ended before its record "
+                     "(killed or crashed): no metrics were computed", "yellow")]
     if p.env_drift:
         out.append(Line(f"env drift: {p.env_drift} package(s) differ from {p.env_lock_file}:", "yellow"))
         out += [Line(f"  {ln}", "yellow") for ln in p.env_drift_lines[:20]]

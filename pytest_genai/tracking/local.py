@@ -74,18 +74,19 @@ def write_run_dir(run_dir: Path, session: Any, record: RunRecord, env: Any, *, r
     """Artifacts as plain files: config, prompt, renders, eval-set snapshot, env, index manifest, the HTML report
     (the page `render_report` makes); then the record (run.json last: a folder with it is complete)."""
     san = session.sanitizer
-    write_config_and_prompt(run_dir, session)
-    (run_dir / EVAL_SET_DIR).mkdir()
+    if not (run_dir / CONFIG_FILE).is_file():  # a journal's folder has them from its first case on
+        write_config_and_prompt(run_dir, session)
+    (run_dir / EVAL_SET_DIR).mkdir(exist_ok=True)
     (run_dir / EVAL_SET_DIR / session.eval_set.path.name).write_bytes(eval_set_snapshot(session.eval_set.raw, san))
     write_renders(run_dir, record)
     fingerprint = record.provenance.index_fingerprint
     if fingerprint:
         manifest = index_dir(fingerprint) / INDEX_MANIFEST  # the index cache's manifest, copied under its name
         if manifest.is_file():
-            (run_dir / INDEX_DIR).mkdir()
+            (run_dir / INDEX_DIR).mkdir(exist_ok=True)
             data = san.obj(json.loads(manifest.read_text("utf-8")))
             index_manifest(run_dir).write_text(json.dumps(data, indent=2, ensure_ascii=False), "utf-8")
-    (run_dir / ENV_DIR).mkdir()
+    (run_dir / ENV_DIR).mkdir(exist_ok=True)
     installed_file(run_dir).write_text(san.text(env.installed_text()) or "", "utf-8")
     if env.lock_path is not None:
         (run_dir / ENV_DIR / env.lock_path.name).write_text(san.text(env.lock_path.read_text("utf-8")) or "", "utf-8")

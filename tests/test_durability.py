@@ -1,0 +1,199 @@
+"""Durable runs: real pytest sessions in their own processes, killed by real signals and real crashes. Every case
+that finished is on disk however the session ends (the journal); a session that dies reads as `interrupted` in
+`show` and `runs`, is never a baseline; SIGTERM is Ctrl-C; two Ctrl-C give an `interrupted` run with the
+finished cases. And the journal's own rules on a folder in this process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_genai.run_folder import LOCK_FILE, RESULTS_FILE, RUN_FILE, writer_alive
+from pytest_genai.runlog import INTERRUPTED, RUNNING, read_run
+
+N = 20
+BIN = Path(sys.executable).parent
+
+# Answers with the context's first word after GENAI_CASE_S; the case GENAI_DIE_AT dies as GENAI_DIE_HOW says.
+PIPELINE = '''
+import ctypes, os, signal, time
+from pytest_genai import Answer, Usage
+
+def factory(config):
+    die_at, how = os.environ.get("GENAI_DIE_AT"), os.environ.get("GENAI_DIE_HOW")
+    delay = float(os.environ.get("GENAI_CASE_S", "0.02"))
+    def pipeline(case):
+        if case.id == die_at:
+            if how == "exit":
+                os._exit(7)
+            if how == "segv":
+                ctypes.string_at(0)
+            if how == "kill":  # what the OOM killer sends
+                os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(delay)
+        return Answer(text=case.context.split()[0], usage=Usage(5, 1))
+    return pipeline
+'''
+
+
+class Eval:
+    """An eval project in its own folder, run by `python -m pytest` in its own process group."""
+
+    def __init__(self, root: Path, mlflow_uri: str | None = None) -> None:
+        self.root = root
+        (root / "evals").mkdir(parents=True)
+        (root / "evals" / "qa.jsonl").write_text("".join(json.dumps(
+            {"id": f"c{i:02d}", "question": f"question {i}?", "answers": [f"answer{i}"],
+             "context": f"answer{i} is the answer"}) + "\n" for i in range(N)))
+        (root / "durable_pipeline.py").write_text(PIPELINE)
+        tracking = {"uri": mlflow_uri, "experiment": "durable"} if mlflow_uri else {"enabled": False}
+        (root / "genai.yaml").write_text(yaml.safe_dump({
+            "version": 1, "seed": 3, "pipeline": "durable_pipeline:factory", "eval": {"set": "evals/qa.jsonl"},
+            "gates": {"em": ">= 0.9"}, "tracking": {**tracking, "results_dir": "runs"}, "env": {"lock_file": "none.lock"}}))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
+        env.update(PYTHONPATH=str(self.root), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", **extra)
+        return env
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "pytest", "--genai-config", "genai.yaml", "-p", "no:cacheprovider",
+                                 "-p", "no:randomly", *args], cwd=self.root, env=self.env(**env), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "pytest-genai"), *args], cwd=self.root, env=self.env(), text=True,
+                              capture_output=True, timeout=120)
+
+    def run_dirs(self) -> list[Path]:
+        root = self.root / "runs"
+        return sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.name) if root.is_dir() else []
+
+    def journaled(self) -> int:
+        dirs = self.run_dirs()
+        if not dirs or not (dirs[-1] / RESULTS_FILE).is_file():
+            return 0
+        return sum(1 for ln in (dirs[-1] / RESULTS_FILE).read_text().splitlines() if ln.strip())
+
+    def wait_for_cases(self, proc: subprocess.Popen[str], n: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.journaled() < n:
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, f"{self.journaled()} cases journaled after {timeout} s"
+            time.sleep(0.05)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"the session did not end within {timeout} s: {proc.communicate()[0][-3000:]}") from None
+
+
+def results_of(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in (run_dir / RESULTS_FILE).read_text().splitlines() if ln.strip()]
+
+
+@pytest.mark.slow  # a pytest session per way of dying
+@pytest.mark.parametrize("how", ["exit", "segv", "kill"])
+def test_a_session_that_dies_keeps_every_finished_case_and_reads_interrupted(tmp_path: Path, how: str) -> None:
+    ev = Eval(tmp_path / "proj")
+    proc = ev.start(GENAI_DIE_AT="c05", GENAI_DIE_HOW=how)
+    out = finish(proc)
+    assert proc.returncode != 0 and proc.returncode != 2, out[-3000:]
+    (run_dir,) = ev.run_dirs()
+    assert [r["id"] for r in results_of(run_dir)] == [f"c{i:02d}" for i in range(5)], out[-2000:]
+    assert all(r["answer"] == f"answer{i}" for i, r in enumerate(results_of(run_dir)))
+    assert json.loads((run_dir / RUN_FILE).read_text())["status"] == RUNNING  # as the dead session left it
+    assert not writer_alive(run_dir)
+    record = read_run(run_dir)
+    assert record.status == INTERRUPTED and record.partial and len(record.results) == 5
+
+    shown = ev.cli("show", str(run_dir))
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert f"status {INTERRUPTED}" in shown.stdout and "5 of 20 cases finished" in shown.stdout, shown.stdout
+
+    listed = ev.cli("runs")
+    assert listed.returncode == 0 and f"  {run_dir.name}  {INTERRUPTED}  5 of 20 cases" in listed.stdout, listed.stdout + listed.stderr
+
+    # never a baseline: the next run compares with no earlier complete run
+    again = subprocess.run([sys.executable, "-m", "pytest", "--genai-config", "genai.yaml", "-p", "no:cacheprovider",
+                            "--genai-baseline", "previous"], cwd=ev.root, env=ev.env(), text=True,
+                           capture_output=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "no earlier complete run of this eval set" in again.stdout, again.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_sigterm_is_ctrl_c_the_run_is_interrupted_logged_so_and_listed(tmp_path: Path, mlflow_uri: str) -> None:
+    ev = Eval(tmp_path / "proj", mlflow_uri)
+    proc = ev.start("--genai-concurrency", "1", GENAI_CASE_S="0.2")
+    ev.wait_for_cases(proc, 3)
+    started = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    out = finish(proc)
+    assert proc.returncode == 2, out[-3000:]  # pytest's "interrupted"
+    assert time.monotonic() - started < 20, out[-3000:]
+    (run_dir,) = ev.run_dirs()
+    data = json.loads((run_dir / RUN_FILE).read_text())
+    assert data["status"] == INTERRUPTED and not (run_dir / LOCK_FILE).exists()
+    done = results_of(run_dir)
+    assert 3 <= len(done) < N and data["metrics"]["cases_evaluated"] == len(done)
+    assert not [r for r in done if r.get("error")]  # the unrun cases are not counted as errors
+    assert f"{INTERRUPTED} run: {len(done)} of {N}" in out, out[-3000:]
+
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri=mlflow_uri).get_run(data["tracking"]["run_id"])
+    assert run.data.tags["genai.status"] == INTERRUPTED and run.data.tags["genai.partial"] == "true"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gap", [0.1, 1.0])
+def test_two_ctrl_c_give_an_interrupted_run_with_the_finished_cases(tmp_path: Path, mlflow_uri: str, gap: float) -> None:
+    ev = Eval(tmp_path / "proj", mlflow_uri)
+    proc = ev.start("--genai-concurrency", "4", GENAI_CASE_S="0.3")
+    ev.wait_for_cases(proc, 4)
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(gap)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGINT)
+    out = finish(proc)
+    (run_dir,) = ev.run_dirs()
+    record = read_run(run_dir)
+    assert record.status == INTERRUPTED, out[-3000:]
+    assert 4 <= len(record.results) < N and not [r for r in record.results if r.error], out[-3000:]
+    assert record.metrics.get("cases_evaluated") == len(record.results)  # the final record, not the journal's
+    assert not (run_dir / LOCK_FILE).exists()
+    print(out[-2500:])
+
+
+def test_the_journal_keeps_each_case_as_it_finishes_and_a_dead_writer_reads_interrupted(tmp_path: Path) -> None:
+    from pytest_genai.runlog import Provenance, RunRecord
+    from pytest_genai.tracking.journal import Journal, wait_synced
+    from pytest_genai.types import CaseResult
+
+    record = RunRecord(schema_version=2, status=RUNNING, started_at="2026-12-07T05:00:00.000Z",
+                       ended_at="2026-12-07T05:00:00.000Z", provenance=Provenance(config_hash="c" * 64, seed=1))
+    journal = Journal.open(tmp_path / "runs", "c" * 64, record)
+    run_dir = journal.run_dir
+    assert read_run(run_dir).status == RUNNING and writer_alive(run_dir)  # this process holds the lock
+    for i in range(3):
+        journal.append(CaseResult(id=f"c{i}", question="q", answer=f"a{i}", answers=("a",), em=0.0, f1=0.0,
+                                  latency_ms=1.0, input_tokens=1, output_tokens=1, cost_usd=0.0, seed=i))
+        assert [r.id for r in read_run(run_dir).results] == [f"c{j}" for j in range(i + 1)]  # at once, not at the end
+    assert wait_synced(journal, timeout=1.5)  # fsync'd within the bound
+    journal.close(final=False)  # the session ends without its record: as if it died
+    assert read_run(run_dir).status == INTERRUPTED and not writer_alive(run_dir)
+    shutil.rmtree(run_dir)
