@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from _pytest.pathlib import bestrelpath
 
-from pytest_genai import publish, startup
+from pytest_genai import publish, resume, startup
 from pytest_genai.compare.measure import CompareOptions
 from pytest_genai.config import ConfigError
 from pytest_genai.interrupts import Interrupts
@@ -60,6 +60,7 @@ class EvalPlugin:
         self.journal: Journal | None = None  # the run folder from the first finished case on (controller only)
         self.journal_error: str | None = None  # why there is none (the run folder is then written at the end)
         self.interrupts = Interrupts()  # SIGTERM as Ctrl-C; a second interrupt does not cost the record
+        self.resumed: resume.Resumable | None = None  # --genai-resume: the interrupted run this session completes
         self.workers = int(config.getoption("numprocesses", None) or 0) if not is_worker(config) else 0
         session.under_xdist = is_worker(config) or bool(self.workers)
         session.hook = config.hook
@@ -113,14 +114,17 @@ class EvalPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-        """--genai-shard I/N: the cases of other shards are deselected (the terminal counts them); other tests stay."""
-        if self.shard is None:
+        """--genai-shard I/N: the cases of other shards are deselected (the terminal counts them); --genai-resume:
+        the cases the interrupted run finished. Other tests stay."""
+        if self.shard is None and self.resumed is None:
             return
 
-        i, n = self.shard
+        done = set(self.resumed.finished) if self.resumed is not None else set()
         keep, drop = [], []
         for item in items:
-            (drop if isinstance(item, CaseItem) and shard_of(item.case.id, n) != i else keep).append(item)
+            case = item.case if isinstance(item, CaseItem) else None
+            skip = case is not None and (case.id in done or (self.shard is not None and shard_of(case.id, self.shard[1]) != self.shard[0]))
+            (drop if skip else keep).append(item)
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
@@ -175,6 +179,9 @@ class EvalPlugin:
         ]
         if self.workers:
             lines.append("genai: execution plan: pytest-xdist workers, each running its share one case at a time")
+        if self.resumed is not None:
+            lines.append(f"genai: resuming {self.resumed.run_dir.name}: {len(self.resumed.finished)} of "
+                         f"{len(s.eval_set)} cases finished there; running the others into the same run folder")
         if self.shard is not None:
             lines.append(f"genai: shard {self.shard_label} of eval group {self.group}: a child run; gates reported, "
                          f"{'enforced (--genai-enforce-gates)' if self.config.getoption('genai_enforce_gates') else 'not enforced'}"
@@ -220,9 +227,29 @@ class EvalPlugin:
                 self.baseline = startup.fetch_baseline(ref, where, config=cfg, uri=self.tracking_uri, base_dir=base_dir,
                                                        eval_set=self.state.eval_set,
                                                        intersect=self.compare_options.intersect, sanitizer=san)
-        except startup.StartError as exc:
+            if self.config.getoption("genai_resume", None):
+                self._resume(str(self.config.getoption("genai_resume")))
+        except (startup.StartError, resume.ResumeError) as exc:
             raise pytest.UsageError(str(exc)) from None
         self.interrupts.install()
+
+    def _resume(self, ref: str) -> None:
+        """--genai-resume: the interrupted run's finished cases become this session's, its folder its journal."""
+        s, cfg = self.state, self.state.config
+        if self.workers or self.shard is not None:
+            raise resume.ResumeError(f"{resume.FLAG} runs without -n and --genai-shard (resume a shard's run folder "
+                                     "in a plain session)")
+        root = cfg.resolve_path("tracking.results_dir")
+        assert root is not None
+        run = resume.find(ref, results_dir=root, base_dir=self.config.invocation_params.dir, uri=self.tracking_uri,
+                          download=self.tracking_enabled)
+        resume.check_same(run, config_hash=cfg.hash, eval_set_hash=s.eval_set.sha256,
+                          prompt_hash=s.prompt.hash if s.prompt else None, env_lock_hash=self.env.lock_hash)
+        for result in run.record.results:
+            s.add_result(result)
+        s.started_at = run.record.started_at
+        self.resumed = run
+        self.journal = Journal.reopen(run.run_dir, s.running_record(self.env, self.git, tracking=self._tracking()))
 
     def _baseline_ref(self) -> tuple[str | None, str]:
         """The baseline asked for and where it was asked (flag wins over the config key)."""
@@ -331,6 +358,8 @@ class EvalPlugin:
                                    interrupted=interrupted, tracking=self._tracking(), workers=self.workers,
                                    baseline=self.baseline, compare=self.compare_options, shard=self.shard_label,
                                    group=self.group)
+        if self.resumed is not None:
+            record = replace(record, tags={**record.tags, **resume.resumed_tags(self.resumed)})
 
         def after_local() -> bool:
             self.interrupts.release()

@@ -63,6 +63,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="with --genai-shard: the last shard of the group to finish (all N logged, seen through the "
                          "tracking store) merges the group into its parent run, as `pytest-genai merge ID` would; "
                          "a failed gate of the whole eval then fails that session")
+    group.addoption("--genai-resume", metavar="RUN", default=None,
+                    help="finish an interrupted run: its run folder (path, or name in tracking.results_dir) or MLflow "
+                         "run id; runs only the cases it did not finish, with the same config, eval set, prompt and "
+                         "env, into the same run folder")
     group.addoption("--genai-markdown", metavar="PATH", default=None,
                     help="write the run's markdown summary (gates, deltas, failing and regressed cases) to PATH, "
                          "e.g. for a PR comment; with $GITHUB_STEP_SUMMARY set it is also appended there")

@@ -85,7 +85,11 @@ def lock_writer(path: Path) -> int | None:
     """Create and flock `path` for the life of this process (or until the returned descriptor is closed)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new folder: nobody else holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new folder, or one nobody writes any more
+        except OSError:
+            os.close(fd)
+            raise
     return fd
 
 

@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "pytest_genai.release.history")),
     ("tracking", ("pytest_genai.tracking",)),
     ("report", ("pytest_genai.report",)),
-    ("application", ("pytest_genai.session", "pytest_genai.record", "pytest_genai.publish", "pytest_genai.startup",
+    ("application", ("pytest_genai.session", "pytest_genai.record", "pytest_genai.publish", "pytest_genai.startup", "pytest_genai.resume",
                      "pytest_genai.builtin_hooks", "pytest_genai.release", "pytest_genai.monitor",
                      "pytest_genai.reproduce", "pytest_genai.shard")),
     ("faces", ("pytest_genai.plugin", "pytest_genai.eval_plugin", "pytest_genai.interrupts", "pytest_genai.items", "pytest_genai.state",

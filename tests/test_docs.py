@@ -48,6 +48,10 @@ MAPPED: dict[str, tuple[str, ...]] = {
     "pytest-genai init": ("tests/test_install.py::test_all_then_init_then_a_green_first_run_offline",
                           "tests/test_init.py::test_an_offline_starter_passes_on_its_first_run"),
     "pytest-genai init --starter rag": ("tests/test_init.py::test_an_offline_starter_passes_on_its_first_run",),
+    # an interrupted run (SIGTERM on a real session) resumed by its folder and by its MLflow run id
+    "pytest --genai-config genai.yaml --genai-resume 20261207-054251-5c1a2b3d": (
+        "tests/test_durability.py::test_resume_runs_only_the_unfinished_cases_into_the_same_run_and_equals_an_uninterrupted_one",
+        "tests/test_durability.py::test_resume_refuses_other_inputs_naming_what_changed"),
     # the bundled example: SmolLM2 + MiniLM on the CPU, registered into a sqlite store from a clean checkout
     "pytest --genai-config genai.yaml --genai-register": ("tests/test_release.py::test_release_loop_on_the_bundled_example",),
     ".venv/bin/pytest --genai-config genai.yaml eval_sets --genai-register": (

@@ -32,7 +32,11 @@ from pytest_genai import Answer, Usage
 def factory(config):
     die_at, how = os.environ.get("GENAI_DIE_AT"), os.environ.get("GENAI_DIE_HOW")
     delay = float(os.environ.get("GENAI_CASE_S", "0.02"))
+    calls = os.environ.get("GENAI_CALLS")
     def pipeline(case):
+        if calls:
+            with open(calls, "a") as fh:
+                fh.write(case.id + "\\n")
         if case.id == die_at:
             if how == "exit":
                 os._exit(7)
@@ -51,6 +55,7 @@ class Eval:
 
     def __init__(self, root: Path, mlflow_uri: str | None = None) -> None:
         self.root = root
+        self.before: set[Path] = set()
         (root / "evals").mkdir(parents=True)
         (root / "evals" / "qa.jsonl").write_text("".join(json.dumps(
             {"id": f"c{i:02d}", "question": f"question {i}?", "answers": [f"answer{i}"],
@@ -67,9 +72,15 @@ class Eval:
         return env
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        self.before = set(self.run_dirs())
         return subprocess.Popen([sys.executable, "-m", "pytest", "--genai-config", "genai.yaml", "-p", "no:cacheprovider",
                                  "-p", "no:randomly", *args], cwd=self.root, env=self.env(**env), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def pytest(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pytest", "--genai-config", "genai.yaml", "-p", "no:cacheprovider",
+                               "-p", "no:randomly", *args], cwd=self.root, env=self.env(**env), text=True,
+                              capture_output=True, timeout=300)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(BIN / "pytest-genai"), *args], cwd=self.root, env=self.env(), text=True,
@@ -80,7 +91,8 @@ class Eval:
         return sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.name) if root.is_dir() else []
 
     def journaled(self) -> int:
-        dirs = self.run_dirs()
+        """Cases in the journal of the session started last (a folder that was not there before it)."""
+        dirs = [d for d in self.run_dirs() if d not in self.before]
         if not dirs or not (dirs[-1] / RESULTS_FILE).is_file():
             return 0
         return sum(1 for ln in (dirs[-1] / RESULTS_FILE).read_text().splitlines() if ln.strip())
@@ -197,3 +209,65 @@ def test_the_journal_keeps_each_case_as_it_finishes_and_a_dead_writer_reads_inte
     journal.close(final=False)  # the session ends without its record: as if it died
     assert read_run(run_dir).status == INTERRUPTED and not writer_alive(run_dir)
     shutil.rmtree(run_dir)
+
+
+SAME = ("em", "f1", "tokens_input_total", "tokens_output_total", "cost_total_usd", "cases_evaluated", "error_rate",
+        "cases_total")
+
+
+@pytest.mark.slow
+def test_resume_runs_only_the_unfinished_cases_into_the_same_run_and_equals_an_uninterrupted_one(
+        tmp_path: Path, mlflow_uri: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    ev = Eval(tmp_path / "proj", mlflow_uri)
+    whole = ev.pytest()
+    assert whole.returncode == 0, whole.stdout[-3000:]
+    (reference,) = ev.run_dirs()
+    expected = json.loads((reference / RUN_FILE).read_text())
+
+    calls = tmp_path / "calls.log"
+    proc = ev.start("--genai-concurrency", "1", GENAI_CASE_S="0.2", GENAI_CALLS=str(calls))
+    ev.wait_for_cases(proc, 4)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert finish(proc) is not None and proc.returncode == 2
+    interrupted = ev.run_dirs()[-1]
+    first = json.loads((interrupted / RUN_FILE).read_text())
+    assert first["status"] == INTERRUPTED and first["tracking"]["run_id"]
+    finished = {r["id"] for r in results_of(interrupted)}
+    calls.write_text("")
+
+    # by its MLflow run id: the local folder it was logged from is the one completed
+    resumed = ev.pytest("--genai-resume", first["tracking"]["run_id"], GENAI_CALLS=str(calls))
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert f"resuming {interrupted.name}: {len(finished)} of {N} cases finished there" in resumed.stdout
+    assert sorted(calls.read_text().split()) == sorted({f"c{i:02d}" for i in range(N)} - finished)  # only those ran
+    assert len(ev.run_dirs()) == 2  # no new folder
+    done = json.loads((interrupted / RUN_FILE).read_text())
+    assert done["status"] == "complete" and done["started_at"] == first["started_at"]
+    assert [r["id"] for r in results_of(interrupted)] == [f"c{i:02d}" for i in range(N)]
+    assert {k: done["metrics"][k] for k in SAME} == {k: expected["metrics"][k] for k in SAME}
+    assert done["cis"]["f1"] == expected["cis"]["f1"]
+    run = MlflowClient(tracking_uri=mlflow_uri).get_run(done["tracking"]["run_id"])
+    assert run.data.tags["genai.resumed_from"] == first["tracking"]["run_id"]
+    assert run.data.tags["genai.resumed_cases"] == str(len(finished)) and run.data.tags["genai.status"] == "complete"
+
+    again = ev.pytest("--genai-resume", interrupted.name)
+    assert again.returncode == 4 and "is a complete run, not an interrupted one: there is nothing to resume" in again.stderr
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_inputs_naming_what_changed(tmp_path: Path) -> None:
+    ev = Eval(tmp_path / "proj")
+    died = ev.pytest(GENAI_DIE_AT="c03", GENAI_DIE_HOW="exit")
+    assert died.returncode == 7
+    (run_dir,) = ev.run_dirs()
+    config = yaml.safe_load((ev.root / "genai.yaml").read_text())
+    config["seed"] = 4
+    (ev.root / "genai.yaml").write_text(yaml.safe_dump(config))
+    refused = ev.pytest("--genai-resume", str(run_dir))
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert f"--genai-resume: {run_dir.name} was run with other inputs" in refused.stderr
+    assert "config_hash: " in refused.stderr and "eval_set.hash" not in refused.stderr
+    assert ev.pytest("--genai-resume", "no-such-run").stderr.count("--genai-resume no-such-run: no such run folder") == 1
+    assert len(ev.run_dirs()) == 1 and read_run(run_dir).status == INTERRUPTED  # untouched

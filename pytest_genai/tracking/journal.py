@@ -52,6 +52,14 @@ class Journal:
         write_record(run_dir, record)
         return journal
 
+    @classmethod
+    def reopen(cls, run_dir: Path, record: RunRecord) -> "Journal":
+        """An interrupted run's folder, continued (--genai-resume): its lock taken, `record` (status `running`)
+        written over its record, new cases appended after the ones it finished."""
+        journal = cls(run_dir)
+        write_record(run_dir, record)
+        return journal
+
     @property
     def unsynced(self) -> int:
         """Lines written but not yet fsync'd."""
