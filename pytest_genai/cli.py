@@ -5,8 +5,10 @@ view; reproduce a logged run."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from pytest_genai import __version__, lock_cmd, models_cmd, publish, runs_cmd, scaffold
 from pytest_genai.config import ConfigError, load_config
@@ -20,9 +22,11 @@ from pytest_genai.report import cli as report_cli
 from pytest_genai.report.terminal import summary_lines, tracking_lines, verdict_lines
 from pytest_genai.reproduce import cli as reproduce_cli
 from pytest_genai.runlog import INTERRUPTED, RUNNING, RunLogError, read_run
+from pytest_genai.sanitize import Sanitizer
 from pytest_genai.session import EvalSession, SessionSetupError
 from pytest_genai.shard import merge as merge_cmd
-from pytest_genai.tracking.mlflow_client import command_tracking_uri, quiet
+from pytest_genai.threads import CallTimeout, call_with_timeout
+from pytest_genai.tracking.mlflow_client import bounded, command_tracking_uri, quiet
 from pytest_genai.tracking.runref import resolve
 
 
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 "report": report_cli.run, "merge": merge_cmd.run, "runs": runs_cmd.run,
                 "reproduce": reproduce_cli.run, "init": scaffold.run, "install-models": models_cmd.run, "lock": lock_cmd.run}
     try:
+        if args.command in BOUNDED and not getattr(args, "reeval", False):
+            return _bounded(commands[args.command], args)
         return commands[args.command](args)
     except BrokenPipeError:  # `pytest-genai show RUN | head`
         sys.stderr.close()
@@ -98,6 +104,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pytest-genai {args.command}: the MLflow store refused: {str(exc).splitlines()[0] if str(exc) else exc!r}",
               file=sys.stderr)
         return 2
+
+
+# Commands that only talk to the tracking store: the whole command has TIMEOUT_ENV seconds (default 20), each
+# request REQUEST_TIMEOUT_S and no retries, so an unreachable server is one line in seconds, not minutes of retries.
+BOUNDED = frozenset({"models", "promote", "rollback", "show", "runs"})
+TIMEOUT_ENV = "PYTEST_GENAI_TRACKING_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 20.0
+REQUEST_TIMEOUT_S = 5
+
+
+def _bounded(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    raw = os.environ.get(TIMEOUT_ENV)
+    try:
+        total = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        print(f"pytest-genai {args.command}: {TIMEOUT_ENV}={raw!r} is not a number of seconds", file=sys.stderr)
+        return 2
+    with bounded(0, max(1, min(REQUEST_TIMEOUT_S, int(total)))):
+        try:
+            return call_with_timeout(command, total, args, name=f"genai-{args.command}")
+        except CallTimeout:
+            uri = command_tracking_uri(getattr(args, "tracking_uri", None)) or "MLflow's default store"
+            shown = Sanitizer(False, None, ()).text(uri)
+            print(f"pytest-genai {args.command}: no answer from the tracking store {shown} within {total:g} s "
+                  f"(is the server up? {TIMEOUT_ENV} sets the limit)", file=sys.stderr)
+            return 2
 
 
 def _session(config_path: str):  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_genai.input_limits import InputLimitError, check_json_line
 from pytest_genai.types import Case
 
 REQUIRED = ("id", "question", "answers")
@@ -54,9 +55,16 @@ def load_eval_set(path: Path) -> EvalSet:
             continue
         where = f"{path}:{lineno}"
         try:
+            check_json_line(line, path, lineno)  # too long, or nested deep enough to overflow the decoder
             obj = json.loads(line)
+        except InputLimitError as exc:
+            problems.append(str(exc))
+            continue
         except json.JSONDecodeError as exc:
             problems.append(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except ValueError as exc:  # a number past Python's digit limit
+            problems.append(f"{where}: not valid JSON ({exc})")
             continue
         case, errs = _parse_case(obj, lineno)
         problems += [f"{where}: {e}" for e in errs]

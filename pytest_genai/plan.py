@@ -5,10 +5,11 @@ runner behind one protocol (xdist's scheduler shape); items then report one by o
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
+from pytest_genai.threads import DaemonPool
 from pytest_genai.types import Case, CaseResult
 
 
@@ -82,11 +83,11 @@ class PoolRunner:
 
     def __init__(self, run_one: RunOne, size: int) -> None:
         self.run_one, self.size = run_one, size
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._futures: dict[str, Future[CaseResult]] = {}
 
     def start(self, cases: Sequence[Case]) -> None:
-        self._pool = ThreadPoolExecutor(self.size, thread_name_prefix="genai-case")
+        self._pool = DaemonPool(self.size, "genai-case")  # daemon threads: a hung case never holds the exit
         for case in cases:
             self._futures[case.id] = self._pool.submit(self.run_one, case, False)
 
@@ -105,11 +106,11 @@ class BatchRunner:
 
     def __init__(self, run_batch: RunBatch, run_one: RunOne, size: int) -> None:
         self.run_batch, self.run_one, self.size = run_batch, run_one, size
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._futures: dict[str, Future[dict[str, CaseResult]]] = {}
 
     def start(self, cases: Sequence[Case]) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="genai-batch")
+        self._pool = DaemonPool(1, "genai-batch")
         for i in range(0, len(cases), self.size):
             chunk = list(cases[i:i + self.size])
             future = self._pool.submit(self.run_batch, chunk)

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import yaml
 
 from pytest_genai.config.suggest import suggest_name
+from pytest_genai.input_limits import InputLimitError, check_json, check_size, check_yaml
 
 Message = dict[str, str]
 
@@ -127,9 +128,14 @@ def load_prompt(prompt_dir: Path, prompt_id: str, version: str | int) -> PromptT
         available = sorted(p.stem for p in prompt_dir.glob("*.yaml")) if prompt_dir.is_dir() else []
         raise PromptError(f"prompt {prompt_id!r} not found: no file {path} (available: {', '.join(available) or 'none'})")
     try:
-        data = yaml.safe_load(path.read_text("utf-8"))
+        check_size(path)
+        text = path.read_text("utf-8")
+        check_yaml(text, path)  # before the recursive composer: too deep, or aliases expanding without end
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PromptError(f"{path}: not valid YAML: {exc}") from None
+    except InputLimitError as exc:
+        raise PromptError(str(exc)) from None
     if not isinstance(data, dict):
         raise PromptError(f"{path}: expected a mapping with id, version and template")
     missing = [k for k in ("id", "version", "template") if k not in data]
@@ -199,8 +205,13 @@ def read_lock(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text("utf-8"))
-    except json.JSONDecodeError as exc:
+        check_size(path)
+        text = path.read_text("utf-8")
+        check_json(text, path)
+        data = json.loads(text)
+    except InputLimitError as exc:
+        raise PromptError(str(exc)) from None
+    except ValueError as exc:  # JSONDecodeError, or a number past Python's digit limit
         raise PromptError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise PromptError(f"{path}: expected an object of 'id@version': 'sha256'")

@@ -4,7 +4,8 @@ terminal, JUnit, error reports) passes through a `Sanitizer` built once from the
 Layers, in this order: URL user info (`https://user:pass@host` -> `https://***@host`), PII as typed
 keyed placeholders (`safety.redact`; before the secrets, so a leaked configured key shaped like a key
 still counts as a SECRET flag), the config's secret values as `***`, then token-like URL query
-parameters. All but PII apply even with `safety.redact: false`: a private store may keep PII, never a key.
+parameters. All but PII apply even with `safety.redact: false`: a private store may keep PII, never a key;
+so the SECRET findings (API keys, AWS keys, Bearer tokens, JWTs, private keys) are placeholders with it too.
 Loopback addresses (127.0.0.0/8, ::1) and the configured tracking server's address are not PII: they stay
 readable, so an error about the local stub or the team's MLflow server still says where it failed.
 """
@@ -21,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from pytest_genai.safety.pii import detect, is_placeholder, placeholder
+from pytest_genai.safety.pii import detect, detect_secrets, is_placeholder, placeholder
 
 MASK = "***"
 SHORT_SECRET = 8  # shorter secrets are replaced only as whole tokens: "xyz" must not eat "xyzzy"
@@ -38,7 +39,8 @@ _URL_QUERY_SECRET = re.compile(
 )
 # Whatever a PII detector (or a placeholder) can match holds one of these: see safety/pii.py.
 _PII_CHARS = re.compile(r"[\d@<]")
-_PII_WORDS = ("AKIA", "ASIA", "eyJ", "-----BEGIN")  # an AWS key id can be all letters; JWT and PEM prefixes
+# an AWS key id can be all letters; JWT and PEM prefixes; a `Bearer` token without a digit (Bearer, bearer, BEARER)
+_PII_WORDS = ("AKIA", "ASIA", "eyJ", "-----BEGIN", "earer", "EARER")
 _CACHED_MAX_CHARS = 65536  # longer texts (a whole traceback, a document) are rare repeats: not cached
 
 
@@ -49,7 +51,7 @@ class Sanitizer:
     redact_pii: bool  # safety.redact (default true)
     key: bytes | None  # safety.redact_key (an ${ENV} secret); None: unkeyed placeholders
     secrets: tuple[str, ...]  # resolved secret values of the config (api keys, the redact key...)
-    types: tuple[str, ...] | None = None  # PII types to redact (None: all)
+    types: tuple[str, ...] | None = None  # PII types to redact (None: all); SECRET always, even with redact_pii off
     hosts: tuple[str, ...] = ()  # infrastructure addresses kept readable (the tracking server's), besides loopback
 
     @property
@@ -166,7 +168,7 @@ def _sanitize(san: Sanitizer, s: str) -> str:
     url = "://" in s
     if url and "@" in s:  # before PII: the e-mail detector would take `pw@host` and leave the user name
         s = _url_userinfo(s)
-    if san.redact_pii and _maybe_pii(s):
+    if _maybe_pii(s):  # with redact_pii off, only the SECRET findings: a key is never kept
         s = _redact_pii(san, s, secrets)
     if secrets is not None and any(v in s for v in secrets.values):
         s = secrets.pattern.sub(MASK, s)
@@ -185,14 +187,16 @@ def _maybe_pii(s: str) -> bool:
 def _redact_pii(san: Sanitizer, s: str, secrets: _Secrets | None) -> str:
     """Placeholders for every finding; a secret that a finding would cut (the password
     `hunter2 jane@corp.example x`) is masked first, so no placeholder leaves part of it behind."""
-    findings = detect(s, san.types)
+    types = _redacted_types(san.types)
+    find = (lambda t: detect(t, types)) if san.redact_pii else detect_secrets  # a key is never kept
+    findings = find(s)
     if not findings:
         return s
     if secrets is not None and any(v in s for v in secrets.values):
         spans = [m.span() for m in secrets.pattern.finditer(s)]
         if any(f.start < e and b < f.end and not (f.start <= b and e <= f.end) for f in findings for b, e in spans):
             s = secrets.pattern.sub(MASK, s)
-            findings = detect(s, san.types)
+            findings = find(s)
     out: list[str] = []
     pos = 0
     for f in findings:
@@ -202,6 +206,11 @@ def _redact_pii(san: Sanitizer, s: str, secrets: _Secrets | None) -> str:
         pos = f.end
     out.append(s[pos:])
     return "".join(out)
+
+
+def _redacted_types(types: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The finding types made placeholders: SECRET whatever `types` says."""
+    return types if types is None or "SECRET" in types else (*types, "SECRET")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from pytest_genai.runtime import Runtime
 from pytest_genai.safety.guard import Guard, Verdict
 from pytest_genai.sanitize import Sanitizer, one_line
 from pytest_genai.scoring import as_answer, no_result, run_case
+from pytest_genai.threads import CallTimeout, call_with_timeout
 from pytest_genai.types import Case, CaseResult
 
 
@@ -148,17 +149,30 @@ class EvalSession:
                     "Take the context instead (`def factory(ctx)`) and call `ctx.llm`, which the cache wraps"))
         if self.runtime.cache_mode in ("read-write", "record") and self.runtime.cache_path is not None:
             begin_run(self.runtime.cache_path, owner=not self.under_xdist)  # its cassette: the entries this run uses
-        pipeline = build_pipeline(self.context)
+        limit = self.config.get("eval.build_timeout_s")
+        if limit:
+            try:
+                pipeline = call_with_timeout(self._build_and_warm, float(limit), name="genai-build")
+            except CallTimeout:
+                raise self.config.error("eval.build_timeout_s", (
+                    f"building the pipeline {spec!r} (its factory and warm-up) did not finish within "
+                    f"eval.build_timeout_s = {float(limit):g} s")) from None
+        else:
+            pipeline = self._build_and_warm()
         guard = Guard.from_config(self.config)  # after the factory: it may register a classifier
         guard.probe()  # the classifier's import (~3 s) is not case latency
-        self._probe_prompt(pipeline)
-        warm_up_pipeline(pipeline, self.context)  # loads and first calls, before the first timed case
         caps = capabilities(pipeline)
         self._pass_seed = caps.accepts_seed
         self._plan = make_plan(caps, concurrency=self.runtime.concurrency, batch_size=int(self.config.get("llm.batch_size") or 1),
                                repeat=self.repeat, under_xdist=self.under_xdist, custom=self._custom)
         self._runner = runner_for(self._plan, self._run_one, self._run_batch)
         self._guard, self._pipeline = guard, pipeline
+
+    def _build_and_warm(self) -> Any:
+        pipeline = build_pipeline(self.context)
+        self._probe_prompt(pipeline)
+        warm_up_pipeline(pipeline, self.context)  # loads and first calls, before the first timed case
+        return pipeline
 
     def _probe_prompt(self, pipeline: Any) -> None:
         """Render the prompt once with the first case's variables: an undefined variable stops the run here."""
@@ -190,6 +204,21 @@ class EvalSession:
         return runner.result(case)
 
     def _run_one(self, case: Case, seed_globals: bool, answered: Any = None) -> CaseResult:
+        """A case; with eval.case_timeout_s, on its own thread, a TimeoutError result once the limit passes."""
+        limit = self._case_timeout
+        if limit is None:
+            return self._run_case(case, seed_globals, answered)
+        try:
+            return call_with_timeout(self._run_case, limit, case, seed_globals, answered, name=f"genai-case-{case.id}")
+        except CallTimeout:
+            return no_result(case, self.seed_for(case), self.sanitizer, timeout_error(case.id, limit))
+
+    @cached_property
+    def _case_timeout(self) -> float | None:
+        limit = self.config.get("eval.case_timeout_s")
+        return float(limit) if limit else None
+
+    def _run_case(self, case: Case, seed_globals: bool, answered: Any = None) -> CaseResult:
         try:
             with case_label(case.id):  # a replay miss names the case
                 result = run_case(self._pipeline, case, self.seed_for(case), pricing=self.pricing, repeat=self.repeat,
@@ -206,6 +235,17 @@ class EvalSession:
         return result
 
     def _run_batch(self, cases: Sequence[Case]) -> dict[str, CaseResult]:
+        """With eval.case_timeout_s a batch has the sum of its cases' limits."""
+        limit = self._case_timeout
+        if limit is None:
+            return self._generate_batch(cases)
+        try:
+            return call_with_timeout(self._generate_batch, limit * len(cases), cases, name="genai-batch-call")
+        except CallTimeout:
+            return {c.id: no_result(c, self.seed_for(c), self.sanitizer, timeout_error(c.id, limit, len(cases)))
+                    for c in cases}
+
+    def _generate_batch(self, cases: Sequence[Case]) -> dict[str, CaseResult]:
         """Generate for the whole batch, then score each case as usual; a failed batch fails its cases."""
         started = time.perf_counter()
         try:
@@ -215,9 +255,9 @@ class EvalSession:
         except Exception as exc:  # noqa: BLE001 - becomes each case's error, like a failing pipeline call
             error = self.sanitizer.exception(exc, 6)
             elapsed = (time.perf_counter() - started) * 1000
-            return {c.id: self._run_one(c, False, (None, elapsed, error)) for c in cases}
+            return {c.id: self._run_case(c, False, (None, elapsed, error)) for c in cases}
         elapsed = (time.perf_counter() - started) * 1000
-        return {c.id: self._run_one(c, False, as_answer(o, elapsed)) for c, o in zip(cases, outs)}
+        return {c.id: self._run_case(c, False, as_answer(o, elapsed)) for c, o in zip(cases, outs)}
 
     def _extra_scores(self, case: Case, answer: Any, result: CaseResult) -> dict[str, float]:
         """Every `pytest_genai_case_scores` implementation, the built-in one (registered metrics) first."""
@@ -386,3 +426,9 @@ class EvalSession:
             tags.update(getattr(self._pipeline, "tags", None) or {})  # e.g. index.fingerprint from builtin:rag
             self._pipeline_tags = tags
         return self._pipeline_tags
+
+
+def timeout_error(case_id: str, limit: float, batch: int = 1) -> str:
+    """The error of a case that ran out of eval.case_timeout_s (its thread is abandoned, its result dropped)."""
+    where = f" (in a batch of {batch}, which had {limit * batch:g} s)" if batch > 1 else ""
+    return f"TimeoutError: case {case_id} did not finish within eval.case_timeout_s = {limit:g} s{where}"

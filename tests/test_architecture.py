@@ -24,6 +24,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "pytest_genai.environ", "pytest_genai.resolve", "pytest_genai.packaged_models",
                     "pytest_genai.model_hash", "pytest_genai.registry", "pytest_genai.seeding",
                     "pytest_genai.run_folder", "pytest_genai.optional", "pytest_genai.stats", "pytest_genai.runlog",
+                    "pytest_genai.threads",
+                    "pytest_genai.input_limits",
                     "pytest_genai.config.errors", "pytest_genai.config.suggest", "pytest_genai.config.yaml_lines",
                     "pytest_genai.compare.names")),
     ("measures", ("pytest_genai", "pytest_genai.metrics", "pytest_genai.gates", "pytest_genai.safety.pii",

@@ -14,7 +14,8 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Any, Collection
+from typing import Any, Callable, Collection, Iterator
+from urllib.parse import unquote
 
 from pytest_genai.metrics.text import normalize_answer
 from pytest_genai.safety.pii_detectors import DETECTORS, phones
@@ -54,6 +55,8 @@ def placeholder(type_: str, value: str, key: bytes | None = None) -> str:
     """
     if type_ not in PII_TYPES:
         raise ValueError(f"unknown PII type {type_!r}; known: {', '.join(PII_TYPES)}")
+    if type_ == "EMAIL" and "@" not in value:  # URL-encoded, `jane%40example.com`: the plain address's placeholder
+        value = unquote(unquote(value))
     raw = (normalize_answer(value) or value).encode("utf-8")
     digest = hmac.new(key, raw, hashlib.sha256).hexdigest() if key is not None else hashlib.sha256(raw).hexdigest()
     return f"<{type_}:{digest[:PLACEHOLDER_HEX]}>"
@@ -92,10 +95,16 @@ def detect(text: str, types: Collection[str] | None = None) -> list[Finding]:
     return findings if len(selected) == len(PII_TYPES) else [f for f in findings if f.type in selected]
 
 
+def detect_secrets(text: str) -> list[Finding]:
+    """The SECRET findings only, from the SECRET detector alone: what `safety.redact: false` still masks (a key is
+    never kept). Cheaper than `detect(text, ["SECRET"])`, and no finding of another type can hide a key."""
+    return [f for f in _find_all(text, {"SECRET": DETECTORS["SECRET"]}) if f.type == "SECRET"]
+
+
 _Candidate = tuple[int, int, int, str, int, int]  # sort key (placeholder first, longer, rank), type, span
 
 
-def _find_all(text: str) -> list[Finding]:
+def _find_all(text: str, detectors: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = DETECTORS) -> list[Finding]:
     starts: list[int] = []  # the taken spans, disjoint, kept sorted by start
     ends: list[int] = []
     placeholders: list[_Candidate] = [(0, 0, 0, m.group(1), m.start(), m.end()) for m in _PLACEHOLDER.finditer(text)]
@@ -103,10 +112,10 @@ def _find_all(text: str) -> list[Finding]:
     view = text  # the text with the findings so far masked
     while True:
         new: list[Finding] = []
-        for detectors in (DETECTORS, {"PHONE": phones}):
+        for group in (detectors, {"PHONE": phones} if detectors is DETECTORS else {}):
             candidates: list[_Candidate] = [
                 (1, s - e, _RANK.get(type_, len(_RANK)), type_, s, e)
-                for type_, detector in detectors.items() for s, e in detector(view) if e > s
+                for type_, detector in group.items() for s, e in detector(view) if e > s
             ]
             got = _select(text, candidates, starts, ends)
             if got:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import itertools
 import json
 import re
 from typing import Callable, Iterator
@@ -65,8 +66,19 @@ _EMAIL = re.compile(
 _FILE_EXTENSIONS = frozenset("png jpg jpeg gif svg webp bmp ico pdf txt md py js ts json yaml yml html css zip gz".split())
 
 
+# URL-encoded (`jane.doe%40example.com` in a query string, `%2540` encoded twice); it may follow another escape
+# (`to%3Djane%40example.com`), and its placeholder is the plain address's (see `pii.placeholder`).
+_EMAIL_ENCODED = re.compile(
+    r"(?:(?<=%[0-9A-Fa-f]{2})|(?<![\w.%+@-]))[A-Za-z0-9](?:[A-Za-z0-9._+-]|%2[Bb]){0,62}(?<!\.)"
+    r"%(?:25)?40(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![\w@-])"
+)
+
+
 def _emails(text: str) -> Iterator[Span]:
-    for m in _EMAIL.finditer(text):
+    matches = _EMAIL.finditer(text) if "@" in text else iter(())
+    if "%" in text and "40" in text:
+        matches = itertools.chain(matches, _EMAIL_ENCODED.finditer(text))
+    for m in matches:
         if ".." in m.group(0) or m.group(1).lower() in _FILE_EXTENSIONS:
             continue
         if re.match(r":[\w~/]", text[m.end():m.end() + 2]):  # git@github.com:org/repo.git is an SSH remote
@@ -256,19 +268,31 @@ def _ips(text: str) -> Iterator[Span]:
         yield m.span()
 
 
-# (pattern, whether the random part must mix letters and digits): the check drops documentation
-# stand-ins such as `sk-your-api-key-goes-here` while real keys, random base62, practically always mix.
-_KEY_SHAPES: tuple[tuple[re.Pattern[str], bool], ...] = (
-    # OpenAI (sk-, sk-proj-, sk-svcacct-, sk-admin-) and Anthropic (sk-ant-api03-) keys
-    (re.compile(r"(?<![\w-])sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d{2}-)?([A-Za-z0-9_-]{20,})(?![\w-])"), True),
-    (re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)([A-Z0-9]{16})(?![A-Za-z0-9])"), False),  # AWS access key id (base32)
-    (re.compile(r"(?<!\w)gh[pousr]_([A-Za-z0-9]{36,255})(?!\w)"), True),  # GitHub tokens
-    (re.compile(r"(?<!\w)github_pat_([A-Za-z0-9_]{22,255})(?!\w)"), True),  # GitHub fine-grained tokens
-    (re.compile(r"(?<!\w)(?:sk|rk)_(?:live|test)_([A-Za-z0-9]{16,})(?!\w)"), True),  # Stripe secret keys
-    (re.compile(r"(?<![\w-])xox[abposr]-([A-Za-z0-9-]{10,})(?![\w-])"), True),  # Slack tokens
-    (re.compile(r"(?<![\w-])AIza([0-9A-Za-z_-]{35})(?![\w-])"), True),  # Google API keys
-    (re.compile(r"(?i)aws_secret_access_key\s*[:=]\s*[\"']?([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"), True),
+# (pattern, whether the random part (group 1) must mix letters and digits, whether only group 1 is the secret): the
+# check drops documentation stand-ins such as `sk-your-api-key-goes-here` while real keys, random base62,
+# practically always mix. Where a context word names the value (`aws_secret_access_key = ...`), only the value is.
+_AWS_SECRET = r"[\"']?([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"  # an AWS secret access key: 40 of base64
+# OpenAI (sk-, sk-proj-, sk-svcacct-, sk-admin-) and Anthropic (sk-ant-, sk-ant-api03-, sk-ant-oat01-) keys: 16
+# characters at least after the prefix (see `_short_key_ok`)
+_SK_KEY = re.compile(r"(?<![\w-])sk-(?:proj-|svcacct-|admin-|ant-(?:[a-z]{3,5}\d{2}-)?)?([A-Za-z0-9_-]{16,})(?![\w-])")
+_KEY_SHAPES: tuple[tuple[re.Pattern[str], bool, bool], ...] = (
+    (_SK_KEY, True, False),
+    (re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)([A-Z0-9]{16})(?![A-Za-z0-9])"), False, False),  # AWS access key id
+    (re.compile(r"(?<!\w)gh[pousr]_([A-Za-z0-9]{36,255})(?!\w)"), True, False),  # GitHub tokens
+    (re.compile(r"(?<!\w)github_pat_([A-Za-z0-9_]{22,255})(?!\w)"), True, False),  # GitHub fine-grained tokens
+    (re.compile(r"(?<!\w)(?:sk|rk)_(?:live|test)_([A-Za-z0-9]{16,})(?!\w)"), True, False),  # Stripe secret keys
+    (re.compile(r"(?<![\w-])xox[abposr]-([A-Za-z0-9-]{10,})(?![\w-])"), True, False),  # Slack tokens
+    (re.compile(r"(?<![\w-])AIza([0-9A-Za-z_-]{35})(?![\w-])"), True, False),  # Google API keys
+    # AWS secret access keys after a name for them: aws_secret_access_key = ..., AWS_SECRET_ACCESS_KEY=...,
+    # "SecretAccessKey": "...", secretAccessKey: ..., aws_secret_key => ...
+    (re.compile(r"(?i)(?:(?:aws)?[_.-]?secret[_.-]?access[_.-]?key|aws[_.-]?secret[_.-]?key)[\"']?"
+                r"(?:\s*(?:=>|[:=])\s*|[ \t]+)" + _AWS_SECRET), True, True),
+    # ... or right after their key id, as in a credentials CSV or `id:secret`
+    (re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}[\"']?(?:[ \t]*[,:;|][ \t]*|[ \t]+)" + _AWS_SECRET),
+     True, True),
 )
+# An HTTP Authorization value `Bearer <token>`: the token is the secret, the word stays.
+_BEARER = re.compile(r"(?i)(?<![A-Za-z])(bearer)(?:[ \t]+|%20)([A-Za-z0-9._~+/=-]{7,}[A-Za-z0-9_~+/=-])(?![\w~+/=-])")
 _JWT = re.compile(r"(?<![\w.-])(eyJ[A-Za-z0-9_-]{4,})\.([A-Za-z0-9_-]{4,})\.([A-Za-z0-9_-]*)(?![\w.-])")
 _PEM = re.compile(
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
@@ -291,11 +315,33 @@ def _jwt_header_ok(part: str) -> bool:
     return isinstance(header, dict)
 
 
+def _short_key_ok(body: str) -> bool:
+    """A key of 16 to 19 characters (after the prefix) is one word of letters and digits: `sk-learn-tutorial-2` is
+    a slug. From 20 characters on, `-` and `_` may occur, as in sk-proj- and sk-ant- keys."""
+    return len(body) >= 20 or (body.isascii() and body.isalnum())
+
+
+def _bearer_token_ok(word: str, token: str) -> bool:
+    """A digit, or upper-case letters inside lower-case ones (random base64): not `Bearer authentication` nor
+    `Bearer YOUR_TOKEN_HERE`. Without a digit only as Bearer, bearer or BEARER (the fast path in `sanitize` looks
+    for those)."""
+    if not _random_enough(token, False):
+        return False
+    if any(ch.isdigit() for ch in token):
+        return True
+    return word in ("Bearer", "bearer", "BEARER") and any(ch.islower() for ch in token) and any(
+        ch.isupper() for ch in token[1:])
+
+
 def _secrets(text: str) -> Iterator[Span]:
-    for pattern, need_digit in _KEY_SHAPES:
+    for pattern, need_digit, value_only in _KEY_SHAPES:
         for m in pattern.finditer(text):
-            if _random_enough(m.group(1), need_digit):
-                yield m.span(1) if pattern.pattern.startswith("(?i)aws") else m.span()
+            body = m.group(1)
+            if _random_enough(body, need_digit) and (pattern is not _SK_KEY or _short_key_ok(body)):
+                yield m.span(1) if value_only else m.span()
+    for m in _BEARER.finditer(text):
+        if _bearer_token_ok(m.group(1), m.group(2)):
+            yield m.span(2)
     for m in _JWT.finditer(text):
         if _jwt_header_ok(m.group(1)):
             yield m.span()
@@ -303,8 +349,8 @@ def _secrets(text: str) -> Iterator[Span]:
         yield m.span()
 
 
-# `pytest_genai.sanitize` skips detection for text with no digit, '@' or '<' and none of AKIA, ASIA,
-# eyJ, -----BEGIN: every finding (and placeholder) holds one of these; keep that true for a new detector.
+# `pytest_genai.sanitize` skips detection for text with no digit, '@' or '<' and none of AKIA, ASIA, eyJ,
+# -----BEGIN, earer, EARER: every finding (and placeholder) holds one of these; keep that true for a new detector.
 DETECTORS: dict[str, Callable[[str], Iterator[Span]]] = {  # PHONE runs afterwards: `phones`, see `pii.detect`
     "EMAIL": _emails, "CARD": _cards, "SSN": _ssns, "IBAN": _ibans, "IP": _ips, "SECRET": _secrets,
 }

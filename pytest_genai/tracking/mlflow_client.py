@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; concurrent first use of a sqlite store is not serialized there
+    fcntl = None  # type: ignore[assignment]
 
 from pytest_genai.environ import overridden
 from pytest_genai.sanitize import URL_CREDENTIALS
@@ -36,7 +42,47 @@ def client(uri: str | None = None, *, own_process: bool = True) -> Any:
         from mlflow.tracking import MlflowClient
 
         # the registry (models, prompts) is the same store: MLflow would otherwise take the process-wide URI
-        return MlflowClient(tracking_uri=uri, registry_uri=uri) if uri else MlflowClient()
+        with _first_sqlite_use(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE) as first:
+            made = MlflowClient(tracking_uri=uri, registry_uri=uri) if uri else MlflowClient()
+            if first:
+                made.search_experiments(max_results=1)  # creates and migrates the store, under the lock
+        return made
+
+
+_READY: set[str] = set()  # sqlite stores this process has opened (created and migrated under the lock)
+SQLITE_LOCK_WAIT_S = 120.0
+
+
+@contextmanager
+def _first_sqlite_use(uri: str) -> Iterator[bool]:
+    """The first use of a sqlite store creates and migrates it; sessions starting together on a new store did that
+    at once and corrupted it (a half-migrated schema). The first use in each process (True in the block) happens
+    under an exclusive lock on the store's folder (flock: released however the process ends), so the others wait,
+    then find it migrated. Bounded: after SQLITE_LOCK_WAIT_S it goes on without the lock."""
+    if not uri.startswith("sqlite:///") or uri in _READY or fcntl is None:
+        yield False
+        return
+    folder = Path(uri[len("sqlite:///"):]).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield False  # MLflow reports the store's own problem
+        return
+    try:
+        deadline = time.monotonic() + SQLITE_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        yield True
+        _READY.add(uri)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextmanager
