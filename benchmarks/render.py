@@ -100,6 +100,12 @@ def _promptfoo_verdict(r: R) -> str:
     return f"pytest-genai {ratio:.1f}x faster end to end" if ratio >= 1 else f"promptfoo {1 / ratio:.1f}x faster end to end"
 
 
+def _isolate(r: R) -> str:
+    big = max(r["sizes"])
+    return (f"**+{r['isolate_per_case_ms']:.2f} ms per case** (fixed {r['isolate_fixed_s']:+.2f} s); {big} cases in "
+            f"{r[f'process_s_{big}']:.2f} s vs {r[f'none_s_{big}']:.2f} s")
+
+
 def _embed(r: R) -> str:
     return f"{r['embed_ours_texts_per_s']:.0f} vs {r['embed_bare_texts_per_s']:.0f} texts/s: **{r['embed_ratio']:.0%}**"
 
@@ -185,6 +191,11 @@ ROWS: tuple[Row, ...] = (
         "prompt and stubs, interleaved with the pytest-genai runs",
         _promptfoo, lambda r: (f"{r['concurrency']['promptfoo_total_s']:.3f} s vs {r['concurrency']['genai_total_s']:.3f} s"
                                if "promptfoo_total_s" in r["concurrency"] else "skipped"), _promptfoo_verdict),
+    Row("isolate", "`eval.isolate: process`: its cost per case, measured (no target)",
+        "`bench_isolate.py`: a zero-latency custom pipeline with `eval.isolate: none` vs `process` (tracking off), at "
+        "two sizes, interleaved rounds; per case = the slope of the difference, fixed = its intercept",
+        _isolate,
+        lambda r: f"+{r['isolate_per_case_ms']:.2f} ms per case", lambda r: "measured"),
     # Wave 3 ("the house", item 7): tighter targets, measured by the same runs as the rows above.
     Row("providers", "wave 3: start-up of a 1-case API-model eval <= 0.4 s",
         "`bench_providers.py`: the 1-case command against the 0 ms stub (pytest, plugin, config, pipeline build, "

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_bootstrap  # noqa: E402
 import bench_case_overhead  # noqa: E402
 import bench_install  # noqa: E402
+import bench_isolate  # noqa: E402
 import bench_mlflow_logging  # noqa: E402
 import bench_merge  # noqa: E402
 import bench_model_load  # noqa: E402
@@ -31,6 +32,7 @@ from _util import REPO, command_line, record  # noqa: E402
 BENCHMARKS = {
     "startup": bench_startup.main,
     "case_overhead": bench_case_overhead.main,
+    "isolate": bench_isolate.main,
     "mlflow_logging": bench_mlflow_logging.main,
     "show": bench_show.main,
     "model_load": bench_model_load.main,

@@ -18,18 +18,25 @@ class Plan:
     kind: str  # sequential | pool | batches | worker
     size: int = 1
     reason: str = ""  # why not the faster strategy that was asked for (shown in the header)
+    isolated: bool = False  # eval.isolate: process: each case in a child process (isolate.py)
 
     def describe(self) -> str:
         what = {"sequential": "one case at a time", "pool": f"a pool of {self.size}",
                 "batches": f"batches of {self.size}", "worker": "this xdist worker's share, one at a time"}[self.kind]
+        if self.isolated:
+            what += ", each in a child process (eval.isolate: process)"
         return what + (f" ({self.reason})" if self.reason else "")
 
 
 def make_plan(caps: Any, *, concurrency: int, batch_size: int, repeat: int, under_xdist: bool,
-              custom: bool = False) -> Plan:
+              custom: bool = False, isolated: bool = False) -> Plan:
     """`caps`: the pipeline's Capabilities. Repeats and sampling keep their per-call seeding; a pipeline
     that does not declare `concurrent = True` is never put on a pool (process-wide RNGs are shared
-    by threads: its answers would depend on N)."""
+    by threads: its answers would depend on N). `isolated`: one case at a time, each in a child process."""
+    if isolated:
+        asked = concurrency > 1 or batch_size > 1
+        why = "--genai-concurrency and llm.batch_size are not used with it" if asked else ""
+        return Plan("worker" if under_xdist else "sequential", 1, why, isolated=True)
     if under_xdist:
         why = "under pytest-xdist each worker runs its share one at a time" if concurrency > 1 or batch_size > 1 else ""
         return Plan("worker", 1, why)

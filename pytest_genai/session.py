@@ -20,6 +20,7 @@ from pytest_genai.llm.cache import case_label
 from pytest_genai.llm.store import begin_run
 from pytest_genai.metrics.registry import METRICS
 from pytest_genai.pipelines import build_pipeline, capabilities, warm_up_pipeline
+from pytest_genai.isolate import ProcessRunner, fork_available
 from pytest_genai.plan import CaseRunner, Plan, SequentialRunner, make_plan, runner_for
 from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
 from pytest_genai.record import build_record, cache_tags, now, running_record
@@ -104,6 +105,9 @@ class EvalSession:
                 raise SessionSetupError(msg)
 
         load_judge_spec(config)  # compare.judge: an LLM judge's provider, temperature and prompt (ConfigError)
+        if config.get("eval.isolate") == "process" and not fork_available():
+            raise SessionSetupError(str(config.error("eval.isolate", "eval.isolate: process needs fork(), which this "
+                                                                     "platform does not have (use none)")))
         return cls(config, eval_set, prompt, repeat, runtime or Runtime(), note)
 
     # -- what the session is built from ----------------------------------------------------------
@@ -163,9 +167,14 @@ class EvalSession:
         guard.probe()  # the classifier's import (~3 s) is not case latency
         caps = capabilities(pipeline)
         self._pass_seed = caps.accepts_seed
+        isolated = self.config.get("eval.isolate") == "process"
         self._plan = make_plan(caps, concurrency=self.runtime.concurrency, batch_size=int(self.config.get("llm.batch_size") or 1),
+                               isolated=isolated,
                                repeat=self.repeat, under_xdist=self.under_xdist, custom=self._custom)
-        self._runner = runner_for(self._plan, self._run_one, self._run_batch)
+        if isolated:  # the child is forked from here on: it inherits the built, warmed-up pipeline
+            self._runner = ProcessRunner(self._run_case, self._failed, self._case_timeout, timeout_error)
+        else:
+            self._runner = runner_for(self._plan, self._run_one, self._run_batch)
         self._guard, self._pipeline = guard, pipeline
 
     def _build_and_warm(self) -> Any:
@@ -212,6 +221,9 @@ class EvalSession:
             return call_with_timeout(self._run_case, limit, case, seed_globals, answered, name=f"genai-case-{case.id}")
         except CallTimeout:
             return no_result(case, self.seed_for(case), self.sanitizer, timeout_error(case.id, limit))
+
+    def _failed(self, case: Case, error: str) -> CaseResult:
+        return no_result(case, self.seed_for(case), self.sanitizer, error)
 
     @cached_property
     def _case_timeout(self) -> float | None:

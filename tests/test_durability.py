@@ -31,13 +31,15 @@ from pytest_genai import Answer, Usage
 
 def factory(config):
     die_at, how = os.environ.get("GENAI_DIE_AT"), os.environ.get("GENAI_DIE_HOW")
+    dying = dict(x.split(":") for x in os.environ.get("GENAI_DIE", "").split(",") if x)  # case:how, case:how
     delay = float(os.environ.get("GENAI_CASE_S", "0.02"))
     calls = os.environ.get("GENAI_CALLS")
     def pipeline(case):
         if calls:
             with open(calls, "a") as fh:
                 fh.write(case.id + "\\n")
-        if case.id == die_at:
+        if case.id == die_at or case.id in dying:
+            how = dying.get(case.id, os.environ.get("GENAI_DIE_HOW"))
             if how == "exit":
                 os._exit(7)
             if how == "segv":
@@ -316,3 +318,29 @@ def test_sessions_starting_together_on_a_new_sqlite_store_are_all_recorded(tmp_p
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("durable").experiment_id], max_results=100)
     assert len(runs) == 10 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_isolated_cases_cost_only_themselves_when_their_process_dies(tmp_path: Path) -> None:
+    """eval.isolate: process: a segfault and an os._exit in two cases are those cases' errors, naming the signal
+    and the exit code; every other case is answered and the run is complete."""
+    ev = Eval(tmp_path / "proj")
+    config = yaml.safe_load((ev.root / "genai.yaml").read_text())
+    config["eval"]["isolate"] = "process"
+    config["eval"]["case_timeout_s"] = 5
+    (ev.root / "genai.yaml").write_text(yaml.safe_dump(config))
+    out = ev.pytest("--genai-concurrency", "4", GENAI_DIE="c05:segv,c11:exit,c15:hang")
+    assert out.returncode == 1, out.stdout[-3000:]
+    assert ("one case at a time, each in a child process (eval.isolate: process) (--genai-concurrency and "
+            "llm.batch_size are not used with it)") in out.stdout
+    (run_dir,) = ev.run_dirs()
+    record = read_run(run_dir)
+    assert record.status == "complete" and len(record.results) == N
+    errors = {r.id: r.error for r in record.results if r.error}
+    assert errors == {
+        "c05": "ChildProcessError: case c05's process killed by SIGSEGV (eval.isolate: process; the session goes on "
+               "in a new one)",
+        "c11": "ChildProcessError: case c11's process exited with code 7 (eval.isolate: process; the session goes on "
+               "in a new one)",
+        "c15": "TimeoutError: case c15 did not finish within eval.case_timeout_s = 5 s"}, errors
+    assert all(r.answer == f"answer{int(r.id[1:])}" for r in record.results if not r.error)
