@@ -176,6 +176,21 @@ def test_sigterm_is_ctrl_c_the_run_is_interrupted_logged_so_and_listed(tmp_path:
 
 
 @pytest.mark.slow
+def test_under_xdist_sigterm_to_the_job_keeps_the_finished_cases(tmp_path: Path) -> None:
+    """-n 2, the whole process group signalled (what a CI runner and a terminal's Ctrl-C do): the controller
+    journals what the workers finished and records the run as interrupted."""
+    ev = Eval(tmp_path / "proj")
+    proc = ev.start("-n", "2", GENAI_CASE_S="0.3")
+    ev.wait_for_cases(proc, 4)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out = finish(proc, timeout=60)
+    (run_dir,) = ev.run_dirs()
+    data = json.loads((run_dir / RUN_FILE).read_text())
+    assert data["status"] == INTERRUPTED, out[-3000:]
+    assert 4 <= len(results_of(run_dir)) == data["metrics"]["cases_evaluated"] < N
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("gap", [0.1, 1.0])
 def test_two_ctrl_c_give_an_interrupted_run_with_the_finished_cases(tmp_path: Path, mlflow_uri: str, gap: float) -> None:
     ev = Eval(tmp_path / "proj", mlflow_uri)
