@@ -173,6 +173,11 @@ def _upload(args: argparse.Namespace) -> int:
         print(f"pytest-genai upload: {run_dir} was written by pytest-genai 0.1 (summary.json); re-run the eval to log it",
               file=sys.stderr)
         return 2
+    if record.status in (RUNNING, INTERRUPTED) and "cases_evaluated" not in record.metrics:
+        why = "is still running" if record.status == RUNNING else "was left by a session that died before its record"
+        print(f"pytest-genai upload: {run_dir} {why}: it has no metrics to log; finish it with `pytest --genai-config "
+              f"CONFIG --genai-resume {run_dir.name}` (which logs it)", file=sys.stderr)
+        return 2
     uri = args.tracking_uri or record.tracking.uri
     if uri and "***" in uri:
         print("pytest-genai upload: the recorded tracking URI had credentials (masked); pass --tracking-uri", file=sys.stderr)

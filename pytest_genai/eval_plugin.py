@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ class EvalPlugin:
         self.journal_error: str | None = None  # why there is none (the run folder is then written at the end)
         self.interrupts = Interrupts()  # SIGTERM as Ctrl-C; a second interrupt does not cost the record
         self.resumed: resume.Resumable | None = None  # --genai-resume: the interrupted run this session completes
+        self._journal_lock = threading.Lock()  # cases finish on pool threads and are reported on the main one
         self.workers = int(config.getoption("numprocesses", None) or 0) if not is_worker(config) else 0
         session.under_xdist = is_worker(config) or bool(self.workers)
         session.hook = config.hook
@@ -232,6 +234,7 @@ class EvalPlugin:
         except (startup.StartError, resume.ResumeError) as exc:
             raise pytest.UsageError(str(exc)) from None
         self.interrupts.install()
+        self.state.on_finished = lambda result: self._journal(result, None)  # each case as it finishes, in any order
 
     def _resume(self, ref: str) -> None:
         """--genai-resume: the interrupted run's finished cases become this session's, its folder its journal."""
@@ -300,6 +303,12 @@ class EvalPlugin:
 
     def _journal(self, result: CaseResult, plain: Any) -> None:
         """Each finished case on disk as it finishes (tracking/journal.py); the folder opens with the first one."""
+        with self._journal_lock:
+            self._open_journal()
+        if self.journal is not None:
+            self.journal.append(result, plain)
+
+    def _open_journal(self) -> None:
         if self.journal is None and self.journal_error is None:
             cfg = self.state.config
             root = cfg.resolve_path("tracking.results_dir")
@@ -311,8 +320,6 @@ class EvalPlugin:
                                             write_inputs=lambda run_dir: write_config_and_prompt(run_dir, self.state))
             except Exception as exc:  # the run folder is then written at the end, as before
                 self.journal_error = self.state.sanitizer.text(f"{type(exc).__name__}: {exc}")
-        if self.journal is not None:
-            self.journal.append(result, plain)
 
     def _tracking(self) -> Tracking:
         return Tracking(uri=self.state.sanitizer.secrets_only().text(self.tracking_uri), experiment=self.experiment)
@@ -325,7 +332,11 @@ class EvalPlugin:
     # -- session end: aggregate, write locally, log, gate -------------------------------------
     @pytest.hookimpl(tryfirst=True)  # before MLflow's own plugin closes its session run: we nest under it
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        # our handler counts every signal: one that lands inside pytest's own KeyboardInterrupt handling leaves
+        # pytest's exit status unset, yet the session was interrupted
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or self.interrupts.interrupted
+        if interrupted:
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
         self.interrupts.hold()  # until the run folder holds the final record
         try:
             self._finish(session, exitstatus, interrupted)
@@ -368,13 +379,13 @@ class EvalPlugin:
         self.published = out = publish.publish(self.state, record, self.env, tracking=self.tracking_enabled,
                                                uri=self.tracking_uri, experiment=self.experiment, warm=self.warm,
                                                hook=self.config.hook, journal=self.journal, after_local=after_local)
-        if out.interrupted:
+        if out.interrupted or self.interrupts.interrupted:
             session.exitstatus = pytest.ExitCode.INTERRUPTED
         if self.journal_error:
             out.lines.append(Line(f"journal: the run folder was written at the end only ({self.journal_error})", "yellow"))
         if self.interrupts.skip_tracking and self.tracking_enabled and out.run_dir is not None:
-            out.lines.append(Line(f"interrupted again: not logged to MLflow; `pytest-genai upload {out.run_dir}` logs "
-                                  "it", "yellow"))
+            out.lines.append(Line(f"interrupted while recording: not logged to MLflow; `pytest-genai upload "
+                                  f"{out.run_dir}` logs it", "yellow"))
         if self.shard and out.run_id and out.tracking_error is None and self.config.getoption("genai_auto_merge"):
             assert self.group is not None
             merge_if_last(out, group=self.group, shards=self.shard[1], config_path=self.state.config.path,
@@ -408,12 +419,15 @@ class EvalPlugin:
             self.journal = None
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        self.interrupts.restore()
-        if self.journal is not None and not self.journal.closed:
-            self.journal.close(final=False)  # no final record was written: the folder reads as interrupted
-        self.state.discard_replay_copy()
-        if self.warm is not None:
-            self.warm.close()
+        self.interrupts.hold(quiet=True)  # closing: a late Ctrl-C only cuts the wait short, without a traceback
+        try:
+            if self.journal is not None and not self.journal.closed:
+                self.journal.close(final=False)  # no final record was written: the folder reads as interrupted
+            self.state.discard_replay_copy()
+            if self.warm is not None:
+                self.warm.close()
+        finally:
+            self.interrupts.restore()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.env is None or self._dry_run():

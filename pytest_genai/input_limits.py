@@ -13,6 +13,7 @@ from pathlib import Path
 
 MAX_DEPTH = 64  # nesting levels of mappings/sequences (YAML) or objects/arrays (JSON); a real config uses < 10
 MAX_NODES = 1_000_000  # YAML nodes once every alias is expanded; a real config has < 1,000
+MAX_EXPANDED_CHARS = 20_000_000  # YAML scalar text once every alias is expanded (one big string aliased 200 times)
 MAX_FILE_BYTES = 5_000_000  # a config, a prompt file, a prompt lock
 MAX_LINE_CHARS = 10_000_000  # one eval-set line (one case)
 
@@ -44,32 +45,39 @@ def check_yaml(text: str, path: Path | str) -> None:
     error says where."""
     import yaml  # as light as the callers: evalset (JSON only) imports this module too
 
-    total = 0  # nodes so far, each alias counted as the size of the node it names
-    sizes: dict[str, int] = {}  # anchor -> size of its node, known once the node ends
-    open_nodes: list[tuple[str | None, int]] = []  # (anchor, total before it) of each collection not yet ended
+    total = chars = 0  # nodes and scalar characters so far, each alias counted as the node it names
+    sizes: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, characters) of its node, known once the node ends
+    open_nodes: list[tuple[str | None, int, int]] = []  # (anchor, totals before it) of each collection not yet ended
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.CollectionStartEvent):
-                open_nodes.append((event.anchor, total))
+                open_nodes.append((event.anchor, total, chars))
                 total += 1
                 if len(open_nodes) > MAX_DEPTH:
                     raise InputLimitError(path, f"nested more than {MAX_DEPTH} levels deep "
                                                 "(mappings and lists inside each other)", event.start_mark.line + 1)
             elif isinstance(event, yaml.CollectionEndEvent):
-                anchor, before = open_nodes.pop()
+                anchor, before, before_chars = open_nodes.pop()
                 if anchor is not None:
-                    sizes[anchor] = total - before
+                    sizes[anchor] = (total - before, chars - before_chars)
             elif isinstance(event, yaml.ScalarEvent):
                 total += 1
+                chars += len(event.value)
                 if event.anchor is not None:
-                    sizes[event.anchor] = 1
+                    sizes[event.anchor] = (1, len(event.value))
             elif isinstance(event, yaml.AliasEvent):
-                total += sizes.get(event.anchor, 1)  # an undefined alias: the loader names it
+                nodes, text = sizes.get(event.anchor, (1, 0))  # an undefined alias: the loader names it
+                total += nodes
+                chars += text
             else:
                 continue
             if total > MAX_NODES:
                 raise InputLimitError(path, f"YAML aliases expand the document beyond {MAX_NODES:,} nodes "
                                             "(write the values out, or alias less)", event.start_mark.line + 1)
+            if chars > MAX_EXPANDED_CHARS:
+                raise InputLimitError(path, f"YAML aliases expand the document beyond {MAX_EXPANDED_CHARS:,} "
+                                            "characters of text (write the values out, or alias less)",
+                                      event.start_mark.line + 1)
     except yaml.YAMLError:
         return
 

@@ -25,6 +25,7 @@ class Interrupts:
         self.count = 0  # signals received
         self.held = 0  # of them, held back while the run folder was being written
         self.holding = False
+        self.quiet = False
         self._saved: dict[int, Any] = {}
 
     @property
@@ -50,9 +51,11 @@ class Interrupts:
                 signal.signal(sig, handler)
         self._saved.clear()
 
-    def hold(self) -> None:
-        """The run record is being written: interrupts wait (and say so) until `release`."""
+    def hold(self, quiet: bool = False) -> None:
+        """The run record is being written: interrupts wait (and say so) until `release`. `quiet`: the session is
+        closing (its record is written): a signal then only ends the wait, with no message and no traceback."""
         self.holding = True
+        self.quiet = quiet
 
     def release(self) -> None:
         """The run folder holds the final record: an interrupt from here on stops whatever runs (MLflow logging)."""
@@ -65,8 +68,11 @@ class Interrupts:
             self.holding = True  # from the first interrupt on, the next ones wait for the record
             raise KeyboardInterrupt(name)
         self.held += 1
+        if self.quiet:
+            return
         if self.held >= ABORT_AFTER_HELD:
             raise KeyboardInterrupt(f"{name} again")
-        sys.stderr.write(f"\ngenai: {name} again: writing the run folder with the finished cases, not logging to "
+        what = "again" if self.count > 1 else "while the run is being recorded"
+        sys.stderr.write(f"\ngenai: {name} {what}: writing the run folder with the finished cases, not logging to "
                          "MLflow (once more to abort at once; the journal holds every finished case)\n")
         sys.stderr.flush()

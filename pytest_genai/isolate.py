@@ -30,6 +30,7 @@ def fork_available() -> bool:
 def _serve(conn: Connection, run_case: RunCase) -> None:
     """The child: answer cases until told to stop (None) or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the session's to handle; it stops this child
+    _die_with_parent()
     while True:
         try:
             case = conn.recv()
@@ -38,6 +39,18 @@ def _serve(conn: Connection, run_case: RunCase) -> None:
         if case is None:
             return
         conn.send(run_case(case, True).to_dict())
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this child when the session dies, however it dies (SIGKILL included), so a hung
+    case never outlives its session. Elsewhere the child ends at its next case (the pipe is closed)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class ProcessRunner:

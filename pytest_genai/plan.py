@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
-from pytest_genai.threads import DaemonPool
+from pytest_genai.threads import DaemonPool, wait_result
 from pytest_genai.types import Case, CaseResult
 
 
@@ -100,7 +100,7 @@ class PoolRunner:
 
     def result(self, case: Case) -> CaseResult:
         future = self._futures.pop(case.id, None)
-        return future.result() if future is not None else self.run_one(case, False)
+        return wait_result(future) if future is not None else self.run_one(case, False)
 
     def shutdown(self, wait: bool = True) -> None:
         if self._pool is not None:
@@ -126,7 +126,7 @@ class BatchRunner:
 
     def result(self, case: Case) -> CaseResult:
         future = self._futures.pop(case.id, None)
-        return future.result()[case.id] if future is not None else self.run_one(case, True)
+        return wait_result(future)[case.id] if future is not None else self.run_one(case, True)
 
     def shutdown(self, wait: bool = True) -> None:
         if self._pool is not None:

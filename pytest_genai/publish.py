@@ -93,8 +93,7 @@ def publish(session: Any, record: RunRecord, env: Any, *, tracking: bool, uri: s
             out.tracking_error = san.secrets_only().text(f"{type(exc).__name__}: {str(exc)[:500]}")
             if isinstance(exc, KeyboardInterrupt):  # Ctrl-C while logging: the folder holds the run already
                 out.interrupted = True
-                out.tracking_error = (f"interrupted while logging to MLflow ({exc}): the run folder holds the run; "
-                                      f"`pytest-genai upload {out.run_dir}` logs it")
+                out.tracking_error = f"interrupted while logging to MLflow ({exc}): the run folder holds the run"
             try:
                 write_record(out.run_dir, read_run(out.run_dir, False).with_tracking(error=out.tracking_error))
             except Exception:

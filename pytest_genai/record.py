@@ -83,3 +83,17 @@ def sanitize_record(record: RunRecord, sanitizer: Any) -> RunRecord:
 def capture_env(config: GenaiConfig) -> tuple[Any, Any]:
     """The installed packages against the lock, and the git state: what the record's provenance pins."""
     return compare_env(config.resolve_path("env.lock_file")), git_info(config.base_dir)
+
+
+def dirty_state(git: Any, results_dir: Any) -> dict[str, Any]:
+    """The work tree's dirty state, minus what pytest-genai itself writes (run folders, a sqlite store and its
+    artifact folder, the cache): a second run in a clean checkout is not 'dirty' because of the first."""
+    paths = tuple(getattr(git, "dirty_paths", ()) or ())
+    if git.dirty is None:
+        return {"git_dirty": None, "git_dirty_paths": paths}
+    ours = {".pytest-genai", "mlruns", "mlflow.db", "mlflow.db-journal"}
+    if results_dir:
+        ours.add(str(results_dir).strip("./").split("/")[0])
+    kept = tuple(p for p in paths if p.split(": ", 1)[-1].strip("/").split("/")[0] not in ours)
+    more = int(getattr(git, "dirty_count", len(paths)) or 0) > len(paths)
+    return {"git_dirty": bool(kept) or more, "git_dirty_paths": kept}

@@ -186,7 +186,7 @@ def local_lines(config: Any, limit: int = 10) -> list[str]:
     root = config.resolve_path("tracking.results_dir") if config is not None else None
     if root is None or not root.is_dir():
         return []
-    rows = []
+    rows, more = [], 0
     for folder in sorted((d for d in root.iterdir() if is_run_folder(d)), key=lambda d: d.name, reverse=True):
         try:
             record = read_run(folder, with_results=False)
@@ -194,17 +194,18 @@ def local_lines(config: Any, limit: int = 10) -> list[str]:
             continue
         if record.tracking.run_id:
             continue
+        if len(rows) == limit:
+            more += 1
+            continue
         done = record.metrics.get("cases_evaluated")
         if done is None:  # a journal's record: its finished cases are the lines on disk
             done = sum(1 for ln in (folder / RESULTS_FILE).open("rb") if ln.strip()) if (folder / RESULTS_FILE).is_file() else 0
         rows.append(f"  {folder.name}  {record.status}  {fmt(done)} of {fmt(record.metrics.get('cases_total'))} cases  "
                     f"started {record.started_at}")
-        if len(rows) == limit:
-            break
     if not rows:
         return []
     return [f"run folders in {root} not logged to MLflow (`pytest-genai show FOLDER`; `pytest-genai upload FOLDER` "
-            "logs a finished one):", *rows]
+            "logs a finished one):", *rows] + ([f"  ... and {more} older one(s)"] if more else [])
 
 
 def _load(config_arg: str | None) -> Any:

@@ -5,7 +5,8 @@ Layers, in this order: URL user info (`https://user:pass@host` -> `https://***@h
 keyed placeholders (`safety.redact`; before the secrets, so a leaked configured key shaped like a key
 still counts as a SECRET flag), the config's secret values as `***`, then token-like URL query
 parameters. All but PII apply even with `safety.redact: false`: a private store may keep PII, never a key;
-so the SECRET findings (API keys, AWS keys, Bearer tokens, JWTs, private keys) are placeholders with it too.
+so the SECRET findings (API keys, AWS keys, Bearer tokens, JWTs, private keys, the value of `password=`,
+`api_key:`, `Authorization:` and the like) are placeholders with it too.
 Loopback addresses (127.0.0.0/8, ::1) and the configured tracking server's address are not PII: they stay
 readable, so an error about the local stub or the team's MLflow server still says where it failed.
 """
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pytest_genai.safety.pii import detect, detect_secrets, is_placeholder, placeholder
+from pytest_genai.safety.pii_detectors import CREDENTIAL_WORDS
 
 MASK = "***"
 SHORT_SECRET = 8  # shorter secrets are replaced only as whole tokens: "xyz" must not eat "xyzzy"
@@ -181,7 +183,10 @@ _sanitize_cached = lru_cache(maxsize=8192)(_sanitize)  # chunks, prompts and que
 
 
 def _maybe_pii(s: str) -> bool:
-    return _PII_CHARS.search(s) is not None or any(w in s for w in _PII_WORDS)
+    if _PII_CHARS.search(s) is not None or any(w in s for w in _PII_WORDS):
+        return True
+    lower = s.lower()  # a credential's name (`password: ...`, `X-Api-Key: ...`), in any case
+    return any(w in lower for w in CREDENTIAL_WORDS)
 
 
 def _redact_pii(san: Sanitizer, s: str, secrets: _Secrets | None) -> str:

@@ -23,7 +23,7 @@ from pytest_genai.pipelines import build_pipeline, capabilities, warm_up_pipelin
 from pytest_genai.isolate import ProcessRunner, fork_available
 from pytest_genai.plan import CaseRunner, Plan, SequentialRunner, make_plan, runner_for
 from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
-from pytest_genai.record import build_record, cache_tags, now, running_record
+from pytest_genai.record import build_record, cache_tags, dirty_state, now, running_record
 from pytest_genai.registries import PIPELINES
 from pytest_genai.resolve import import_target
 from pytest_genai.runlog import COMPLETE, INTERRUPTED, PARTIAL, STOPPED, Execution, Provenance, RunRecord, Tracking
@@ -55,6 +55,8 @@ class EvalSession:
     errors: list[str] = field(default_factory=list)
     error_details: dict[str, str] = field(default_factory=dict)  # case id -> the sanitized trace its error heads
     hook: Any = None  # pytest's hook relay (set by the plugin): pytest_genai_case_scores
+    on_finished: Any = None  # called with each result as its case finishes (a pool thread): the journal
+    finished: dict[str, CaseResult] = field(default_factory=dict)  # ... and kept, reported to pytest or not
     _pipeline: Any = None
     _guard: Any = None
     _plan: Plan | None = None
@@ -158,9 +160,8 @@ class EvalSession:
             try:
                 pipeline = call_with_timeout(self._build_and_warm, float(limit), name="genai-build")
             except CallTimeout:
-                raise self.config.error("eval.build_timeout_s", (
-                    f"building the pipeline {spec!r} (its factory and warm-up) did not finish within "
-                    f"eval.build_timeout_s = {float(limit):g} s")) from None
+                raise TimeoutError(f"its factory and warm-up did not finish within eval.build_timeout_s = "
+                                   f"{float(limit):g} s") from None
         else:
             pipeline = self._build_and_warm()
         guard = Guard.from_config(self.config)  # after the factory: it may register a classifier
@@ -216,11 +217,20 @@ class EvalSession:
         """A case; with eval.case_timeout_s, on its own thread, a TimeoutError result once the limit passes."""
         limit = self._case_timeout
         if limit is None:
-            return self._run_case(case, seed_globals, answered)
+            return self._done(self._run_case(case, seed_globals, answered))
         try:
-            return call_with_timeout(self._run_case, limit, case, seed_globals, answered, name=f"genai-case-{case.id}")
+            result = call_with_timeout(self._run_case, limit, case, seed_globals, answered, name=f"genai-case-{case.id}")
         except CallTimeout:
-            return no_result(case, self.seed_for(case), self.sanitizer, timeout_error(case.id, limit))
+            result = no_result(case, self.seed_for(case), self.sanitizer, timeout_error(case.id, limit))
+        return self._done(result)
+
+    def _done(self, result: CaseResult) -> CaseResult:
+        """A finished case, as it finishes (a pool runs ahead of the items that report in order): kept for the
+        record and handed to `on_finished` (the journal), so an interrupt loses none of them."""
+        self.finished[result.id] = result
+        if self.on_finished is not None:
+            self.on_finished(result)
+        return result
 
     def _failed(self, case: Case, error: str) -> CaseResult:
         return no_result(case, self.seed_for(case), self.sanitizer, error)
@@ -250,12 +260,14 @@ class EvalSession:
         """With eval.case_timeout_s a batch has the sum of its cases' limits."""
         limit = self._case_timeout
         if limit is None:
-            return self._generate_batch(cases)
-        try:
-            return call_with_timeout(self._generate_batch, limit * len(cases), cases, name="genai-batch-call")
-        except CallTimeout:
-            return {c.id: no_result(c, self.seed_for(c), self.sanitizer, timeout_error(c.id, limit, len(cases)))
-                    for c in cases}
+            out = self._generate_batch(cases)
+        else:
+            try:
+                out = call_with_timeout(self._generate_batch, limit * len(cases), cases, name="genai-batch-call")
+            except CallTimeout:
+                out = {c.id: no_result(c, self.seed_for(c), self.sanitizer, timeout_error(c.id, limit, len(cases)))
+                       for c in cases}
+        return {k: self._done(v) for k, v in out.items()}
 
     def _generate_batch(self, cases: Sequence[Case]) -> dict[str, CaseResult]:
         """Generate for the whole batch, then score each case as usual; a failed batch fails its cases."""
@@ -329,6 +341,8 @@ class EvalSession:
         paired comparison too, kept as `self.comparison` (comparison.json, sanitized) and summarised in the record.
         A shard (`shard` "I/N") is never `complete`: its gates are reported, not enforced, unless `enforce`."""
         order = {c.id: i for i, c in enumerate(self.eval_set.cases)}
+        for case_id, done in list(self.finished.items()):  # finished on the pool, never reported (interrupted)
+            self.results.setdefault(case_id, done)
         selected = set(self.results) if selected is None else selected | set(self.results)
         missing = [c for c in self.eval_set.cases if c.id in selected and c.id not in self.results]
         results = list(self.results.values())
@@ -395,24 +409,10 @@ class EvalSession:
             env_lock_file=(env.lock_path or env.wanted).name if (env.lock_path or env.wanted) is not None else None,
             env_lock_hash=env.lock_hash,
             env_drift=env.drift if env.lock_hash is not None else None, env_drift_lines=tuple(env.lines()[:50]),
-            git_commit=git.commit, git_branch=git.branch, **self._dirty(git),
+            git_commit=git.commit, git_branch=git.branch, **dirty_state(git, self.config.get("tracking.results_dir")),
             python=platform.python_version(), platform=platform.platform(),
             pytest_genai_version=pytest_genai.__version__,
             redaction=("keyed" if self.sanitizer.keyed else "unkeyed") if self.sanitizer.redact_pii else "off")
-
-    def _dirty(self, git: Any) -> dict[str, Any]:
-        """The work tree's dirty state, minus what pytest-genai itself writes (run folders, a sqlite store and its
-        artifact folder, the cache): a second run in a clean checkout is not 'dirty' because of the first."""
-        paths = tuple(getattr(git, "dirty_paths", ()) or ())
-        if git.dirty is None:
-            return {"git_dirty": None, "git_dirty_paths": paths}
-        ours = {".pytest-genai", "mlruns", "mlflow.db", "mlflow.db-journal"}
-        results = self.config.get("tracking.results_dir")
-        if results:
-            ours.add(str(results).strip("./").split("/")[0])
-        kept = tuple(p for p in paths if p.split(": ", 1)[-1].strip("/").split("/")[0] not in ours)
-        more = int(getattr(git, "dirty_count", len(paths)) or 0) > len(paths)
-        return {"git_dirty": bool(kept) or more, "git_dirty_paths": kept}
 
     def execution(self, workers: int = 0) -> Execution:
         plan = self._plan

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -64,6 +66,19 @@ class DaemonPool:
                 thread.join()
 
 
+WAIT_SLICE_S = 0.2  # a wait is cut into slices: between them the main thread runs its signal handlers (Ctrl-C)
+
+
+def wait_result(future: Future[T]) -> T:
+    """`future.result()`, but Ctrl-C reaches a main thread waiting on it: an untimed wait on a lock is not
+    interrupted by a signal here (seen: a session with a hung case on its pool ignored Ctrl-C)."""
+    while True:
+        try:
+            return future.result(timeout=WAIT_SLICE_S)
+        except FutureTimeout:
+            continue
+
+
 def call_with_timeout(fn: Callable[..., T], timeout_s: float, *args: Any, name: str = "genai-call") -> T:
     box: dict[str, Any] = {}
     done = threading.Event()
@@ -77,8 +92,10 @@ def call_with_timeout(fn: Callable[..., T], timeout_s: float, *args: Any, name: 
             done.set()
 
     threading.Thread(target=run, name=name, daemon=True).start()
-    if not done.wait(timeout_s):
-        raise CallTimeout(f"did not return within {timeout_s:g} s")
+    deadline = time.monotonic() + timeout_s
+    while not done.wait(min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline:
+            raise CallTimeout(f"did not return within {timeout_s:g} s")
     if "error" in box:
         raise box["error"]
     return box["value"]  # type: ignore[no-any-return]

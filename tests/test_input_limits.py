@@ -177,3 +177,14 @@ def test_an_eval_set_line_nested_10000_deep_is_a_usage_error_not_an_internalerro
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"qa.jsonl:5: {TOO_DEEP}" in out
     assert "INTERNALERROR" not in out and "RecursionError" not in out
+
+
+def test_one_big_string_aliased_many_times_is_refused_by_its_expanded_size(tmp_path: Path) -> None:
+    """Few nodes, much text: a 200 KB string aliased 200 times expands to 40 MB (a reviewer's 4 MB version ran for
+    10 minutes and wrote an 804 MB run.json)."""
+    from pytest_genai.input_limits import InputLimitError, check_yaml
+
+    text = f"s: &s \"{'y' * 200_000}\"\nl: [{', '.join(['*s'] * 200)}]\n"
+    with pytest.raises(InputLimitError, match="beyond 20,000,000 characters of text"):
+        check_yaml(text, tmp_path / "genai.yaml")
+    check_yaml(f"s: &s \"{'y' * 200_000}\"\nl: [*s, *s]\n", tmp_path / "genai.yaml")  # a few aliases are fine

@@ -1,5 +1,6 @@
-"""Secret and PII kinds the sanitizer once missed: AWS secret access keys, `Bearer` tokens, URL-encoded e-mails and
-short `sk-` keys, in text and inside `obj()`; secrets masked even with `safety.redact: false`; the look-alikes kept."""
+"""Secret and PII kinds the sanitizer once missed: AWS secret access keys, `Bearer` tokens, URL-encoded e-mails,
+short `sk-` keys and credential assignments (`api_key=`, `OPENAI_API_KEY=`, `password:`, `Authorization:`,
+`x-api-key:`), in text and inside `obj()`; secrets masked even with `safety.redact: false`; the look-alikes kept."""
 
 from __future__ import annotations
 
@@ -129,3 +130,84 @@ def test_detectors_flag_each_kind_as_its_type() -> None:
     assert [(f.type, f.value) for f in detect(f"Bearer {TOKEN} aws_secret_access_key={AWS_SECRET} {SHORT_KEYS[0]}")] \
         == [("SECRET", TOKEN), ("SECRET", AWS_SECRET), ("SECRET", SHORT_KEYS[0])]
     assert [(f.type, f.value) for f in detect("to jane.doe%40example.com")] == [("EMAIL", "jane.doe%40example.com")]
+
+
+# --------------------------------------------------------------------------- credential assignments
+
+CREDS = [  # (text, the raw secret): only the value is masked, the name stays readable
+    ("api_key=Zx9QwErTy8uI", "Zx9QwErTy8uI"),
+    ("client = Client(api-key='Zx9QwErTy8uI')", "Zx9QwErTy8uI"),
+    ('{"apikey": "Zx9QwErTy8uI", "n": 1}', "Zx9QwErTy8uI"),
+    ("OPENAI_API_KEY=proj_live_9f8e7d6c5b4a", "proj_live_9f8e7d6c5b4a"),
+    ("export GITHUB_TOKEN: proj_live_9f8e7d6c5b4a", "proj_live_9f8e7d6c5b4a"),
+    ("MY_SERVICE_SECRET => proj_live_9f8e7d6c5b4a", "proj_live_9f8e7d6c5b4a"),
+    ("DB_PASSWORD=pa55word&next=1", "pa55word"),
+    ("password: hunter2Hunter2!", "hunter2Hunter2!"),
+    ("PASSWD=hunter2Hunter2!;", "hunter2Hunter2!"),
+    ("Server=db;Uid=sa;Pwd=hunter2Hunter2!;", "hunter2Hunter2!"),
+    ("'secret': 'hunter2Hunter2!'", "hunter2Hunter2!"),
+    ('"client_secret": "hunter2Hunter2!"}', "hunter2Hunter2!"),
+    ("access_token=ya29.a0AfH6SMB1x2y3", "ya29.a0AfH6SMB1x2y3"),
+    ("Refresh_Token := 1//0gLx9Qw8Er7Ty6", "1//0gLx9Qw8Er7Ty6"),
+    ("auth_token: hunter2Hunter2!.", "hunter2Hunter2!"),  # the full stop is prose
+    ("Authorization: Token 9f8e7d6c5b4a3f2e1d0c", "9f8e7d6c5b4a3f2e1d0c"),
+    ("authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),  # base64 without a digit: mixed case
+    ('"Proxy-Authorization": "Digest 9f8e7d6c5b4a"', "9f8e7d6c5b4a"),
+    ("AUTHORIZATION=9f8e7d6c5b4a3f2e", "9f8e7d6c5b4a3f2e"),  # no scheme
+    ("x-api-key: 0123456789abcdef0123", "0123456789abcdef0123"),
+    ("X-Auth-Token: 0123456789abcdef", "0123456789abcdef"),
+    ("curl --password=hunter2Hunter2!", "hunter2Hunter2!"),
+]
+
+
+def test_credential_assignments_mask_the_value_only() -> None:
+    for text, raw in CREDS:
+        _check(ON, text, text.replace(raw, secret(raw), 1), raw)
+        _check(OFF, text, text.replace(raw, secret(raw), 1), raw)  # a key is never kept
+        assert [(f.type, f.value) for f in detect(text)] == [("SECRET", raw)], text
+
+
+def test_credential_assignments_inside_obj() -> None:
+    value: dict[str, Any] = {"log": [text for text, _ in CREDS], (CREDS[0][0], 1): {CREDS[3][0]}}
+    out = ON.obj(value)
+    dump = repr(out)
+    for _, raw in CREDS:
+        assert raw not in dump, raw
+    assert out["log"] == [text.replace(raw, secret(raw), 1) for text, raw in CREDS]
+    assert out[(f"api_key={secret('Zx9QwErTy8uI')}", 1)] == {f"OPENAI_API_KEY={secret('proj_live_9f8e7d6c5b4a')}"}
+    assert ON.obj(out) == out and OFF.obj(value) == out  # idempotent; the same with redact off
+
+
+def test_credential_look_alikes_stay() -> None:
+    for text in [
+        "the password is required", "Enter your password: it must be long", "token: <redacted>", "password: ********",
+        "api_key=${OPENAI_API_KEY}", "OPENAI_API_KEY: $OPENAI_API_KEY", "password=", "api_key=''", 'password: ""',
+        "api_key=short", "secret: practice", "api_key=api_key", "password=self.password", "api_key=YOUR_API_KEY",
+        'api_key = os.environ["OPENAI_API_KEY"]', "api_key=os.getenv('KEY')", "password: %(password)s",
+        "password: {{ secrets.DB_PASSWORD }}", "OPENAI_API_KEY=sk-your-key-here", "api_key: your-api-key-here",
+        "Reset your password: https://example.com/reset", "PWD=/home/jane/work", "Authorization: required for admin",
+        "Authorization: Bearer YOUR_TOKEN_HERE", "Authorization: Bearer <token>", "max_tokens: 1024",
+        "pad_token: <|endoftext|>", "primary_key: customer_id", "api_key_id=123456789", "passwordless: enabled_2fa",
+    ]:
+        real = f"{text}\nreal: api_key=Zx9QwErTy8uI"  # next to a real one, which is masked
+        expected = f"{text}\nreal: api_key={secret('Zx9QwErTy8uI')}"
+        assert ON.text(real) == expected and OFF.text(real) == expected, text
+        assert [f.value for f in detect(real)] == ["Zx9QwErTy8uI"], text
+
+
+def test_credential_placeholders_are_not_masked_again() -> None:
+    for text, raw in CREDS:
+        once = ON.text(text)
+        assert ON.text(once) == once and OFF.text(once) == once
+        assert [f.value for f in detect(once)] == [secret(raw)]  # the placeholder itself is the one finding
+    email = placeholder("EMAIL", "jane@example.com", KEY)
+    for text in (f"password: {secret('hunter2Hunter2!')}", f"api_key={email}", f"Authorization: Basic {secret('x')}"):
+        assert ON.text(text) == text and OFF.text(text) == text
+
+
+def test_credential_words_pass_the_fast_path() -> None:
+    # no digit, '@' or '<': only the name lets the text through to the detectors, in any case
+    for text, raw in [("PassWord: hunter!Hunter", "hunter!Hunter"), ("X-API-KEY=abc/def+ghi", "abc/def+ghi"),
+                      ("Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz")]:
+        _check(ON, text, text.replace(raw, secret(raw)), raw)
+    assert not _maybe_pii("The quick brown fox jumps over the lazy dog")

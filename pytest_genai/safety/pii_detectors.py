@@ -333,7 +333,52 @@ def _bearer_token_ok(word: str, token: str) -> bool:
         ch.isupper() for ch in token[1:])
 
 
+# A credential assigned to a name for one: `api_key=...`, `x-api-key: ...`, `OPENAI_API_KEY=...` (an upper-case name
+# ending in _KEY, _TOKEN, _SECRET or _PASSWORD), `password: ...`, `"client_secret": "..."`, `access_token => ...`;
+# names in any case, quotes optional, `=`, `:`, `:=` or `=>`. Only the value is the secret (6+ characters up to a
+# space, quote, comma, `&`, `;` or `}`); `_credential_ok` keeps references, stand-ins and words.
+CREDENTIAL_WORDS = ("key", "token", "secret", "passw", "pwd", "authoriz")  # in `text.lower()`: the cheap pre-check
+_ASSIGN = r"\\?[\"']?[ \t]*(?:=>|:=|[:=])[ \t]*\\?[\"']?"
+_CRED_VALUE = r"([^\s\"'`,&;}\\]{5,}[^\s\"'`,&;}\\.)])"  # a full stop or `)` after it is prose
+_CREDENTIAL = re.compile(
+    r"(?i)(?:(?<![A-Za-z0-9])(?:api[_-]?key|passw(?:or)?d|pwd|secret(?:[_-]?key)?|(?:access|refresh|o?auth)[_-]?token)"
+    r"|(?-i:(?<=[A-Z0-9])_(?:KEY|TOKEN|SECRET|PASSWORD)))" + _ASSIGN + _CRED_VALUE
+)
+# `Authorization: <scheme> <credentials>` (Basic, Token, Digest...; Bearer has `_BEARER` too), or the credentials alone
+_AUTHORIZATION = re.compile(
+    r"(?i)(?<![A-Za-z0-9])authorization" + _ASSIGN + r"(?:([A-Za-z][\w.-]*)(?:[ \t]+|%20))?" + _CRED_VALUE
+)
+# not a value but where it comes from: ${ENV}, $ENV, %(name)s, {{ x }}, <SECRET:...>, os.environ[, getpass(), a.b, URLs
+_CRED_REFERENCE = re.compile(r"[<$%{\[(*].*|[A-Za-z_]+(?:\.[A-Za-z_]+)+|[\w.]+[(\[].*|[A-Za-z][\w+.-]*://.*")
+
+
+def _credential_ok(value: str, mixed_case: bool = False) -> bool:
+    """Random enough and not a reference: a digit or a symbol (`hunter2Hunter2!`, `Zx9Q...`), or with `mixed_case`
+    (the credentials after an Authorization scheme: base64) upper inside lower. Words, `YOUR_API_KEY`,
+    `your-key-here` and `********` stay."""
+    if not _random_enough(value, False) or _CRED_REFERENCE.fullmatch(value):
+        return False
+    if any(ch.isdigit() or not (ch.isalpha() or ch in "_.-") for ch in value):
+        return True
+    return mixed_case and any(ch.islower() for ch in value) and any(ch.isupper() for ch in value[1:])
+
+
+def _credentials(text: str) -> Iterator[Span]:
+    lower = text.lower()
+    if not any(w in lower for w in CREDENTIAL_WORDS):
+        return
+    for m in _CREDENTIAL.finditer(text):
+        value = m.group(1)
+        if _credential_ok(value) and not (m.group(0)[:3].lower() == "pwd" and value[0] in "/~"):  # $PWD, a folder
+            yield m.span(1)
+    if "authoriz" in lower:
+        for m in _AUTHORIZATION.finditer(text):
+            if _credential_ok(m.group(2), m.group(1) is not None):
+                yield m.span(2)
+
+
 def _secrets(text: str) -> Iterator[Span]:
+    yield from _credentials(text)
     for pattern, need_digit, value_only in _KEY_SHAPES:
         for m in pattern.finditer(text):
             body = m.group(1)
@@ -349,8 +394,9 @@ def _secrets(text: str) -> Iterator[Span]:
         yield m.span()
 
 
-# `pytest_genai.sanitize` skips detection for text with no digit, '@' or '<' and none of AKIA, ASIA, eyJ,
-# -----BEGIN, earer, EARER: every finding (and placeholder) holds one of these; keep that true for a new detector.
+# `pytest_genai.sanitize` skips detection for text with no digit, '@' or '<', none of AKIA, ASIA, eyJ, -----BEGIN,
+# earer, EARER and none of `CREDENTIAL_WORDS` in any case: every finding (and placeholder) holds one of these; keep
+# that true for a new detector.
 DETECTORS: dict[str, Callable[[str], Iterator[Span]]] = {  # PHONE runs afterwards: `phones`, see `pii.detect`
     "EMAIL": _emails, "CARD": _cards, "SSN": _ssns, "IBAN": _ibans, "IP": _ips, "SECRET": _secrets,
 }

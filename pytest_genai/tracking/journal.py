@@ -33,6 +33,7 @@ class Journal:
         self.run_dir = run_dir
         self.appended = 0
         self.errors: list[str] = []
+        self._ids: set[str] = set()  # each case once: it may come as it finishes and again as pytest reports it
         self._lock_fd = lock_writer(run_dir / LOCK_FILE)
         self._fd: int | None = os.open(run_dir / RESULTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._mutex = threading.Lock()
@@ -47,9 +48,9 @@ class Journal:
         resolved config and the prompt before the first case is journaled."""
         run_dir = new_run_dir(root, config_hash)
         journal = cls(run_dir)
+        write_record(run_dir, record)  # first: whatever stops the inputs' writing, the folder is a run folder
         if write_inputs is not None:
             write_inputs(run_dir)
-        write_record(run_dir, record)
         return journal
 
     @classmethod
@@ -68,13 +69,15 @@ class Journal:
     def append(self, result: CaseResult, plain: Mapping[str, Any] | None = None) -> None:
         """One line, one write; never raises into the session (a failure is kept in `errors`, said at the end).
         `plain`: the result's `to_dict()` when the caller has it already (the plugin does: it came that way)."""
+        if result.id in self._ids:  # journaled as it finished; pytest reports it later
+            return
         try:
             data = ((plain_line(plain) if plain is not None else result_line(result)) + "\n").encode("utf-8")
         except (TypeError, ValueError) as exc:
             self.errors.append(f"case {result.id}: its result could not be journaled: {exc}")
             return
         with self._mutex:
-            if self._fd is None:
+            if self._fd is None or result.id in self._ids:
                 return
             try:
                 written = os.write(self._fd, data)
@@ -85,6 +88,7 @@ class Journal:
                 return
             self.appended += 1
             self._unsynced += 1
+            self._ids.add(result.id)
 
     def sync(self) -> None:
         with self._mutex:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pytest_genai import names
+from pytest_genai.runlog import INTERRUPTED, RUNNING
 
 
 def _flag(value: bool | None) -> str:
@@ -29,7 +30,8 @@ def run_tags(record: Any) -> dict[str, str]:
         "safety.redact": str(p.redaction != "off").lower(),
         names.TAG_PARTIAL: str(record.status != "complete").lower(),
         names.TAG_STATUS: record.status,
-        names.TAG_GATES_PASSED: str(record.gates_passed).lower(),
+        # a run that never ended (killed) or was interrupted passed nothing, whatever its finished cases say
+        names.TAG_GATES_PASSED: str(record.gates_passed and record.status not in (RUNNING, INTERRUPTED)).lower(),
         names.TAG_SCHEMA_VERSION: str(record.schema_version),
         "genai.plan": x.plan,
         "genai.concurrency": str(x.size if x.plan == "pool" else 1),
