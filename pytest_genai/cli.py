@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that only talk to the tracking store: the whole command has TIMEOUT_ENV seconds (default 20), each
+# request REQUEST_TIMEOUT_S and no retries, so an unreachable server is one line in seconds, not minutes of retries.
+BOUNDED = frozenset({"models", "promote", "rollback", "show", "runs"})
+TIMEOUT_ENV = "PYTEST_GENAI_TRACKING_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 20.0
+REQUEST_TIMEOUT_S = 5
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -101,17 +109,25 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if type(exc).__name__ != "MlflowException":  # the store refused something: one line, not a traceback
             raise
-        print(f"pytest-genai {args.command}: the MLflow store refused: {str(exc).splitlines()[0] if str(exc) else exc!r}",
-              file=sys.stderr)
+        print(f"pytest-genai {args.command}: {store_problem(exc, getattr(args, 'tracking_uri', None))}", file=sys.stderr)
         return 2
 
 
-# Commands that only talk to the tracking store: the whole command has TIMEOUT_ENV seconds (default 20), each
-# request REQUEST_TIMEOUT_S and no retries, so an unreachable server is one line in seconds, not minutes of retries.
-BOUNDED = frozenset({"models", "promote", "rollback", "show", "runs"})
-TIMEOUT_ENV = "PYTEST_GENAI_TRACKING_TIMEOUT_S"
-DEFAULT_TIMEOUT_S = 20.0
-REQUEST_TIMEOUT_S = 5
+UNREACHABLE = {"Connection refused": "connection refused", "Read timed out": f"no answer within {REQUEST_TIMEOUT_S} s",
+               "Name or service not known": "unknown host", "Failed to establish a new connection": "cannot connect",
+               "timed out": f"no answer within {REQUEST_TIMEOUT_S} s"}
+
+
+def store_problem(exc: BaseException, flag: str | None) -> str:
+    """One line: a store that cannot be reached says so and names it; one that answered with a refusal says that."""
+    text = str(exc)
+    for marker, why in UNREACHABLE.items():
+        if marker in text:
+            uri = command_tracking_uri(flag) or "MLflow's default store"
+            return f"cannot reach the tracking store {Sanitizer(False, None, ()).text(uri)}: {why}"
+    return f"the MLflow store refused: {text.splitlines()[0] if text else exc!r}"
+
+
 
 
 def _bounded(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -82,3 +82,15 @@ def test_a_tracking_server_that_never_answers_is_one_line_within_the_limit(tmp_p
     lines = out.stderr.strip().splitlines()
     assert lines == [f"pytest-genai {argv[0]}: no answer from the tracking store {uri} within 3 s (is the server up? "
                      "PYTEST_GENAI_TRACKING_TIMEOUT_S sets the limit)"], out.stderr
+
+
+def test_a_tracking_server_that_is_down_is_one_line_naming_it(tmp_path: Any) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    uri = f"http://127.0.0.1:{port}"
+    out = subprocess.run([str(Path(sys.executable).parent / "pytest-genai"), "models", "qa", "--tracking-uri", uri],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.strip().splitlines() == [f"pytest-genai models: cannot reach the tracking store {uri}: "
+                                               "connection refused"], out.stderr
