@@ -77,7 +77,7 @@ class Sanitizer:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {self.obj(k): self.obj(v) for k, v in value.items()}
+            return {self.obj(k): self._value_of(k, v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.obj(v) for v in value]
         if isinstance(value, tuple):
@@ -86,6 +86,16 @@ class Sanitizer:
         if isinstance(value, (set, frozenset)):
             return type(value)(self.obj(v) for v in value)
         return value
+
+    def _value_of(self, key: Any, value: Any) -> Any:
+        """A dict's value; under a credential's name (`{"api_key": "Zx9..."}`) it is judged as `api_key=Zx9...`
+        would be in text, so a key kept as structured data is masked like one written out."""
+        if type(value) is str and type(key) is str and any(w in key.lower() for w in CREDENTIAL_WORDS):
+            joined = f"{key}={value}"
+            masked = self.text(joined) or ""
+            if masked != joined and masked.startswith(f"{key}="):
+                return masked[len(key) + 1:]
+        return self.obj(value)
 
     def secrets_only(self) -> "Sanitizer":
         """For text that names our own infrastructure (a tracking URI, a host): secrets and URL credentials

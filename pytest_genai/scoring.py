@@ -164,11 +164,11 @@ def run_case(pipeline: Any, case: Case, seed: int, *, pricing: tuple[float, floa
 
 
 def _timings(answer: Answer | None) -> dict[str, float]:
-    """The pipeline's stage timings that are finite numbers (a custom pipeline may put anything there)."""
+    """The pipeline's stage timings that are finite numbers >= 0 (a custom pipeline may put anything there)."""
     if answer is None or not isinstance(answer.timings, Mapping):
         return {}
     return {str(k): float(v) for k, v in answer.timings.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0}
 
 
 def sanitize_result(result: CaseResult, sanitizer: Any, score_ms: float | None = None) -> CaseResult:

@@ -25,7 +25,7 @@ def factory(config):
         if case.id == "paris":
             meta = {"tags": {"b", "a"}, "raw": b"mail jane.doe@example.com", "when": datetime.date(2026, 12, 7),
                     "obj": Opaque(), "nested": [{"s": frozenset({3})}]}
-            return Answer(text=text, usage=Usage(3, 1), metadata=meta)
+            return Answer(text=text, usage=Usage(3, 1), metadata=meta, timings={"retrieve_ms": -5.0, "generate_ms": 2.0})
         if case.id == "rome":
             return Answer(text=text, usage=Usage(-5000, 1))  # would make the cost negative
         if case.id == "h2o":
@@ -49,6 +49,7 @@ def test_non_json_metadata_negative_and_non_integer_tokens_are_per_case(project:
     assert meta["raw"]["value"].startswith("mail <EMAIL")
     assert meta["when"] == {"$type": "datetime.date", "value": "2026-12-07"}
     assert meta["obj"]["$type"].endswith("Opaque") and meta["nested"] == [{"s": {"$type": "frozenset", "value": [3]}}]
+    assert "retrieve_ms" not in by_id["paris"]["timings"] and by_id["paris"]["timings"]["generate_ms"] == 2.0
     assert by_id["rome"]["error"] == "ValueError: Answer.usage.input_tokens (tokens_input) must be an int >= 0, got -5000"
     assert by_id["h2o"]["error"] == "TypeError: Answer.usage.input_tokens (tokens_input) must be an int >= 0, got True"
     assert by_id["moon"]["error"] is None and by_id["paris"]["error"] is None

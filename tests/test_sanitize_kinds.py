@@ -211,3 +211,15 @@ def test_credential_words_pass_the_fast_path() -> None:
                       ("Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz")]:
         _check(ON, text, text.replace(raw, secret(raw)), raw)
     assert not _maybe_pii("The quick brown fox jumps over the lazy dog")
+
+
+def test_a_credential_kept_as_a_dict_entry_is_masked_like_one_written_out() -> None:
+    """{"api_key": "Zx9..."} in a pipeline's metadata or a config: the value has no name beside it in its own
+    string, so the entry is judged as `api_key=Zx9...` would be (found by a review)."""
+    value = {"api_key": "Zx9QwErTy8uI", "nested": [{"DB_PASSWORD": "hunter2Hunter2!"}], "max_tokens": "1024",
+             "primary_key": "customer_id", "api_key_ref": "${OPENAI_API_KEY}", "note": "Zx9QwErTy8uI stays: no name"}
+    out = ON.obj(value)
+    assert out["api_key"] == secret("Zx9QwErTy8uI") and out["nested"] == [{"DB_PASSWORD": secret("hunter2Hunter2!")}]
+    assert {k: out[k] for k in ("max_tokens", "primary_key", "api_key_ref", "note")} == {
+        k: value[k] for k in ("max_tokens", "primary_key", "api_key_ref", "note")}
+    assert ON.obj(out) == out and OFF.obj(value) == out
