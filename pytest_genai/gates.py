@@ -12,6 +12,11 @@ The grammar of a `gates:` entry (metric: expression):
 
 A baseline gate (or any gate on a metric measured against the baseline: pref_win_rate) without a baseline is
 skipped (Gate.skipped, reason "skipped: ..."), or fails with `require_baseline`.
+
+Power: a non-inferiority or "no drop" gate ('>= baseline - m', '>= baseline', '<= baseline + m') whose margin m is
+smaller than the metric's minimum detectable effect at this eval set's size (compare/comparison.py: power 0.8 at
+the CI's level) asks about a change the set cannot see: the gate is marked `underpowered` with a warning in its
+reason, or fails with `require_power` (compare.require_power).
 Light: no numpy; CIs are read through their `low`/`high`/`point` attributes."""
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from pytest_genai.runlog import Gate
@@ -143,6 +148,28 @@ def _ci_text(ci: Any) -> str:
     return f"[{_fmt(ci.low)}, {_fmt(ci.high)}]"
 
 
+def tolerates_no_drop(spec: GateSpec) -> bool:
+    """A non-inferiority or "no drop" gate: the margin allows (or is) no change in the metric's better direction."""
+    assert spec.margin is not None
+    return spec.kind == "baseline" and (spec.margin <= 0 if spec.op in (">=", ">") else spec.margin >= 0)
+
+
+def _power(gate: Gate, spec: GateSpec, mde: float | None, pairs: int, require_power: bool) -> Gate:
+    """The gate with its metric's MDE, and marked underpowered (failed with require_power) when its margin is
+    smaller than what the set can detect."""
+    if spec.kind != "baseline" or mde is None or not math.isfinite(mde):
+        return gate
+    assert spec.margin is not None
+    if not tolerates_no_drop(spec) or abs(spec.margin) >= mde:
+        return replace(gate, mde=mde)
+    why = (f"underpowered: margin {abs(spec.margin):g} < minimum detectable effect {_fmt(mde)} at {pairs} paired "
+           f"cases (power 0.8)")
+    if require_power:
+        return replace(gate, mde=mde, underpowered=True, passed=False,
+                       reason=f"{why}, compare.require_power" + (f"; {gate.reason}" if gate.reason else ""))
+    return replace(gate, mde=mde, underpowered=True, reason=(f"{gate.reason}; " if gate.reason else "") + why)
+
+
 def _one(metric: str, expression: str, spec: GateSpec, metrics: Mapping[str, float], cis: Mapping[str, Any],
          deltas: Mapping[str, Any], baseline_available: bool, require_baseline: bool, baseline_note: str) -> Gate:
     value = metrics.get(metric)
@@ -184,11 +211,13 @@ GateExpressions = Union[str, Sequence[str]]
 def evaluate_gates(gates: Mapping[str, GateExpressions], metrics: Mapping[str, float], *,
                    cis: Mapping[str, Any] | None = None, deltas: Mapping[str, Any] | None = None,
                    baseline_available: bool = True, require_baseline: bool = False,
-                   baseline_note: str = "none given or resolved") -> list[Gate]:
+                   baseline_note: str = "none given or resolved", mde: Mapping[str, float] | None = None,
+                   require_power: bool = False, pairs: int = 0) -> list[Gate]:
     """One Gate per expression (a metric may carry one expression or a list). `cis`: metric -> this run's CI;
     `deltas`: metric -> paired CI of candidate - baseline. Gate.value is the metric's value; the reason of a CI
     or baseline gate names the bound it compared. A baseline gate without a baseline is skipped (see is_skipped),
-    or fails when `require_baseline`. A malformed expression raises ValueError naming the metric."""
+    or fails when `require_baseline`. `mde`: metric -> minimum detectable effect of its paired delta at `pairs`
+    cases (see the module doc's Power). A malformed expression raises ValueError naming the metric."""
     out: list[Gate] = []
     for metric, expressions in gates.items():
         for expression in ([expressions] if isinstance(expressions, str) else list(expressions)):
@@ -196,8 +225,11 @@ def evaluate_gates(gates: Mapping[str, GateExpressions], metrics: Mapping[str, f
                 spec = parse_gate_spec(expression)
             except ValueError as exc:
                 raise ValueError(f"gates.{metric}: {exc}") from None
-            out.append(_one(metric, expression, spec, metrics, cis or {}, deltas or {}, baseline_available,
-                            require_baseline, baseline_note))
+            gate = _one(metric, expression, spec, metrics, cis or {}, deltas or {}, baseline_available,
+                        require_baseline, baseline_note)
+            if not gate.skipped and gate.value is not None and not _is_nan(gate.value):
+                gate = _power(gate, spec, (mde or {}).get(metric), pairs, require_power)
+            out.append(gate)
     return out
 
 

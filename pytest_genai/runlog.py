@@ -43,6 +43,8 @@ class Gate:
     passed: bool
     reason: str = ""
     skipped: bool = False  # not checked (a baseline gate with no baseline): neither passed nor failed
+    mde: float | None = None  # a baseline gate: the minimum detectable effect of its metric at this eval set's size
+    underpowered: bool = False  # its margin is smaller than `mde`: the set cannot see what the gate asks about
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -133,6 +135,9 @@ class BaselineSummary:
     baseline_metrics: Mapping[str, float] = field(default_factory=dict)  # the baseline on the paired cases
     deltas: Mapping[str, CI] = field(default_factory=dict)  # paired CI of candidate - baseline
     mcnemar_p: Mapping[str, float] = field(default_factory=dict)  # "em", "pass": exact McNemar p of the flips
+    p_values: Mapping[str, float] = field(default_factory=dict)  # per metric: two-sided bootstrap p of its delta
+    p_holm: Mapping[str, float] = field(default_factory=dict)  # the same, Holm-adjusted over all of them
+    mde: Mapping[str, float] = field(default_factory=dict)  # per metric: minimum detectable effect (power 0.8)
     regressed_count: int = 0
     improved_count: int = 0
     regressed: tuple[CaseChangeSummary, ...] = ()  # most severe first, at most TOP_CHANGES

@@ -19,12 +19,14 @@ from pytest_genai.stats.bootstrap import (
     Statistic,
     as_stat,
     bootstrap_many,
-    paired_bootstrap_many,
+    paired_bootstrap_tests,
     point_estimates,
     statistic_for,
 )
 from pytest_genai.stats.ci import CI, NAN_CI
 from pytest_genai.stats.mcnemar import McNemar, mcnemar_from_pairs
+from pytest_genai.stats.multiple import holm
+from pytest_genai.stats.power import POWER, mde_from_se, mde_paired_mean
 from pytest_genai.types import CaseResult
 
 PerCaseValue = Callable[[CaseResult], "float | None"]
@@ -139,11 +141,17 @@ class MetricComparison:
     delta_ci: CI
     statistic: str
     higher_is_better: bool | None
+    p: float = math.nan  # two-sided bootstrap p of "no difference", from the CI's resamples
+    p_holm: float = math.nan  # Holm-adjusted over every metric of this comparison (one family)
+    mde: float = math.nan  # minimum detectable effect at this many pairs (alpha 1 - confidence, power 0.8)
+    sd: float = math.nan  # sample sd of the per-case differences (a mean), else NaN
+    se: float = math.nan  # bootstrap standard error of the delta
 
     def to_dict(self) -> dict[str, Any]:
         return {"candidate": _plain(self.candidate), "baseline": _plain(self.baseline), "delta": _plain(self.delta),
                 "delta_ci": self.delta_ci.to_dict(), "statistic": self.statistic,
-                "higher_is_better": self.higher_is_better}
+                "higher_is_better": self.higher_is_better, "p": _plain(self.p), "p_holm": _plain(self.p_holm),
+                "mde": _plain(self.mde), "sd_of_differences": _plain(self.sd), "se": _plain(self.se)}
 
 
 def _plain(x: float | None) -> float | None:
@@ -179,6 +187,24 @@ class Comparison:
     judge_tags: Mapping[str, str] = field(default_factory=dict)  # genai.pref_judge & co
 
     @property
+    def family_size(self) -> int:
+        """How many metrics the Holm adjustment was over (those with a finite p)."""
+        return sum(math.isfinite(mc.p) for mc in self.metrics.values())
+
+    @property
+    def p_values(self) -> dict[str, float]:
+        return {m: mc.p for m, mc in self.metrics.items() if math.isfinite(mc.p)}
+
+    @property
+    def p_holm(self) -> dict[str, float]:
+        return {m: mc.p_holm for m, mc in self.metrics.items() if math.isfinite(mc.p_holm)}
+
+    @property
+    def mdes(self) -> dict[str, float]:
+        """{metric: minimum detectable effect}: what the baseline gates' power check reads."""
+        return {m: mc.mde for m, mc in self.metrics.items() if math.isfinite(mc.mde)}
+
+    @property
     def delta_cis(self) -> dict[str, CI]:
         """{metric: paired CI of candidate - baseline}: what the baseline gates read."""
         return {m: mc.delta_ci for m, mc in self.metrics.items()}
@@ -190,7 +216,12 @@ class Comparison:
             "intersect": self.intersect, "cases_paired": self.cases_paired,
             "only_candidate": list(self.only_candidate), "only_baseline": list(self.only_baseline),
             "statistics": {"method": "percentile bootstrap, paired over cases", "seed": self.seed,
-                           "resamples": self.resamples, "confidence": self.confidence},
+                           "resamples": self.resamples, "confidence": self.confidence,
+                           "p_values": "two-sided, read from the same resamples as the delta CIs",
+                           "multiplicity": f"Holm-Bonferroni over the {self.family_size} metrics compared (p_holm)",
+                           "power": {"alpha": round(1.0 - self.confidence, 10), "power": POWER,
+                                     "mde": "(z(1-alpha/2) + z(power)) x standard error of the delta; a mean's: "
+                                            "sd of the paired differences / sqrt(pairs)"}},
             "metrics": {m: mc.to_dict() for m, mc in self.metrics.items()},
             "mcnemar": {k: v.to_dict() for k, v in self.mcnemar.items()},
             "pref_win_rate": {"judge": self.pref_judge, "value": _plain(self.pref_win_rate),
@@ -232,16 +263,19 @@ def compare_runs(candidate_results: Sequence[CaseResult], baseline_results: Sequ
         verdicts, judge_error = None, str(exc)
     wins = verdicts.wins if verdicts is not None else ()
     rate = verdicts.rate if verdicts is not None else math.nan
-    deltas = paired_bootstrap_many(vec_c, vec_b, statistics=stats, resamples=resamples, confidence=confidence, seed=seed,
+    tests = paired_bootstrap_tests(vec_c, vec_b, statistics=stats, resamples=resamples, confidence=confidence, seed=seed,
                                    also={"pref_win_rate": wins} if verdicts is not None else None)  # one set of resamples
-    win_ci = deltas.pop("pref_win_rate", NAN_CI)
+    win = tests.pop("pref_win_rate", None)
+    win_ci = win.ci if win is not None else NAN_CI
     side_c, side_b = point_estimates(vec_c, statistics=stats), point_estimates(vec_b, statistics=stats)
+    kept = {n: t for n, t in tests.items() if not (t.ci.n == 0 and as_stat(stats[n]).kind == "mean")}  # else no pair
+    adjusted = holm({n: t.p for n, t in kept.items()})
     by_metric: dict[str, MetricComparison] = {}
-    for name, ci in deltas.items():
-        if ci.n == 0 and as_stat(stats[name]).kind == "mean":
-            continue  # no case where both sides apply
-        by_metric[name] = MetricComparison(name, side_c[name], side_b[name], ci.point, ci, str(as_stat(stats[name])),
-                                           METRICS.get(name).higher_is_better)
+    for name, t in kept.items():
+        mean = as_stat(stats[name]).kind == "mean"
+        mde = mde_paired_mean(t.sd, t.ci.n, confidence) if mean else mde_from_se(t.se, confidence)
+        by_metric[name] = MetricComparison(name, side_c[name], side_b[name], t.ci.point, t.ci, str(as_stat(stats[name])),
+                                           METRICS.get(name).higher_is_better, t.p, adjusted[name], mde, t.sd, t.se)
 
     flips = {"em": mcnemar_from_pairs([c.em >= 1.0 for c in cand], [b.em >= 1.0 for b in base]),
              "pass": mcnemar_from_pairs([case_passed(c) for c in cand], [case_passed(b) for b in base])}
@@ -254,7 +288,7 @@ def compare_runs(candidate_results: Sequence[CaseResult], baseline_results: Sequ
 
 def comparison_metrics(comparison: Comparison | None, cis: Mapping[str, CI]) -> dict[str, float]:
     """The flat MLflow metrics: `<m>_ci_low/high` for this run's CIs and, with a baseline, `<m>_delta`,
-    `<m>_delta_ci_low/high`, `em_mcnemar_p`, `pass_mcnemar_p`, `pref_win_rate` and its CI. NaN is left out."""
+    `<m>_delta_ci_low/high`, `<m>_delta_p` and `<m>_delta_p_holm` (raw and Holm-adjusted), `<m>_delta_mde`, `em_mcnemar_p`, `pass_mcnemar_p`, `pref_win_rate` and its CI. NaN is left out."""
     out: dict[str, float] = {}
 
     def put(metric: str, kind: str, value: float) -> None:
@@ -270,6 +304,9 @@ def comparison_metrics(comparison: Comparison | None, cis: Mapping[str, CI]) -> 
         put(metric, "delta", mc.delta)
         put(metric, "delta_ci_low", mc.delta_ci.low)
         put(metric, "delta_ci_high", mc.delta_ci.high)
+        put(metric, "delta_p", mc.p)
+        put(metric, "delta_p_holm", mc.p_holm)
+        put(metric, "delta_mde", mc.mde)
     for what, test in comparison.mcnemar.items():
         put(what, "mcnemar_p", test.p)
     put("pref_win_rate", "value", comparison.pref_win_rate)

@@ -24,6 +24,7 @@ class CompareOptions:
     f1_drop: float = 0.2
     intersect: bool = False
     require_baseline: bool = False
+    require_power: bool = False  # compare.require_power: an underpowered baseline gate fails (else a warning)
     judge: Any = None  # compare.judge: None (the F1 judge) or a compare.judge.JudgeSpec
     judge_problem: str | None = None  # why compare.judge's LLM judge cannot be set up (reported when comparing)
 
@@ -37,7 +38,7 @@ class CompareOptions:
             judge, problem = None, "; ".join(p.render(exc.path) for p in exc.problems)
         return cls(int(config.get("compare.bootstrap", 2000)), float(config.get("compare.confidence", 0.95)),
                    float(config.get("compare.f1_drop", 0.2)), bool(intersect or config.get("compare.intersect", False)),
-                   bool(require_baseline), judge, problem)
+                   bool(require_baseline), bool(config.get("compare.require_power", False)), judge, problem)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def _summary(baseline: Any, comp: Any = None) -> BaselineSummary:
         only_candidate=len(comp.only_candidate), only_baseline=len(comp.only_baseline),
         baseline_metrics={m: mc.baseline for m, mc in comp.metrics.items() if math.isfinite(mc.baseline)},
         deltas=comp.delta_cis, mcnemar_p={k: t.p for k, t in comp.mcnemar.items()},
+        p_values=comp.p_values, p_holm=comp.p_holm, mde=comp.mdes,
         regressed_count=len(comp.regressed), improved_count=len(comp.improved),
         regressed=changes(comp.regressed), improved=changes(comp.improved))
 
@@ -103,7 +105,8 @@ def measure(results: Sequence[CaseResult], metrics: Mapping[str, float], gates_c
         baseline.note or "the comparison failed")
     gates = tuple(evaluate_gates(gates_cfg, out, cis=cis, deltas=comp.delta_cis if comp is not None else {},
                                  baseline_available=comp is not None, require_baseline=options.require_baseline,
-                                 baseline_note=note))
+                                 baseline_note=note, mde=comp.mdes if comp is not None else {},
+                                 require_power=options.require_power, pairs=comp.cases_paired if comp else 0))
     out.update({k: v for k, v in comparison_metrics(comp, cis).items() if k not in out})  # MLflow logs them
     summary = None if baseline is None else _summary(baseline, comp)
     tags = dict(comp.judge_tags) if comp is not None else {}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-KINDS = ("ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "mcnemar_p")
+KINDS = ("ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "delta_p", "delta_p_holm", "delta_mde",
+         "mcnemar_p")
 
 
 def stat_name(metric: str, kind: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_genai.compare.baseline import describe
 from pytest_genai.metrics.registry import METRICS
-from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order
+from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines
 from pytest_genai.runlog import RunRecord
 from pytest_genai.types import CaseResult
 
@@ -180,7 +180,9 @@ def _metrics(record: RunRecord) -> str:
     deltas = b.deltas if b is not None and b.available else {}
     base = b.baseline_metrics if b is not None and b.available else {}
     level = f"{round(100 * record.ci_confidence)}% CI" if record.ci_confidence else "CI"
-    head = ["metric", "value", "unit"] + ([level] if cis else []) + (["baseline", "delta (paired CI)"] if deltas else [])
+    with_p = bool(deltas and b is not None and b.p_values)
+    head = ["metric", "value", "unit"] + ([level] if cis else []) + (["baseline", "delta (paired CI)"] if deltas else []) \
+        + (["p (Holm)"] if with_p else [])
     gated = {g.metric for g in record.gates}
     rows = []
     for name in metric_order(record):
@@ -195,11 +197,17 @@ def _metrics(record: RunRecord) -> str:
             d = deltas.get(name)
             row.append(_e(fmt(base.get(name))) if name in base else "")
             row.append(f"<span class=\"{_delta_class(name, d)}\">{_e(delta_text(d))}</span>" if d is not None else "")
+        if with_p:
+            row.append(_e(p_text(name, b)))
         rows.append(row)
     note = ""
     if cis:
         note = (f"<p class=\"muted\">{_e(level)}: percentile bootstrap over cases ({record.ci_resamples} resamples, seed "
                 f"{record.provenance.seed}); ±half is what this eval set can resolve.</p>")
+    if with_p:
+        note += (f"<p class=\"muted\">p (Holm): the paired delta's two-sided bootstrap p, and in brackets Holm-adjusted "
+                 f"over the {len(b.p_values)} metrics compared (one family).</p>")
+    note += "".join(f"<p class=\"warn\">{_e(line.text)}</p>" for line in power_lines(record))
     return _table(head, rows, "metrics") + note
 
 

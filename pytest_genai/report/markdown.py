@@ -16,7 +16,7 @@ from pytest_genai.compare.baseline import describe
 from pytest_genai.compare.pairing import case_passed
 from pytest_genai.metrics.registry import METRICS
 from pytest_genai.report.html import regressed_from_comparison
-from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order
+from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines
 from pytest_genai.runlog import is_skipped
 from pytest_genai.sanitize import headline
 
@@ -167,7 +167,7 @@ def _gates(record: Any) -> list[str]:
 
 
 def _metric_rows(record: Any, names: Iterable[str], cis: Mapping[str, Any], deltas: Mapping[str, Any],
-                 base: Mapping[str, float]) -> list[list[str]]:
+                 base: Mapping[str, float], with_p: bool = False) -> list[list[str]]:
     rows = []
     for name in names:
         metric = METRICS.get(name) if name in METRICS else None
@@ -179,6 +179,8 @@ def _metric_rows(record: Any, names: Iterable[str], cis: Mapping[str, Any], delt
             d = deltas.get(name)
             row.append(text(fmt(base[name])) if name in base else "")
             row.append(text(delta_text(d)) + _change(metric, d) if d is not None else "")
+        if with_p:
+            row.append(text(p_text(name, record.baseline)))
         row.append(metric.direction if metric else "-")
         rows.append(row)
     return rows
@@ -206,10 +208,16 @@ class _MetricView:
         self.headline = [n for n in self.shown if n in HEADLINE or n in gated | clear]  # in registry order
         self.level = f"{round(100 * record.ci_confidence)}% CI" if record.ci_confidence else "CI"
         self.head = ["metric", "value", "unit"] + ([self.level] if self.cis else []) \
-            + (["baseline", "delta (paired CI)"] if self.deltas else []) + ["better"]
+            + (["baseline", "delta (paired CI)"] if self.deltas else []) + (["p (Holm)"] if self.with_p else []) \
+            + ["better"]
+
+    @property
+    def with_p(self) -> bool:
+        return bool(self.deltas and getattr(self.record.baseline, "p_values", None))
 
     def table(self, names: Sequence[str], what: str) -> list[str]:
-        return _table(self.head, _metric_rows(self.record, names, self.cis, self.deltas, self.base), MAX_METRICS, what)
+        return _table(self.head, _metric_rows(self.record, names, self.cis, self.deltas, self.base, self.with_p),
+                      MAX_METRICS, what)
 
 
 def _metrics(record: Any) -> list[str]:
@@ -225,6 +233,10 @@ def _metrics(record: Any) -> list[str]:
     if view.cis:
         out += ["", f"{text(view.level)}: percentile bootstrap over cases ({record.ci_resamples} resamples, seed "
                     f"{record.provenance.seed}); ±half is what this eval set can resolve."]
+    if view.with_p:
+        out += ["", f"p (Holm): the paired delta's two-sided bootstrap p, and in brackets Holm-adjusted over the "
+                    f"{len(record.baseline.p_values)} metrics compared (one family)."]
+    out += [f"⚠️ {text(line.text, 400)}" for line in power_lines(record)]
     return out
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 from pytest_genai.compare.baseline import describe
+from pytest_genai.compare.names import KINDS
 from pytest_genai.metrics.registry import METRICS
 from pytest_genai.runlog import INTERRUPTED, RUNNING, is_skipped
 
@@ -34,7 +35,7 @@ def metric_order(record: Any) -> list[str]:
     return names + [n for n in record.metrics if n not in names]
 
 
-_STAT_SUFFIXES = ("_delta_ci_low", "_delta_ci_high", "_ci_low", "_ci_high", "_delta", "_mcnemar_p")
+_STAT_SUFFIXES = tuple(sorted((f"_{k}" for k in KINDS), key=len, reverse=True))  # the longest first
 
 
 def is_stat(name: str, record: Any) -> bool:
@@ -57,6 +58,31 @@ def delta_text(ci: Any) -> str:
     if ci is None or not isinstance(ci.point, float) or not math.isfinite(ci.point):
         return ""
     return f"{ci.point:+.4g} {ci_text(ci)}".rstrip()
+
+
+def p_text(metric: str, baseline: Any) -> str:
+    """`0.012 (0.048)`: the paired delta's raw two-sided p and its Holm-adjusted p (over all metrics compared)."""
+    raw, adjusted = baseline.p_values.get(metric), baseline.p_holm.get(metric)
+    if raw is None:
+        return ""
+    return f"{fmt_p(raw)} ({fmt_p(adjusted)})"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def power_lines(record: Any) -> list[Line]:
+    """A warning per baseline gate whose margin is smaller than what the eval set can detect."""
+    out = []
+    for g in record.gates:
+        if getattr(g, "underpowered", False):
+            out.append(Line(f"power: gate {g.metric} {g.expression.strip()} asks about a smaller change than this eval set "
+                            f"can detect (minimum detectable effect {fmt(g.mde)}, power 0.8): add cases or widen the "
+                            "margin; compare.require_power: true fails such a gate", "yellow"))
+    return out
 
 
 def gate_verdict(g: Any, enforced: bool) -> str:
@@ -91,8 +117,9 @@ def summary_lines(record: Any) -> list[Line]:
     by_metric: dict[str, list[Any]] = {}
     for g in record.gates:
         by_metric.setdefault(g.metric, []).append(g)
+    p_raw = getattr(b, "p_values", None) or {} if deltas else {}
     head = ["metric", "value"] + ([level] if cis else []) + (["vs baseline (delta, paired CI)"] if deltas else []) \
-        + ["unit", "gate", "result"]
+        + (["p (Holm)"] if p_raw else []) + ["unit", "gate", "result"]
     rows: list[list[str]] = [head]
     shown = [m for m in metric_order(record) if not is_stat(m, record)]
     for metric in shown + [m for m in by_metric if m not in record.metrics]:
@@ -104,6 +131,8 @@ def summary_lines(record: Any) -> list[Line]:
                 row.append(ci_text(cis.get(metric)) if first else "")
             if deltas:
                 row.append(delta_text(deltas.get(metric)) if first else "")
+            if p_raw:
+                row.append(p_text(metric, b) if first else "")
             row += [unit if first else "", g.expression.strip() if g else "",
                     gate_verdict(g, record.gates_enforced) if g else ""]
             rows.append(row)
@@ -115,6 +144,7 @@ def summary_lines(record: Any) -> list[Line]:
                                                       ("green" if verdict.startswith("pass") else
                                                        ("yellow" if verdict.startswith("skipped") else "")))))
     out += comparison_lines(record)
+    out += power_lines(record)
     if record.status != "complete":
         note = "enforced (--genai-enforce-gates)" if record.gates_enforced else "NOT enforced"
         out.append(Line(f"{record.status} run: {fmt(record.metrics.get('cases_evaluated'))} of "
@@ -156,6 +186,9 @@ def comparison_lines(record: Any) -> list[Line]:
         parts.append(f"shared ids only ({b.only_candidate} only here, {b.only_baseline} only in the baseline)")
     parts += [f"{k} McNemar p={fmt(v)}" for k, v in b.mcnemar_p.items() if isinstance(v, float) and math.isfinite(v)]
     out.append(Line(f"baseline: {describe(b)}: {', '.join(parts)}"))
+    if getattr(b, "p_values", None):
+        out.append(Line(f"p: two-sided bootstrap p of each delta, and Holm-adjusted over the {len(b.p_values)} metrics "
+                        "compared (one family): read the adjusted one when scanning many metrics"))
     for label, count, changes, style in (("regressed", b.regressed_count, b.regressed, "red"),
                                           ("improved", b.improved_count, b.improved, "green")):
         if not count:

@@ -19,7 +19,7 @@ from pytest_genai.types import CaseResult
 
 TIME_UNITS = ("ms", "s", "seconds")
 NOT_REPRODUCED = ("env_drift", "pref_win_rate")  # the environment's (see the env report); a baseline's
-_BASELINE_KINDS = ("delta", "delta_ci_low", "delta_ci_high", "mcnemar_p")
+_BASELINE_KINDS = tuple(k for k in KINDS if k.startswith("delta") or k == "mcnemar_p")
 _NOT_PER_CASE = ("latency_ms", "safety_flags")  # time; and a count where the flags themselves are compared
 
 

@@ -9,7 +9,8 @@ from pytest_genai.stats.ci import CI
 from pytest_genai.stats.ks import ks_statistic
 from pytest_genai.stats.mcnemar import McNemar, mcnemar_exact, mcnemar_from_pairs
 
-_BOOTSTRAP = ("bootstrap_ci", "bootstrap_many", "paired_bootstrap_delta", "paired_bootstrap_many", "statistic_for",
+_BOOTSTRAP = ("bootstrap_ci", "bootstrap_many", "paired_bootstrap_delta", "paired_bootstrap_many", "paired_bootstrap_tests",
+              "PairedDelta", "statistic_for",
               "resample_indices", "AGGREGATION_STATISTICS", "Stat", "as_stat")
 
 __all__ = ["CI", "ks_statistic", "McNemar", "mcnemar_exact", "mcnemar_from_pairs", *_BOOTSTRAP]

@@ -278,12 +278,36 @@ def point_estimates(matrix: Mapping[str, ArrayLike], *,
     return dict(zip(names, cols.points()))
 
 
-def paired_bootstrap_many(candidate: Mapping[str, ArrayLike], baseline: Mapping[str, ArrayLike], *,
-                          statistics: Statistic | Mapping[str, Statistic] = "mean", resamples: int = 2000,
-                          confidence: float = 0.95, seed: int,
-                          also: Mapping[str, ArrayLike] | None = None) -> dict[str, CI]:
-    """Paired CIs of candidate - baseline per metric, cases aligned by position, both runs resampled with the
-    same indices. "mean": the mean of the per-case differences over the cases where both apply; "sum" and
+@dataclass(frozen=True)
+class PairedDelta:
+    """A paired comparison of one metric: the CI of candidate - baseline, the two-sided bootstrap p-value of "no
+    difference" read from the same resamples (percentile inversion, so p < 1 - confidence exactly when the CI
+    excludes 0, up to the +1 correction), the bootstrap standard error of the delta and, for a mean, the sample
+    standard deviation of the per-case differences (NaN otherwise)."""
+
+    ci: CI
+    p: float = math.nan
+    se: float = math.nan
+    sd: float = math.nan
+
+
+def _p_and_se(dist: np.ndarray, point: float) -> tuple[float, float]:
+    finite = dist[np.isfinite(dist)]
+    if finite.size == 0 or not math.isfinite(point):
+        return math.nan, math.nan
+    b = finite.size
+    below = (1.0 + np.count_nonzero(finite <= 0.0)) / (b + 1.0)
+    above = (1.0 + np.count_nonzero(finite >= 0.0)) / (b + 1.0)
+    se = float(np.std(finite, ddof=1)) if b > 1 else math.nan
+    return float(min(1.0, 2.0 * min(below, above))), se
+
+
+def paired_bootstrap_tests(candidate: Mapping[str, ArrayLike], baseline: Mapping[str, ArrayLike], *,
+                           statistics: Statistic | Mapping[str, Statistic] = "mean", resamples: int = 2000,
+                           confidence: float = 0.95, seed: int,
+                           also: Mapping[str, ArrayLike] | None = None) -> dict[str, PairedDelta]:
+    """Paired comparisons of candidate - baseline per metric, cases aligned by position, both runs resampled with
+    the same indices. "mean": the mean of the per-case differences over the cases where both apply; "sum" and
     percentiles: the difference of the two statistics, each over its own finite cases. `also`: one-sample
     columns over the same pairs (a per-pair win vector) bootstrapped ("mean") on the same resamples."""
     _check(resamples, confidence, seed)
@@ -315,20 +339,35 @@ def paired_bootstrap_many(candidate: Mapping[str, ArrayLike], baseline: Mapping[
         columns.append((values, Stat("mean")))
     cols = _Columns(columns)
     points, dists = cols.points(), cols.distributions(resamples, seed)
-    out: dict[str, CI] = {}
+    out: dict[str, PairedDelta] = {}
     for name in names:
         both = int(np.count_nonzero(~np.isnan(cand[name]) & ~np.isnan(base[name])))
         if len(slots[name]) == 1:
             i, = slots[name]
-            out[name] = _interval(dists[i], points[i], confidence, both)
+            dist, point = dists[i], points[i]
+            diffs = columns[i][0][~np.isnan(columns[i][0])]
+            sd = float(np.std(diffs, ddof=1)) if diffs.size > 1 else math.nan
         else:
             i, j = slots[name]
             with np.errstate(invalid="ignore"):
-                out[name] = _interval(dists[i] - dists[j], points[i] - points[j], confidence, both)
+                dist, point = dists[i] - dists[j], points[i] - points[j]
+            sd = math.nan
+        p, se = _p_and_se(dist, point)
+        out[name] = PairedDelta(_interval(dist, point, confidence, both), p, se, sd)
     for name in extra:
         i, = slots[name]
-        out[name] = _interval(dists[i], points[i], confidence, int(np.count_nonzero(~np.isnan(extra[name]))))
+        out[name] = PairedDelta(_interval(dists[i], points[i], confidence, int(np.count_nonzero(~np.isnan(extra[name])))))
     return out
+
+
+def paired_bootstrap_many(candidate: Mapping[str, ArrayLike], baseline: Mapping[str, ArrayLike], *,
+                          statistics: Statistic | Mapping[str, Statistic] = "mean", resamples: int = 2000,
+                          confidence: float = 0.95, seed: int,
+                          also: Mapping[str, ArrayLike] | None = None) -> dict[str, CI]:
+    """The paired CIs of `paired_bootstrap_tests` alone."""
+    return {name: d.ci for name, d in paired_bootstrap_tests(candidate, baseline, statistics=statistics,
+                                                             resamples=resamples, confidence=confidence, seed=seed,
+                                                             also=also).items()}
 
 
 def paired_bootstrap_delta(candidate: ArrayLike, baseline: ArrayLike, *, statistic: Statistic = "mean",
