@@ -58,7 +58,7 @@ FLOORS_OPEN = --deselect tests/test_real_model.py::test_batched_generation_gives
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
-# A shared tracking server on this machine (PostgreSQL + `mlflow server --app-name basic-auth`, 127.0.0.1 only,
+# A shared tracking server on this machine (PostgreSQL + `mlflow server --app-name genai-basic-auth`, 127.0.0.1 only,
 # in build/server/): prints the export lines a shell needs, so `eval "$$(make -s server)"`. `server-stop` ends
 # exactly those processes (scripts/server.py destroy also deletes the folder).
 server: setup

@@ -36,6 +36,7 @@ def build(root: Path) -> tuple[Path, dict[str, float]]:
     from pytest_genai.record import capture_env
     from pytest_genai.session import EvalSession
     from pytest_genai.shard.select import shard_of
+    from pytest_genai.publish import html_report
     from pytest_genai.tracking.local import new_run_dir, write_run_dir
     from pytest_genai.tracking.mlflow_store import log_run_dir
     from pytest_genai.types import CaseResult
@@ -69,7 +70,7 @@ def build(root: Path) -> tuple[Path, dict[str, float]]:
                 s.add_result(result(i, c))
         rec = s.finish(env, git, enforce=False, selected=set(s.results), shard=f"{k}/{SHARDS}", group=GROUP)
         run_dir = new_run_dir(root / "runs", cfg.hash)
-        write_run_dir(run_dir, s, rec, env)
+        write_run_dir(run_dir, s, rec, env, render_report=html_report)
         log_run_dir(run_dir, f"sqlite:///{db}", "bench")
     return config, unsharded
 

@@ -24,6 +24,7 @@ ROUNDS = 5
 def build_run_dir(root: Path) -> Path:
     sys.path.insert(0, str(REPO))
     from pytest_genai.config import load_config
+    from pytest_genai.publish import html_report
     from pytest_genai.record import capture_env
     from pytest_genai.session import EvalSession
     from pytest_genai.tracking.local import new_run_dir, write_run_dir
@@ -40,7 +41,7 @@ def build_run_dir(root: Path) -> Path:
     env, git = capture_env(session.config)
     record = session.finish(env, git, enforce=True)
     run_dir = new_run_dir(root / "runs", session.config.hash)
-    write_run_dir(run_dir, session, record, env)
+    write_run_dir(run_dir, session, record, env, render_report=html_report)
     return run_dir
 
 

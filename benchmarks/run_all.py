@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_bootstrap  # noqa: E402
 import bench_case_overhead  # noqa: E402
+import bench_dryrun  # noqa: E402
+import bench_harvest  # noqa: E402
 import bench_install  # noqa: E402
 import bench_isolate  # noqa: E402
 import bench_mlflow_logging  # noqa: E402
@@ -48,6 +50,8 @@ BENCHMARKS = {
     "merge": bench_merge.main,
     "reproduce": bench_reproduce.main,
     "install": bench_install.main,
+    "harvest": bench_harvest.main,
+    "dryrun": bench_dryrun.main,
 }
 
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 from pytest_genai import __version__, lock_cmd, models_cmd, publish, runs_cmd, scaffold
 from pytest_genai.config import ConfigError, load_config
+from pytest_genai.harvest import cli as harvest_cli
 from pytest_genai.monitor import cli as monitor_cli
 from pytest_genai.prompts import PromptError, load_prompt, read_lock, unbumped_edit_message, write_lock
 from pytest_genai.registries import load_conftest
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--tracking-uri", default=None, help=tracking_help)
 
     monitor_cli.add_parser(sub)
+    harvest_cli.add_parser(sub)
     report_cli.add_parser(sub)
     reproduce_cli.add_parser(sub)
     merge_cmd.add_parser(sub)
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     commands = {"validate": _validate, "lock-prompts": _lock_prompts, "upload": _upload, "show": _show,
-                "models": _models, "promote": _promote, "rollback": _rollback, "monitor": monitor_cli.run,
+                "models": _models, "promote": _promote, "rollback": _rollback, "monitor": monitor_cli.run, "harvest": harvest_cli.run,
                 "report": report_cli.run, "merge": merge_cmd.run, "runs": runs_cmd.run,
                 "reproduce": reproduce_cli.run, "init": scaffold.run, "install-models": models_cmd.run, "lock": lock_cmd.run}
     try:
@@ -149,8 +151,11 @@ def _bounded(command: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
 
 def _session(config_path: str):  # type: ignore[no-untyped-def]
-
-    load_conftest(Path(config_path).resolve().parent)
+    try:
+        folder = Path(config_path).resolve().parent
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError on 3.11): load_config says so, naming the file
+        folder = Path(os.path.abspath(config_path)).parent
+    load_conftest(folder)
     return EvalSession.from_config(load_config(config_path))
 
 
@@ -164,7 +169,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _lock_prompts(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if cfg.get("prompt") is None:
-        print("the config has no prompt section", file=sys.stderr)
+        print(f"pytest-genai lock-prompts: {args.config} has no prompt section (prompt.id, prompt.version): there is "
+              "no prompt to lock", file=sys.stderr)
         return 2
     prompt = load_prompt(cfg.resolve_path("prompt.dir"), cfg.get("prompt.id"), cfg.get("prompt.version"))  # type: ignore[arg-type]
     lock_path = cfg.resolve_path("prompt.lock_file")

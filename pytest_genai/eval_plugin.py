@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from _pytest.pathlib import bestrelpath
 
-from pytest_genai import publish, resume, startup
+from pytest_genai import dryrun, publish, resume, startup
 from pytest_genai.compare.measure import CompareOptions
 from pytest_genai.config import ConfigError
 from pytest_genai.interrupts import Interrupts
@@ -22,7 +22,6 @@ from pytest_genai.items import CaseItem, EvalSetFile, marker_tags
 from pytest_genai.record import capture_env
 from pytest_genai.report.terminal import Line, SessionOutcome, write_session_summary
 from pytest_genai.runlog import Tracking
-from pytest_genai.sanitize import headline
 from pytest_genai.session import EvalSession
 from pytest_genai.shard.merge import merge_if_last
 from pytest_genai.shard.select import ShardError, check_group, default_group, parse_shard, shard_of
@@ -62,6 +61,7 @@ class EvalPlugin:
         self.journal_error: str | None = None  # why there is none (the run folder is then written at the end)
         self.interrupts = Interrupts()  # SIGTERM as Ctrl-C; a second interrupt does not cost the record
         self.resumed: resume.Resumable | None = None  # --genai-resume: the interrupted run this session completes
+        self.estimate: Any = None  # runlog.CostEstimate made before any call (budget:, dryrun_plugin.py)
         self._journal_lock = threading.Lock()  # cases finish on pool threads and are reported on the main one
         self.workers = int(config.getoption("numprocesses", None) or 0) if not is_worker(config) else 0
         session.under_xdist = is_worker(config) or bool(self.workers)
@@ -145,10 +145,8 @@ class EvalPlugin:
             self.state.pipeline
         except ConfigError as exc:
             message = san.text(str(exc))
-        except Exception as exc:
-            detail = san.exception(exc, 8)  # the reason goes on the first line too: the one CI's summary shows
-            message = (f"{BUILD_FAILED} {self.state.config.pipeline.factory!r} failed: "
-                       f"{headline(detail, type(exc).__name__)}\n{detail}")
+        except Exception as exc:  # the reason goes on the first line too: the one CI's summary shows
+            message = startup.build_failure(exc, f"{BUILD_FAILED} {self.state.config.pipeline.factory!r}", san)
         else:
             tr = self.config.pluginmanager.get_plugin("terminalreporter")
             if tr is not None and not is_worker(self.config):
@@ -170,7 +168,8 @@ class EvalPlugin:
 
     def _dry_run(self) -> bool:
         opt = self.config.option
-        return bool(opt.collectonly or getattr(opt, "setuponly", False) or getattr(opt, "setupplan", False))
+        return bool(opt.collectonly or getattr(opt, "setuponly", False) or getattr(opt, "setupplan", False)
+                    or getattr(opt, "genai_dry_run", False))
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         s = self.state
@@ -371,6 +370,7 @@ class EvalPlugin:
                                    group=self.group)
         if self.resumed is not None:
             record = replace(record, tags={**record.tags, **resume.resumed_tags(self.resumed)})
+        record = dryrun.with_estimate(record, self.estimate)  # the estimate vs the actual figures
 
         def after_local() -> bool:
             self.interrupts.release()

@@ -13,7 +13,7 @@ from pytest_genai.input_limits import InputLimitError, check_json_line
 from pytest_genai.types import Case
 
 REQUIRED = ("id", "question", "answers")
-OPTIONAL = ("context", "gold_doc_ids", "tags", "expect")
+OPTIONAL = ("context", "gold_doc_ids", "tags", "expect", "source")  # source: where a case came from (harvest)
 EXPECT_KEYS = ("contains", "not_contains", "regex", "min_f1")
 
 
@@ -107,6 +107,10 @@ def _parse_case(obj: Any, lineno: int) -> tuple[Case | None, list[str]]:
     for key in ("gold_doc_ids", "tags"):
         if key in obj and (not isinstance(obj[key], list) or not all(isinstance(x, str) for x in obj[key])):
             errs.append(f"{key!r} must be a list of strings")
+    source = obj.get("source")
+    if source is not None and (not isinstance(source, dict)
+                               or not all(v is None or isinstance(v, (str, int, float)) for v in source.values())):
+        errs.append("'source' must be an object of plain values (where the case came from: model, request id, time)")
     expect = obj.get("expect", {})
     errs += _check_expect(expect)
     if errs:

@@ -157,17 +157,19 @@ def tolerates_no_drop(spec: GateSpec) -> bool:
 def _power(gate: Gate, spec: GateSpec, mde: float | None, pairs: int, require_power: bool) -> Gate:
     """The gate with its metric's MDE, and marked underpowered (failed with require_power) when its margin is
     smaller than what the set can detect."""
-    if spec.kind != "baseline" or mde is None or not math.isfinite(mde):
+    if spec.kind != "baseline" or mde is None or math.isnan(mde):
         return gate
     assert spec.margin is not None
+    known = mde if math.isfinite(mde) else None  # infinite: too few pairs to estimate the spread
     if not tolerates_no_drop(spec) or abs(spec.margin) >= mde:
-        return replace(gate, mde=mde)
+        return replace(gate, mde=known)
     why = (f"underpowered: margin {abs(spec.margin):g} < minimum detectable effect {_fmt(mde)} at {pairs} paired "
-           f"cases (power 0.8)")
+           f"cases (power 0.8)" if known is not None else
+           f"underpowered: {pairs} paired case(s) are too few to estimate what this set can detect (fewer than 10)")
     if require_power:
-        return replace(gate, mde=mde, underpowered=True, passed=False,
+        return replace(gate, mde=known, underpowered=True, passed=False,
                        reason=f"{why}, compare.require_power" + (f"; {gate.reason}" if gate.reason else ""))
-    return replace(gate, mde=mde, underpowered=True, reason=(f"{gate.reason}; " if gate.reason else "") + why)
+    return replace(gate, mde=known, underpowered=True, reason=(f"{gate.reason}; " if gate.reason else "") + why)
 
 
 def _one(metric: str, expression: str, spec: GateSpec, metrics: Mapping[str, float], cis: Mapping[str, Any],

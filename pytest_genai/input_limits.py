@@ -1,9 +1,9 @@
 """Bounds on what a config, a prompt file, a prompt lock and an eval-set line may hold, checked before they are
 loaded: YAML aliases that expand without end (a "billion laughs"), nesting deep enough to overflow the recursive
-YAML composer or JSON decoder, files and lines too big to be input. Each is a clear error naming the file and the
-line, found in one linear pass (the YAML parser and the scan below are iterative), not a MemoryError after
-minutes or a RecursionError. The readers turn it into their own error type (ConfigError, PromptError,
-EvalSetError)."""
+YAML composer or JSON decoder, files and lines too big to be input, bytes that are not UTF-8 (`read_text`). Each is
+a clear error naming the file and the line, found in one linear pass (the YAML parser and the scan below are
+iterative), not a MemoryError after minutes, a RecursionError or a UnicodeDecodeError. The readers turn it into
+their own error type (ConfigError, PromptError, EvalSetError)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,33 @@ def check_size(path: Path | str, limit: int = MAX_FILE_BYTES) -> None:
     size = os.stat(path).st_size
     if size > limit:
         raise InputLimitError(path, f"the file is {size:,} bytes, over the limit of {limit:,} bytes for this input")
+
+
+def not_a_file(path: Path) -> str:
+    """Why `path` is not a file that can be read, said after its name: 'is a folder', 'is a symlink that cannot be
+    followed (...)' (a loop, or its target gone), else 'does not exist'."""
+    if path.is_dir():
+        return "is a folder"
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as exc:
+            return f"is a symlink that cannot be followed ({exc.strerror or exc})"
+    return "does not exist"
+
+
+def read_text(path: Path | str, limit: int = MAX_FILE_BYTES) -> str:
+    """A config, a prompt file or a prompt lock as text: its size checked first (check_size), then its bytes decoded
+    as UTF-8; bytes that are not UTF-8 are an InputLimitError at their line (was: a UnicodeDecodeError traceback).
+    OSError is the caller's, as a read's would be."""
+    check_size(path, limit)
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as open() reads
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputLimitError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start}): save the file as UTF-8",
+                              line) from None
 
 
 def check_yaml(text: str, path: Path | str) -> None:

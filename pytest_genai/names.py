@@ -49,6 +49,13 @@ TAG_TRACKING_WARNINGS = "genai.tracking_warnings"  # what the store did not take
 TAG_RUN_NOTE = "mlflow.note.content"  # the run's description in the MLflow UI: the gate table
 DATASET_CONTEXT = "eval"  # mlflow.data.context of the eval set logged as the run's dataset input
 TAG_REGISTERED = "genai.registered"  # on the eval run: NAME/VERSION it became, or why it did not
+# The process that created (or is filling) a run: a command that finds the run RUNNING with its owner gone marks it
+# interrupted (tracking/owner.py). The host is a digest (hostname, machine id, pid namespace), never the hostname.
+TAG_OWNER_HOST = "genai.owner.host"
+TAG_OWNER_BOOT = "genai.owner.boot"  # the host's boot id (Linux): another boot means the owner is gone
+TAG_OWNER_PID = "genai.owner.pid"
+TAG_OWNER_STARTED = "genai.owner.started"  # the pid's start (Linux: /proc/<pid>/stat field 22), against pid reuse
+TAG_SUPERSEDED_BY = "genai.superseded_by"  # on a shard group's extra parent: the parent merge kept (then deleted)
 
 # Model-version tags (the eval behind a version) and registered-model tags (alias history).
 TAG_EVAL_RUN_ID = "genai.eval_run_id"

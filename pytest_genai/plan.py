@@ -140,3 +140,9 @@ def runner_for(plan: Plan, run_one: RunOne, run_batch: RunBatch) -> CaseRunner:
     if plan.kind == "batches":
         return BatchRunner(run_batch, run_one, plan.size)
     return SequentialRunner(run_one)
+
+
+def timeout_error(case_id: str, limit: float, batch: int = 1) -> str:
+    """The error of a case that ran out of eval.case_timeout_s (its thread is abandoned, its result dropped)."""
+    where = f" (in a batch of {batch}, which had {limit * batch:g} s)" if batch > 1 else ""
+    return f"TimeoutError: case {case_id} did not finish within eval.case_timeout_s = {limit:g} s{where}"

@@ -67,6 +67,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="finish an interrupted run: its run folder (path, or name in tracking.results_dir) or MLflow "
                          "run id; runs only the cases it did not finish, with the same config, eval set, prompt and "
                          "env, into the same run folder")
+    group.addoption("--genai-dry-run", action="store_true", default=False,
+                    help="call no model: render and count every selected case's prompt, print calls, input and "
+                         "output tokens, cost (low-high) and the expected wall time, check budget:, record nothing")
     group.addoption("--genai-markdown", metavar="PATH", default=None,
                     help="write the run's markdown summary (gates, deltas, failing and regressed cases) to PATH, "
                          "e.g. for a PR comment; with $GITHUB_STEP_SUMMARY set it is also appended there")
@@ -97,6 +100,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(EvalPlugin(config, state), "genai-eval")
+    dry = bool(config.getoption("genai_dry_run"))
+    if dry or genai_config.get("budget"):  # the estimate before any call: printed (dry run), or held to budget:
+        from pytest_genai.dryrun_plugin import DryRunPlugin
+
+        config.pluginmanager.register(DryRunPlugin(config, state, dry=dry), "genai-dry-run")
 
 
 @pytest.hookimpl(optionalhook=True)

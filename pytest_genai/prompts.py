@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import yaml
 
 from pytest_genai.config.suggest import suggest_name
-from pytest_genai.input_limits import InputLimitError, check_json, check_size, check_yaml
+from pytest_genai.input_limits import InputLimitError, check_json, check_yaml, not_a_file, read_text
 
 Message = dict[str, str]
 
@@ -125,17 +125,21 @@ def render_as_text(messages: list[Message]) -> str:
 def load_prompt(prompt_dir: Path, prompt_id: str, version: str | int) -> PromptTemplate:
     path = prompt_dir / f"{prompt_id}.yaml"
     if not path.is_file():
+        why = not_a_file(path)
+        if why != "does not exist":
+            raise PromptError(f"prompt {prompt_id!r}: cannot read {path}: it {why}")
         available = sorted(p.stem for p in prompt_dir.glob("*.yaml")) if prompt_dir.is_dir() else []
         raise PromptError(f"prompt {prompt_id!r} not found: no file {path} (available: {', '.join(available) or 'none'})")
     try:
-        check_size(path)
-        text = path.read_text("utf-8")
+        text = read_text(path)  # too big, or not UTF-8
         check_yaml(text, path)  # before the recursive composer: too deep, or aliases expanding without end
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PromptError(f"{path}: not valid YAML: {exc}") from None
     except InputLimitError as exc:
         raise PromptError(str(exc)) from None
+    except OSError as exc:
+        raise PromptError(f"{path}: cannot read the prompt file: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise PromptError(f"{path}: expected a mapping with id, version and template")
     missing = [k for k in ("id", "version", "template") if k not in data]
@@ -205,8 +209,7 @@ def read_lock(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     try:
-        check_size(path)
-        text = path.read_text("utf-8")
+        text = read_text(path)
         check_json(text, path)
         data = json.loads(text)
     except InputLimitError as exc:

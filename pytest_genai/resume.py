@@ -15,7 +15,7 @@ from pytest_genai import names
 from pytest_genai.run_folder import is_run_folder, writer_alive
 from pytest_genai.runlog import INTERRUPTED, RunLogError, RunRecord, read_run, write_record
 from pytest_genai.tracking.local import new_run_dir
-from pytest_genai.tracking.runref import EVERY_ARTIFACT, RUN_FOLDER, looks_like_path, resolve
+from pytest_genai.tracking.runref import EVERY_ARTIFACT, RUN_FOLDER, SESSION_URI_OPTION, looks_like_path, resolve
 from pytest_genai.types import CaseResult
 
 FLAG = "--genai-resume"
@@ -50,7 +50,8 @@ def find(ref: str, *, results_dir: Path, base_dir: Path, uri: str | None, downlo
                               + ("" if looks_like_path(ref) else "; tracking is off, so no MLflow run id is looked up"))
         dest = new_run_dir(results_dir, "resumed")
         try:
-            found = resolve(ref, uri=uri, with_results=True, download_to=dest, artifacts=EVERY_ARTIFACT)
+            found = resolve(ref, uri=uri, with_results=True, download_to=dest, artifacts=EVERY_ARTIFACT,
+                            uri_option=SESSION_URI_OPTION)
         except RunLogError as exc:
             shutil.rmtree(dest, ignore_errors=True)
             raise ResumeError(f"{FLAG} {ref}: {exc}") from None

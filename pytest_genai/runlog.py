@@ -110,6 +110,34 @@ class Execution:
 
 
 @dataclass(frozen=True)
+class CostEstimate:
+    """What the run was expected to cost before any model call (`--genai-dry-run`, `budget:`): calls, tokens and
+    USD as low-high ranges (output tokens: the baseline's mean per call when there is one, else none, up to
+    llm.max_tokens a call), the expected figures when a baseline gave them, and the wall time from its latencies."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens_low: int = 0
+    output_tokens_high: int = 0
+    cost_usd_low: float = 0.0
+    cost_usd_high: float = 0.0
+    output_tokens_expected: float | None = None  # from the baseline's mean output tokens per call
+    cost_usd_expected: float | None = None
+    wall_s_expected: float | None = None  # from the baseline's mean latency and the concurrency
+    counted_by: str = ""  # llm.tokenizer: what counted the input tokens
+    method: str = ""  # how the prompts were obtained (rendered by the pipeline, or from the prompt template)
+    baseline: str | None = None  # the run the expected figures come from
+
+    @property
+    def tokens_low(self) -> int:
+        return self.input_tokens + self.output_tokens_low
+
+    @property
+    def tokens_high(self) -> int:
+        return self.input_tokens + self.output_tokens_high
+
+
+@dataclass(frozen=True)
 class CaseChangeSummary:
     """A case that regressed or improved against the baseline, and why (pass → fail, EM 1 → 0, F1 drop)."""
 
@@ -170,6 +198,7 @@ class RunRecord:
     ci_confidence: float | None = None  # None: no CIs were computed
     ci_resamples: int = 0
     baseline: BaselineSummary | None = None  # None: no baseline was asked for
+    estimate: CostEstimate | None = None  # the estimate made before the run (budget:), to hold against the actual
     results: tuple[CaseResult, ...] = ()
 
     @property
@@ -257,15 +286,23 @@ def read_run(path: str | os.PathLike[str], with_results: bool = True) -> RunReco
 
 
 def read_results(run_dir: Path) -> list[CaseResult]:
+    """The case results of a run folder. A last line that is not JSON and has no newline is a write cut short (a
+    crash or a full disk mid-line: that case did not finish) and is skipped; any other bad line is an error."""
     path = run_dir / RESULTS_FILE
     if not path.is_file():
         return []
     out = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open("rb") as fh:  # bytes: a torn line may end inside a UTF-8 character
         for n, line in enumerate(fh, 1):
             if line.strip():
                 try:
-                    out.append(CaseResult.from_dict(json.loads(line)))
+                    plain = json.loads(line)
+                except ValueError as exc:
+                    if not line.endswith(b"\n"):  # only the last line can lack its newline
+                        break
+                    raise RunLogError(f"{path}:{n}: not a case result: {exc}") from None
+                try:
+                    out.append(CaseResult.from_dict(plain))
                 except (ValueError, KeyError, TypeError) as exc:
                     raise RunLogError(f"{path}:{n}: not a case result: {exc}") from None
     return out

@@ -7,7 +7,7 @@ import argparse
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -21,10 +21,11 @@ from pytest_genai.config.views import HEADLINE, View, ViewError, Vocabulary, con
 from pytest_genai.registries import load_conftest
 from pytest_genai.report.terminal import fmt
 from pytest_genai.run_folder import RESULTS_FILE, is_run_folder
-from pytest_genai.runlog import RunLogError, read_run
+from pytest_genai.runlog import INTERRUPTED, RunLogError, read_run
 from pytest_genai.sanitize import Sanitizer
 from pytest_genai.tracking import mlflow_client
 from pytest_genai.tracking.mlflow_client import resolve_uri
+from pytest_genai.tracking.owner import settle
 from pytest_genai.tracking.views import search, store_views, stored_views
 
 DEFAULT_MAX = {True: 50, False: 10}  # --max: with a view, without one
@@ -156,6 +157,10 @@ def build_listing(args: argparse.Namespace) -> Listing:
         view = _choose(args.view, own, on_experiment, vocab, config)
         limit = args.max or DEFAULT_MAX[view is not None]
         found = search(client, [exp_id], view, limit)
+        unfinished = settle(client, found.runs)  # a run its killed session left RUNNING reads (and is) interrupted
+        if any(u.marked for u in unfinished.values()):
+            found = replace(found, runs=tuple(client.get_run(r.info.run_id) if unfinished.get(r.info.run_id)
+                                              and unfinished[r.info.run_id].marked else r for r in found.runs))
     link = ui_link(uri, exp_id, view)
     where = f"experiment {experiment!r} (id {exp_id}), tracking uri {uri or 'MLflow default (sqlite:///mlflow.db)'}"
     lines: list[str] = []
@@ -166,6 +171,7 @@ def build_listing(args: argparse.Namespace) -> Listing:
         lines += [f"view {view.name}: {view.expression}", f"mlflow filter: {view.mlflow_filter}",
                   f"{len(found.runs)} matching run(s) in {where}, newest first" + (":" if found.runs else "")]
     lines += run_table(found.runs, view.metrics if view else ())
+    lines += [f"note: {u.line()}" for u in unfinished.values()]
     if view is not None and not found.runs:
         lines.append("no run matches this view")
     if found.left_out and view is not None:
@@ -200,12 +206,22 @@ def local_lines(config: Any, limit: int = 10) -> list[str]:
         done = record.metrics.get("cases_evaluated")
         if done is None:  # a journal's record: its finished cases are the lines on disk
             done = sum(1 for ln in (folder / RESULTS_FILE).open("rb") if ln.strip()) if (folder / RESULTS_FILE).is_file() else 0
-        rows.append(f"  {folder.name}  {record.status}  {fmt(done)} of {fmt(record.metrics.get('cases_total'))} cases  "
-                    f"started {record.started_at}")
+        rows.append([folder.name, record.status, f"{fmt(done)} of {fmt(record.metrics.get('cases_total'))} cases",
+                     _minute(record.started_at)])
     if not rows:
         return []
     return [f"run folders in {root} not logged to MLflow (`pytest-genai show FOLDER`; `pytest-genai upload FOLDER` "
-            "logs a finished one):", *rows] + ([f"  ... and {more} older one(s)"] if more else [])
+            "logs a finished one):", *("  " + ln for ln in table([["run folder", "status", "cases", "started (UTC)"],
+                                                                   *rows]))] \
+        + ([f"  ... and {more} older one(s)"] if more else [])
+
+
+def _minute(stamp: str) -> str:
+    """A record's ISO 8601 start (UTC) as the MLflow table shows a run's: to the minute."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    except (AttributeError, TypeError, ValueError):
+        return str(stamp)
 
 
 def _load(config_arg: str | None) -> Any:
@@ -268,21 +284,38 @@ def _views_lines(own: Mapping[str, View], on_experiment: Mapping[str, str], conf
     return out
 
 
+def run_status(run: Any) -> str:
+    """A run's status as the records say it (`genai.status`: complete, partial, interrupted, failed, stopped, and
+    pending for a shard group's parent waiting for its merge), `running` while it is being logged, `interrupted`
+    for one terminated KILLED; MLflow's own status for runs that carry no genai.status (other tools)."""
+    tags, status = run.data.tags, str(run.info.status)
+    if status == "RUNNING":
+        return "pending" if tags.get(names.TAG_STATUS) == "pending" else "running"
+    if status == "KILLED":
+        return INTERRUPTED
+    return tags.get(names.TAG_STATUS) or status.lower()
+
+
 def run_table(runs: Sequence[Any], view_metrics: Sequence[str] = ()) -> list[str]:
-    """run id, run name, the view's metrics then the headline ones any run logged, gates, git commit, start."""
+    """run id, run name, status, the view's metrics then the headline ones any run logged, gates, git commit,
+    start."""
     if not runs:
         return []
     logged = {k for r in runs for k in r.data.metrics}
     metrics = list(dict.fromkeys([*view_metrics, *(m for m in HEADLINE if m in logged)]))
-    head = ["run id", "run name", *metrics, "gates", "git", "started (UTC)"]
-    rows = [head]
+    rows = [["run id", "run name", "status", *metrics, "gates", "git", "started (UTC)"]]
     for r in runs:
         tags = r.data.tags
         gates = {"true": "pass", "false": "FAIL"}.get(tags.get(names.TAG_GATES_PASSED, ""), "-")
         commit = tags.get(names.TAG_GIT_COMMIT) or tags.get(names.TAG_MLFLOW_GIT_COMMIT) or "-"
         start = (datetime.fromtimestamp(r.info.start_time / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
                  if r.info.start_time else "-")
-        rows.append([r.info.run_id, r.info.run_name or tags.get("mlflow.runName") or "-",
+        rows.append([r.info.run_id, r.info.run_name or tags.get("mlflow.runName") or "-", run_status(r),
                      *(fmt(r.data.metrics.get(m)) for m in metrics), gates, commit[:12], start])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return table(rows)
+
+
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows (the first: the header) as left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

@@ -9,6 +9,7 @@ from typing import Any
 
 from pytest_genai.llm import build_llm
 from pytest_genai.llm.cache import CachedLLM, ResponseCache
+from pytest_genai.llm.tokens import CountingLLM
 from pytest_genai.sanitize import Sanitizer
 
 CACHE_MODES = ("off", "read-write", "record", "replay")
@@ -20,12 +21,15 @@ class Runtime:
     cache_path: Path | None = None
     cassette: Path | None = None
     concurrency: int = 1
+    dry_run: bool = False  # the provider is never built: a CountingLLM counts each request's input tokens
 
 
 def make_llm(config: Any, runtime: Runtime | None, sanitizer: Any = None) -> Any:
     """The configured provider, wrapped in the record/replay cache when one is asked for. In replay the
     provider is never built: a fork's CI without secrets can run the whole eval. The cache stores only
     sanitized requests and answers; its keys are full-length (keyed) hashes of the raw request."""
+    if runtime is not None and runtime.dry_run:
+        return CountingLLM.from_config(config)
     if runtime is None or runtime.cache_mode == "off":
         return build_llm(config)
 

@@ -5,8 +5,12 @@ Layers, in this order: URL user info (`https://user:pass@host` -> `https://***@h
 keyed placeholders (`safety.redact`; before the secrets, so a leaked configured key shaped like a key
 still counts as a SECRET flag), the config's secret values as `***`, then token-like URL query
 parameters. All but PII apply even with `safety.redact: false`: a private store may keep PII, never a key;
-so the SECRET findings (API keys, AWS keys, Bearer tokens, JWTs, private keys, the value of `password=`,
-`api_key:`, `Authorization:` and the like) are placeholders with it too.
+so the SECRET findings (API keys, AWS keys, GitHub and Slack tokens, Bearer tokens, JWTs, private keys, the value
+of `password=`, `api_key:`, `Authorization:` and the like, random tokens next to key/secret/token/password: see
+safety/pii_secrets.py) are placeholders with it too.
+Text that cannot be written as UTF-8 (a lone surrogate such as "\\ud800", from a pipeline's bad decode) has it
+replaced with U+FFFD first, here and nowhere else: one bad character in an answer, its metadata or an error must not
+cost the journal line or the record that holds it.
 Loopback addresses (127.0.0.0/8, ::1) and the configured tracking server's address are not PII: they stay
 readable, so an error about the local stub or the team's MLflow server still says where it failed.
 """
@@ -24,7 +28,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pytest_genai.safety.pii import detect, detect_secrets, is_placeholder, placeholder
-from pytest_genai.safety.pii_detectors import CREDENTIAL_WORDS
+from pytest_genai.safety.pii_detectors import OBFUSCATED_HINT
+from pytest_genai.safety.pii_secrets import CREDENTIAL_WORDS
 
 MASK = "***"
 SHORT_SECRET = 8  # shorter secrets are replaced only as whole tokens: "xyz" must not eat "xyzzy"
@@ -43,6 +48,7 @@ _URL_QUERY_SECRET = re.compile(
 _PII_CHARS = re.compile(r"[\d@<]")
 # an AWS key id can be all letters; JWT and PEM prefixes; a `Bearer` token without a digit (Bearer, bearer, BEARER)
 _PII_WORDS = ("AKIA", "ASIA", "eyJ", "-----BEGIN", "earer", "EARER")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # never in UTF-8: a str holds one only when it was made wrong
 _CACHED_MAX_CHARS = 65536  # longer texts (a whole traceback, a document) are rare repeats: not cached
 
 
@@ -62,7 +68,8 @@ class Sanitizer:
         return self.key is not None
 
     def text(self, s: str | None) -> str | None:
-        """URL user info, PII placeholders, secret values -> '***', URL query tokens; idempotent."""
+        """Lone surrogates -> U+FFFD, URL user info, PII placeholders, secret values -> '***', URL query tokens;
+        idempotent."""
         if not s:
             return s
         if len(s) > _CACHED_MAX_CHARS:
@@ -176,6 +183,8 @@ def one_line(error: str) -> str:
 
 
 def _sanitize(san: Sanitizer, s: str) -> str:
+    if not s.isascii() and _SURROGATE.search(s) is not None:  # a pair becomes its character, a lone one U+FFFD
+        s = s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     secrets = _secret_pattern(san.secrets)
     url = "://" in s
     if url and "@" in s:  # before PII: the e-mail detector would take `pw@host` and leave the user name
@@ -196,7 +205,7 @@ def _maybe_pii(s: str) -> bool:
     if _PII_CHARS.search(s) is not None or any(w in s for w in _PII_WORDS):
         return True
     lower = s.lower()  # a credential's name (`password: ...`, `X-Api-Key: ...`), in any case
-    return any(w in lower for w in CREDENTIAL_WORDS)
+    return any(w in lower for w in CREDENTIAL_WORDS) or OBFUSCATED_HINT.search(s) is not None  # `jane [at] ex...`
 
 
 def _redact_pii(san: Sanitizer, s: str, secrets: _Secrets | None) -> str:

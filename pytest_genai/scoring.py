@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from typing import Any, Callable, Mapping
 
 from pytest_genai.context import start_ledger, take_ledger
@@ -16,6 +16,7 @@ from pytest_genai.evalset import check_expect
 from pytest_genai.metrics.retrieval import context_used, hit_at_k, recall_at_k, reciprocal_rank
 from pytest_genai.metrics.text import em_f1
 from pytest_genai.prompts import render_as_text
+from pytest_genai.rag.corpus import sanitized_id
 from pytest_genai.seeding import apply_seed, release_process_seed, set_thread_seed
 from pytest_genai.types import Answer, Case, CaseResult, Usage
 
@@ -33,9 +34,10 @@ def call_pipeline(pipeline: Any, case: Case, seed: int, seed_globals: bool, pass
     started = time.perf_counter()
     try:
         out = pipeline(case, seed=seed) if pass_seed else pipeline(case)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a pipeline (a CLI's main reused) ends its case only
         take_ledger()
-        return None, (time.perf_counter() - started) * 1000, sanitizer.exception(exc, 6)
+        said = " raised by the pipeline" if isinstance(exc, SystemExit) else ""  # not the harness's own exit
+        return None, (time.perf_counter() - started) * 1000, sanitizer.exception(exc, 6) + said
     finally:
         if seed_globals:
             release_process_seed()
@@ -44,6 +46,9 @@ def call_pipeline(pipeline: Any, case: Case, seed: int, seed_globals: bool, pass
     calls = take_ledger()
     if answer is not None and calls:
         answer, latency_ms = with_llm_calls(answer, latency_ms, calls, isinstance(out, Answer) and out.latency_ms is not None)
+        problem = check_usage(answer.usage, ", summed over the case's ctx.llm calls,")
+        if problem:
+            return None, latency_ms, problem
     return answer, latency_ms, error
 
 
@@ -86,16 +91,38 @@ def as_answer(out: Any, latency_ms: float) -> tuple[Answer | None, float, str | 
 def _check_answer(answer: Answer) -> str | None:
     if not isinstance(answer.text, str):
         return f"TypeError: Answer.text must be a str, got {type(answer.text).__name__}"
-    u = answer.usage
-    for field_name, metric, value in (("input_tokens", "tokens_input", u.input_tokens),
-                                      ("output_tokens", "tokens_output", u.output_tokens)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"TypeError: Answer.usage.{field_name} ({metric}) must be an int >= 0, got {value!r}"
-        if value < 0:
-            return f"ValueError: Answer.usage.{field_name} ({metric}) must be an int >= 0, got {value}"
+    problem = check_usage(answer.usage)
+    if problem:
+        return problem
     if answer.latency_ms is not None and not (isinstance(answer.latency_ms, (int, float)) and math.isfinite(answer.latency_ms)
                                               and answer.latency_ms >= 0):
         return f"ValueError: Answer.latency_ms must be a finite number of milliseconds >= 0, got {answer.latency_ms!r}"
+    if not isinstance(answer.contexts, (list, tuple)):  # a str too: its characters are no contexts
+        return (f"TypeError: Answer.contexts must be a list of str (the texts given to the model), "
+                f"got {type(answer.contexts).__name__}")
+    bad = next((i for i, c in enumerate(answer.contexts) if not isinstance(c, str)), None)
+    if bad is not None:
+        return f"TypeError: Answer.contexts[{bad}] must be a str, got {type(answer.contexts[bad]).__name__}"
+    if not isinstance(answer.metadata, Mapping):
+        return f"TypeError: Answer.metadata must be a dict, got {type(answer.metadata).__name__}"
+    return None
+
+
+MAX_TOKENS = 10**12  # per case and field: a trillion tokens is no real call (and 10**30 would swamp every total)
+
+
+def check_usage(u: Usage, source: str = "") -> str | None:
+    """Token counts are ints in [0, MAX_TOKENS]: else the case's error, naming the field (`source`: where they came
+    from when it is not the pipeline's own Answer)."""
+    for field_name, metric, value in (("input_tokens", "tokens_input", u.input_tokens),
+                                      ("output_tokens", "tokens_output", u.output_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"TypeError: Answer.usage.{field_name} ({metric}){source} must be an int >= 0, got {value!r}"
+        if value < 0:
+            return f"ValueError: Answer.usage.{field_name} ({metric}){source} must be an int >= 0, got {value}"
+        if value > MAX_TOKENS:
+            return (f"ValueError: Answer.usage.{field_name} ({metric}){source} must be at most 10**12 tokens, got "
+                    f"{value if value < 10**18 else f'about 10**{math.floor(math.log10(value))}'}")
     return None
 
 
@@ -160,7 +187,56 @@ def run_case(pipeline: Any, case: Case, seed: int, *, pricing: tuple[float, floa
         else:
             if scores:
                 result = replace(result, scores={**result.scores, **scores})
+    try:
+        return sanitize_result(result, san, score_ms=(time.perf_counter() - scoring_started) * 1000)
+    except RecursionError:  # only looked into when it happens: the walk costs nothing on the hot path
+        problem = metadata_problem(answer.metadata if answer is not None else {})
+        if problem is None:
+            raise
+    # the pipeline's Answer is invalid, like one with a negative token count: this case's error, naming the field
+    result = replace(result, error=problem, em=0.0, f1=0.0, metadata={}, retrieved=())
     return sanitize_result(result, san, score_ms=(time.perf_counter() - scoring_started) * 1000)
+
+
+def metadata_problem(metadata: Any) -> str | None:
+    """Why `Answer.metadata` has no JSON form, as the case's error: a value that contains itself (the first cycle
+    met, by its path), or nesting deeper than the record's converters recurse; None when neither (the recursion was
+    elsewhere). One pass, each container once (what is on the current path is kept, for the cycle's path)."""
+    enter, leave = 0, 1
+    on_path: dict[int, str] = {}
+    deepest = 0
+    stack: list[tuple[int, Any, str]] = [(enter, metadata, "metadata")]
+    while stack:
+        op, obj, path = stack.pop()
+        if op == leave:
+            del on_path[id(obj)]
+            continue
+        if isinstance(obj, Mapping):
+            children = [(f"{path}[{k!r}]", v) for k, v in obj.items()]
+        elif isinstance(obj, (list, tuple)):
+            children = [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+        elif is_dataclass(obj) and not isinstance(obj, type):
+            children = [(f"{path}.{f.name}", getattr(obj, f.name)) for f in fields(obj)]
+        else:
+            continue
+        if id(obj) in on_path:
+            return (f"ValueError: Answer.metadata contains itself: {_short(path)} is {_short(on_path[id(obj)])} "
+                    "(a value holding itself has no JSON form: put a copy, or an id, in metadata)")
+        on_path[id(obj)] = path
+        deepest = max(deepest, len(on_path))
+        stack.append((leave, obj, path))
+        stack.extend((enter, v, p) for p, v in reversed(children))
+    if deepest >= MAX_METADATA_DEPTH:
+        return (f"ValueError: Answer.metadata is nested {deepest} levels deep: too deep for the run record (keep it "
+                f"under {MAX_METADATA_DEPTH} levels)")
+    return None
+
+
+MAX_METADATA_DEPTH = 100  # the advice given once the record's converters ran out of recursion on a deep metadata
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= 200 else f"{path[:90]}...{path[-90:]}"
 
 
 def _timings(answer: Answer | None) -> dict[str, float]:
@@ -196,10 +272,10 @@ def _retrieval_scores(case: Case, answer: Answer | None, text: str | None, san: 
     if answer.contexts and text:  # not for a blocked answer: the refusal is not an answer
         out["context_used"] = context_used(text, [san.text(c) or "" for c in answer.contexts])
     if retrieved and case.gold_doc_ids:
-        try:
-            docs = [str(r["doc_id"]) for r in retrieved]
+        try:  # both sides as the corpus ids are indexed with safety.redact (builtin:rag's are already: idempotent)
+            docs = [sanitized_id(str(r["doc_id"]), san) for r in retrieved]
         except (KeyError, TypeError):
             return out
-        out.update(hit_at_k=hit_at_k(docs, case.gold_doc_ids), recall_at_k=recall_at_k(docs, case.gold_doc_ids),
-                   reciprocal_rank=reciprocal_rank(docs, case.gold_doc_ids))
+        gold = [sanitized_id(g, san) for g in case.gold_doc_ids]
+        out.update(hit_at_k=hit_at_k(docs, gold), recall_at_k=recall_at_k(docs, gold), reciprocal_rank=reciprocal_rank(docs, gold))
     return out

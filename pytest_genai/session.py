@@ -16,12 +16,13 @@ from pytest_genai.compare.judge import load_judge_spec
 from pytest_genai.config import GenaiConfig
 from pytest_genai.context import PipelineContext, wants_context
 from pytest_genai.evalset import EvalSet, EvalSetError, load_eval_set
+from pytest_genai.input_limits import not_a_file
 from pytest_genai.llm.cache import case_label
 from pytest_genai.llm.store import begin_run
 from pytest_genai.metrics.registry import METRICS
 from pytest_genai.pipelines import build_pipeline, capabilities, warm_up_pipeline
 from pytest_genai.isolate import ProcessRunner, fork_available
-from pytest_genai.plan import CaseRunner, Plan, SequentialRunner, make_plan, runner_for
+from pytest_genai.plan import CaseRunner, Plan, SequentialRunner, make_plan, runner_for, timeout_error
 from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
 from pytest_genai.record import build_record, cache_tags, dirty_state, now, running_record
 from pytest_genai.registries import PIPELINES
@@ -76,7 +77,7 @@ class EvalSession:
         eval_path = config.resolve_path("eval.set")
         assert eval_path is not None
         if not eval_path.is_file():
-            raise SessionSetupError(str(config.error("eval.set", f"the eval set {eval_path} does not exist")))
+            raise SessionSetupError(str(config.error("eval.set", f"the eval set {eval_path} {not_a_file(eval_path)}")))
         try:
             eval_set = load_eval_set(eval_path)
         except EvalSetError as exc:
@@ -286,13 +287,16 @@ class EvalSession:
     def _extra_scores(self, case: Case, answer: Any, result: CaseResult) -> dict[str, float]:
         """Every `pytest_genai_case_scores` implementation, the built-in one (registered metrics) first."""
         if self.hook is None:  # a session outside pytest: only the built-ins
-
             parts = [builtin_hooks.pytest_genai_case_scores(case=case, answer=answer, result=result)]
         else:
             parts = self.hook.pytest_genai_case_scores(case=case, answer=answer, result=result)
         scores: dict[str, float] = {}
         for extra in parts:
-            scores.update({k: float(v) for k, v in (extra or {}).items()})
+            for k, v in (extra or {}).items():
+                try:
+                    scores[k] = float(v)
+                except (TypeError, ValueError):
+                    raise ValueError(f"pytest_genai_case_scores returned {k!r}: {v!r:.100}, not a number") from None
         clash = sorted(k for k in scores if k in self._result_metrics)
         if clash:  # em, f1, latency...: computed from the result's own fields, a score would be ignored by them
             raise ValueError(f"pytest_genai_case_scores returned {', '.join(map(repr, clash))}: the name of a built-in "
@@ -438,9 +442,3 @@ class EvalSession:
             tags.update(getattr(self._pipeline, "tags", None) or {})  # e.g. index.fingerprint from builtin:rag
             self._pipeline_tags = tags
         return self._pipeline_tags
-
-
-def timeout_error(case_id: str, limit: float, batch: int = 1) -> str:
-    """The error of a case that ran out of eval.case_timeout_s (its thread is abandoned, its result dropped)."""
-    where = f" (in a batch of {batch}, which had {limit * batch:g} s)" if batch > 1 else ""
-    return f"TimeoutError: case {case_id} did not finish within eval.case_timeout_s = {limit:g} s{where}"

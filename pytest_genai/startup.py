@@ -1,7 +1,7 @@
 """What a session checks before its first case, so a mistake costs seconds, not a whole eval: the results folder,
 the --genai-markdown path, the MLflow store, an unbumped prompt edit against the store, what registering will need,
 and the baseline (fetched now). Each refusal is a `StartError` with one clear message; the pytest face turns it into
-a usage error."""
+a usage error. A pipeline that does not build is told by `build_failure`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from pytest_genai.compare.baseline import BaselineError, check_comparable
 from pytest_genai.prompts import unbumped_edit_message
+from pytest_genai.sanitize import headline
 from pytest_genai.tracking.local import check_results_dir
 from pytest_genai.tracking.mlflow_client import check_store
 from pytest_genai.tracking.mlflow_store import known_prompt_hashes
@@ -18,6 +19,23 @@ from pytest_genai.tracking.mlflow_store import known_prompt_hashes
 
 class StartError(Exception):
     """The session cannot start; the message says what and how to fix it."""
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def build_failure(exc: BaseException, what: str, sanitizer: Any) -> str:
+    """`<what> failed: <reason>`, the pipeline's build failure, and the trace under it: from the first frame outside
+    pytest-genai on (the user's factory and what it called; the harness's frames above it are noise), none for a
+    TimeoutError the harness raised itself (eval.build_timeout_s: its message says it all). Another error raised
+    inside pytest-genai keeps its whole trace."""
+    tb = exc.__traceback__
+    while tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR):
+        tb = tb.tb_next
+    if tb is None and isinstance(exc, TimeoutError):
+        return f"{what} failed: {sanitizer.text(f'{type(exc).__name__}: {exc}')}"
+    trace = sanitizer.exception(exc.with_traceback(tb) if tb is not None else exc, 8)
+    return f"{what} failed: {headline(trace, type(exc).__name__)}\n{trace}"
 
 
 def check_results_folder(config: Any) -> None:
@@ -48,7 +66,8 @@ def check_tracking_store(uri: str | None, sanitizer: Any) -> None:
     if problem:
         infra = sanitizer.secrets_only()
         where = infra.text(uri or "MLflow's default store")
-        raise StartError(f"the MLflow tracking store {where} cannot be used: {infra.text(problem)}. Start it, fix "
+        fix = "Start it, fix" if (uri or "").startswith(("http://", "https://")) else "Fix"  # a server, or a file
+        raise StartError(f"the MLflow tracking store {where} cannot be used: {infra.text(problem)}. {fix} "
                          "tracking.uri / --genai-tracking-uri, or set tracking.enabled: false (results are kept locally)")
 
 
@@ -99,7 +118,7 @@ def fetch_baseline(ref: str, where: str, *, config: Any, uri: str | None, base_d
                    intersect: bool, sanitizer: Any) -> Any:
     """The baseline, fetched now: a bad id, an unreachable store or another eval set stops the run before any case
     runs. A models:/ alias that does not exist yet is no baseline (its gates are skipped), not an error."""
-    from pytest_genai.tracking.runref import resolve_baseline  # with a baseline only: not loaded otherwise
+    from pytest_genai.tracking.runref import SESSION_URI_OPTION, resolve_baseline  # with a baseline only
 
     infra = sanitizer.secrets_only()
 
@@ -110,7 +129,7 @@ def fetch_baseline(ref: str, where: str, *, config: Any, uri: str | None, base_d
 
     try:
         baseline = resolve_baseline(ref, uri, base_dir, results_dir=config.resolve_path("tracking.results_dir"),
-                                    eval_set_hash=eval_set.sha256)
+                                    eval_set_hash=eval_set.sha256, uri_option=SESSION_URI_OPTION)
     except BaselineError as exc:
         raise refuse(str(exc)) from None
     if baseline.record is not None:

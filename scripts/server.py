@@ -1,8 +1,10 @@
 """`make server` / `make server-stop`: a shared, authenticated MLflow tracking server on this machine.
 
 A throwaway PostgreSQL cluster in a folder (default build/server, or $GENAI_SERVER_DIR) holds the tracking store
-and MLflow's basic-auth store; `mlflow server --app-name basic-auth` serves them with proxied artifacts, on
-127.0.0.1 only. `start` prints only the `export` lines a shell needs (progress goes to stderr):
+and MLflow's basic-auth store; `mlflow server --app-name genai-basic-auth` serves them with proxied artifacts, on
+127.0.0.1 only: MLflow's basic-auth app plus pytest-genai's endpoint that takes a run's case traces in batches
+(pytest_genai/tracking/trace_batch.py; plain `basic-auth` when pytest-genai is not installed beside MLflow).
+`start` prints only the `export` lines a shell needs (progress goes to stderr):
 
     eval "$(python scripts/server.py start)"
 
@@ -39,6 +41,7 @@ DEFAULT_DIR = REPO / "build" / "server"
 PG_USER = "mlflow"  # the database role MLflow connects as (not an MLflow user)
 TRACKING_DB, AUTH_DB = "mlflow", "mlflow_auth"
 STATE = "server.json"  # ports, pids, where the cluster is: 0600
+APP = "genai-basic-auth"  # pytest_genai.tracking.trace_batch.APP_NAME (this script imports nothing of the package)
 HEALTH_TIMEOUT_S = float(os.environ.get("GENAI_SERVER_TIMEOUT", "120"))
 
 
@@ -336,6 +339,14 @@ def mlflow_env(folder: Path, state: State) -> dict[str, str]:
     return env
 
 
+def app_name() -> str:
+    """pytest-genai's server app when its entry point is installed (the batch endpoint for case traces), else
+    MLflow's own basic-auth app: the clients then log each case trace with MLflow's per-trace calls."""
+    from importlib.metadata import entry_points
+
+    return APP if any(e.name == APP for e in entry_points(group="mlflow.app")) else "basic-auth"
+
+
 def start_mlflow(folder: Path, state: State) -> None:
     if ours_alive(state):
         return
@@ -345,7 +356,7 @@ def start_mlflow(folder: Path, state: State) -> None:
         if attempt or not port_free(state.mlflow_port):
             state.mlflow_port = free_port()
         cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", pg_uri(state, TRACKING_DB),
-               "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts", "--app-name", "basic-auth",
+               "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts", "--app-name", app_name(),
                "--host", "127.0.0.1", "--port", str(state.mlflow_port), "--workers", workers]
         logpath = folder / "mlflow.log"
         offset = logpath.stat().st_size if logpath.exists() else 0
@@ -412,7 +423,7 @@ def cmd_start(folder: Path) -> int:
     try:
         create_databases(state)
         write_private(folder / "basic_auth.ini", auth_ini(state))
-        log("mlflow server --app-name basic-auth ...")
+        log(f"mlflow server --app-name {app_name()} ...")
         start_mlflow(folder, state)
     except BaseException:
         if not was_running:  # a failed start leaves nothing of its own running

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "pytest_genai.config.errors", "pytest_genai.config.suggest", "pytest_genai.config.yaml_lines",
                     "pytest_genai.compare.names")),
     ("measures", ("pytest_genai", "pytest_genai.metrics", "pytest_genai.gates", "pytest_genai.safety.pii",
-                  "pytest_genai.safety.pii_detectors",
+                  "pytest_genai.safety.pii_detectors", "pytest_genai.safety.pii_secrets",
                   "pytest_genai.sanitize", "pytest_genai.registries")),
     ("config", ("pytest_genai.config", "pytest_genai.evalset", "pytest_genai.prompts")),
     ("engines", ("pytest_genai.llm", "pytest_genai.rag", "pytest_genai.pipelines", "pytest_genai.context",
@@ -40,10 +40,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("report", ("pytest_genai.report",)),
     ("application", ("pytest_genai.session", "pytest_genai.record", "pytest_genai.publish", "pytest_genai.startup", "pytest_genai.resume",
                      "pytest_genai.builtin_hooks", "pytest_genai.release", "pytest_genai.monitor",
-                     "pytest_genai.reproduce", "pytest_genai.shard")),
+                     "pytest_genai.reproduce", "pytest_genai.shard", "pytest_genai.harvest", "pytest_genai.dryrun")),
     ("faces", ("pytest_genai.plugin", "pytest_genai.eval_plugin", "pytest_genai.interrupts", "pytest_genai.items", "pytest_genai.state",
                "pytest_genai.hookspec", "pytest_genai.cli", "pytest_genai.report.cli", "pytest_genai.monitor.cli",
-               "pytest_genai.reproduce.cli", "pytest_genai.reproduce.__main__", "pytest_genai.lock_cmd",
+               "pytest_genai.reproduce.cli", "pytest_genai.reproduce.__main__", "pytest_genai.harvest.cli", "pytest_genai.dryrun_plugin", "pytest_genai.lock_cmd",
                "pytest_genai.models_cmd", "pytest_genai.runs_cmd", "pytest_genai.scaffold", "pytest_genai.testing")),
 )
 SIDE_BY_SIDE = {"tracking": "report", "report": "tracking"}

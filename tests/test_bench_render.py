@@ -124,6 +124,19 @@ def test_the_docs_page_gets_the_full_table_and_the_pii_detectors(tmp_path: Path)
     assert proc.returncode == 1 and "has no <!-- bench:begin -->" in proc.stderr  # the docs page must have them
 
 
+def test_the_docs_page_gets_the_secrets_per_kind_when_recorded(tmp_path: Path) -> None:
+    kinds = {"GITHUB": {"support": 12, "tp": 12, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0, "f1": 1.0},
+             "HIGH_ENTROPY": {"support": 0, "tp": 0, "fp": 1, "fn": 0, "precision": 0.0, "recall": None, "f1": None}}
+    _util.record("pii_detectors", {**PII, "per_kind": kinds}, command="python bench_pii_detectors.py",
+                 path=tmp_path / "results.json")
+    (tmp_path / "README.md").write_text(README)
+    (tmp_path / "page.md").write_text("# Benchmarks\n\n<!-- bench:begin -->\n<!-- bench:end -->\n")
+    assert _render(tmp_path, "--docs", str(tmp_path / "page.md")).returncode == 0
+    page = (tmp_path / "page.md").read_text()
+    assert "| GITHUB | 12 | 1.000 | 1.000 | 1.000 |" in page and "| HIGH_ENTROPY | 0 | 0.000 | – | – |" in page
+    assert "per type, per kind of secret and misses" in (tmp_path / "README.md").read_text()
+
+
 def test_the_committed_tables_are_what_results_json_gives() -> None:
     """benchmarks/README.md and the docs site's docs/benchmarks.md hold no number results.json lacks."""
     proc = subprocess.run([sys.executable, str(HERE / "render.py"), "--check", "--docs",

@@ -76,7 +76,7 @@ def test_all_problems_reported_at_once_in_line_order(tmp_path: Path) -> None:
 def test_missing_required_section_and_bad_types(tmp_path: Path) -> None:
     text = BASE.replace("eval:\n  set: evals/qa.jsonl\n", "").replace("max_tokens: 16", "max_tokens: lots")
     msg = errors(tmp_path, text)
-    assert "'eval' is a required property" in msg
+    assert "genai.yaml:1: eval: 'eval' is a required property, missing from the top level of the file" in msg
     assert "genai.yaml:6: llm.max_tokens: 'lots' is not of type 'integer'" in msg
 
 

@@ -79,6 +79,11 @@ MAPPED: dict[str, tuple[str, ...]] = {
     "curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d '{\"dataframe_records\": "
     "[{\"question\": \"How many days of annual leave do full-time staff get?\"}]}'": (
         "tests/test_monitor.py::test_served_traffic_is_recorded_redacted_and_held_to_the_slo",),
+    # served-request records -> a new eval set: from a local sink file, and from a served version's traces
+    "pytest-genai harvest --config genai.yaml --out eval_sets/traffic-2026-12.jsonl --records .pytest-genai/requests.jsonl": (
+        "tests/test_harvest.py::test_harvest_samples_a_sanitized_stratified_set_with_provenance",),
+    "pytest-genai harvest --config genai.yaml --out eval_sets/traffic-2026-12.jsonl --model pytest-genai-example --alias production": (
+        "tests/test_harvest.py::test_harvest_from_a_served_versions_traces",),
     "pytest-genai monitor pytest-genai-example --alias production --since 1h --config genai.yaml": (
         "tests/test_monitor.py::test_served_traffic_is_recorded_redacted_and_held_to_the_slo",),
     "pytest-genai monitor pytest-genai-example --alias production --last 500 --feedback labels.jsonl --config genai.yaml": (

@@ -263,6 +263,64 @@ def test_the_journal_keeps_each_case_as_it_finishes_and_a_dead_writer_reads_inte
     shutil.rmtree(run_dir)
 
 
+def _result(i: int, answer: str = "") -> Any:
+    from pytest_genai.types import CaseResult
+
+    return CaseResult(id=f"c{i}", question="q", answer=answer or f"a{i}", answers=("a",), em=0.0, f1=0.0,
+                      latency_ms=1.0, input_tokens=1, output_tokens=1, cost_usd=0.0, seed=i)
+
+
+def test_a_torn_last_line_is_skipped_and_cut_on_resume_a_bad_line_before_it_is_an_error(tmp_path: Path) -> None:
+    from pytest_genai.runlog import Provenance, RunLogError, RunRecord, read_results
+    from pytest_genai.tracking.journal import Journal
+
+    record = RunRecord(schema_version=2, status=RUNNING, started_at="2026-12-07T05:00:00.000Z",
+                       ended_at="2026-12-07T05:00:00.000Z", provenance=Provenance(config_hash="c" * 64, seed=1))
+    journal = Journal.open(tmp_path / "runs", "c" * 64, record)
+    run_dir, results = journal.run_dir, journal.run_dir / RESULTS_FILE
+    journal.append(_result(1))
+    journal.append(_result(2, answer="é" * 50))
+    journal.close(final=False)
+    whole = results.read_bytes()
+    results.write_bytes(whole[:-40])  # the session died mid-write: c2's line cut inside a character
+    assert [r.id for r in read_results(run_dir)] == ["c1"]
+    assert read_run(run_dir).status == INTERRUPTED  # `show` reads the folder
+    again = Journal.reopen(run_dir, record)  # --genai-resume: the torn line goes, the next case starts a line
+    again.append(_result(2))
+    again.close(final=False)
+    assert [r.id for r in read_results(run_dir)] == ["c1", "c2"] and results.read_bytes().endswith(b"\n")
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(lines[0][:-20] + b"\n" + lines[1])  # a bad line in the middle: not a torn write
+    with pytest.raises(RunLogError, match=r"results.jsonl:1: not a case result"):
+        read_results(run_dir)
+
+
+def test_a_write_that_fails_on_a_full_disk_leaves_no_torn_line(tmp_path: Path) -> None:
+    """A real EFBIG (RLIMIT_FSIZE in a child process, as a full disk): the part of the line that fit is cut back."""
+    script = f"""
+import resource, signal, sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_durability import _result
+from pytest_genai.runlog import Provenance, RunRecord
+from pytest_genai.tracking.journal import Journal
+record = RunRecord(schema_version=2, status="running", started_at="2026-12-07T05:00:00.000Z",
+                   ended_at="2026-12-07T05:00:00.000Z", provenance=Provenance(config_hash="c" * 64, seed=1))
+journal = Journal.open(Path({str(tmp_path / "runs")!r}), "c" * 64, record)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+journal.append(_result(1))
+journal.append(_result(2, answer="y" * 200_000))
+journal.append(_result(3))
+print(journal.errors)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "c2" in out.stdout and "File too large" in out.stdout, out.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert [json.loads(line)["id"] for line in (run_dir / RESULTS_FILE).read_bytes().splitlines()] == ["c1", "c3"]
+
+
 SAME = ("em", "f1", "tokens_input_total", "tokens_output_total", "cost_total_usd", "cases_evaluated", "error_rate",
         "cases_total")
 

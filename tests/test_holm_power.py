@@ -17,7 +17,7 @@ from pytest_genai.compare.comparison import compare_runs, comparison_metrics
 from pytest_genai.gates import evaluate_gates
 from pytest_genai.stats.bootstrap import paired_bootstrap_tests
 from pytest_genai.stats.multiple import holm
-from pytest_genai.stats.power import mde_paired_mean, z_sum
+from pytest_genai.stats.power import mde_paired_mean, negligible, z_sum
 from pytest_genai.types import CaseResult
 from tests.conftest import Project
 
@@ -83,12 +83,15 @@ def test_the_bootstrap_p_agrees_with_the_ci_and_is_one_for_identical_runs() -> N
     assert same.p == 1.0 and same.sd == 0.0
     clear = paired_bootstrap_tests({"x": base + 1.0}, {"x": base}, resamples=999, seed=1)["x"]
     assert clear.p == pytest.approx(2 / 1000)  # no resample at or below 0: the +1-corrected floor
+    three = paired_bootstrap_tests({"x": [1.0, 1.0, 1.0]}, {"x": [0.0, 0.0, 0.0]}, resamples=999, seed=1)["x"]
+    assert three.p == 0.25  # 3 pairs: an exact sign-flip test cannot go below 2^(1-3), nor does the bootstrap p
 
 
 def test_the_minimum_detectable_effect_of_a_paired_mean() -> None:
     assert z_sum(0.95, 0.8) == pytest.approx(1.959964 + 0.841621, abs=1e-5)
     assert mde_paired_mean(0.3, 20) == pytest.approx(2.801585 * 0.3 / math.sqrt(20), rel=1e-5)
-    assert math.isnan(mde_paired_mean(0.3, 1)) and mde_paired_mean(0.0, 50) == 0.0
+    assert mde_paired_mean(0.3, 9) == math.inf and mde_paired_mean(0.0, 50) == 0.0  # under 10 pairs: no estimate
+    assert negligible(3.7e-22, 1e-5, 1.06e-5) == 0.0 and negligible(0.01, 0.5) == 0.01  # float noise is no spread
     assert mde_paired_mean(0.3, 80) == pytest.approx(mde_paired_mean(0.3, 20) / 2)  # 4x the cases, half the MDE
 
 
@@ -203,3 +206,18 @@ def test_p_values_side_by_side_and_the_power_warning_in_every_report(small: Proj
     assert strict.ret == 1, strict.stdout.str()
     gate = next(g for g in json.loads((small.run_dirs()[-1] / "run.json").read_text())["gates"] if g["metric"] == "f1")
     assert not gate["passed"] and "compare.require_power" in gate["reason"]
+
+
+def test_too_few_pairs_are_underpowered_and_a_constant_shift_is_not() -> None:
+    cand, base = _pair(6)
+    comp = compare_runs(cand, base, seed=5, resamples=300)
+    assert comp.metrics["f1"].mde == math.inf and comp.to_dict()["metrics"]["f1"]["mde"] is None
+    g, = evaluate_gates({"f1": ">= baseline - 0.5"}, {"f1": 0.5}, deltas=comp.delta_cis, mde=comp.mdes, pairs=6)
+    assert g.underpowered and g.mde is None and "6 paired case(s) are too few" in g.reason
+    # every case's cost drops by exactly the same amount: the spread is float noise, not a reason to fail
+    base = [CaseResult(**{**case(i, 1.0).__dict__, "cost_usd": 1.3e-5 + i * 1e-7}) for i in range(30)]
+    cand = [CaseResult(**{**b.__dict__, "cost_usd": b.cost_usd - 6e-7}) for b in base]
+    comp = compare_runs(cand, base, seed=5, resamples=300)
+    g, = evaluate_gates({"cost_per_question_usd": "<= baseline"}, {"cost_per_question_usd": 1e-5},
+                        deltas=comp.delta_cis, mde=comp.mdes, pairs=30, require_power=True)
+    assert comp.metrics["cost_per_question_usd"].mde == 0.0 and g.passed and not g.underpowered

@@ -184,7 +184,8 @@ def test_span_data_is_mlflows_own_span_layout() -> None:
     to the same dict, and the SQL columns beside the content are the entity's own id, parent, type and status."""
     from mlflow.entities import Span
 
-    from pytest_genai.tracking.mlflow_traces import TraceContext, build_traces, span_columns
+    from pytest_genai.tracking.mlflow_traces import TraceContext, build_traces
+    from pytest_genai.tracking.trace_sql import span_columns
 
     traces = build_traces(_results(3), TraceContext("1", "run1", model="m", prompt="qa@1"), 1.7e12)
     assert [len(t.spans) for t in traces] == [5, 5, 5]

@@ -270,3 +270,23 @@ def test_an_artifact_edited_after_the_eval_is_not_packaged_and_a_tampered_bundle
     (tmp_path / "ok" / "data" / "capitals.json").unlink()
     with pytest.raises(BundleError, match="is missing from the model's bundle"):
         check_artifacts(tmp_path / "ok", info)
+
+
+def test_a_secret_written_in_pipeline_options_is_masked_in_the_bundles_config(tmp_path: Path) -> None:
+    """The bundle's genai.yaml is the config a registered model is rebuilt from: it goes through the session's
+    sanitizer (secrets only), so a key written literally in `pipeline.options` never lands in the model store."""
+    from pytest_genai.release.bundle import CONFIG_FILE, write_bundle
+    from pytest_genai.runlog import Provenance, RunRecord
+    from pytest_genai.sanitize import Sanitizer
+
+    key = "sk-proj-abcdefghij0123456789abcd"
+    folder = _project(tmp_path)
+    config = load_config(_write(folder, {**MAPPING, "options": {"greeting": "Bonjour", "api_key": key}}), environ={})
+    record = RunRecord(schema_version=2, status="complete", started_at="2026-12-07T05:00:00.000Z",
+                       ended_at="2026-12-07T05:00:00.000Z", provenance=Provenance(config_hash=config.hash, seed=1))
+    write_bundle(tmp_path / "bundle", config=config, prompt=None, index_path=None, record=record,
+                 sanitizer=Sanitizer.from_config(config))
+    written = (tmp_path / "bundle" / CONFIG_FILE).read_text("utf-8")
+    assert key not in written
+    options = yaml.safe_load(written)["pipeline"]["options"]
+    assert options["greeting"] == "Bonjour" and options["api_key"].startswith("<SECRET:")

@@ -15,6 +15,7 @@ import pytest
 
 from pytest_genai.safety.pii import PII_TYPES, Finding, detect, is_placeholder, placeholder, redact, redact_obj
 from pytest_genai.safety.pii_detectors import card_network_known, iban_valid, luhn_valid, ssn_valid
+from pytest_genai.safety.pii_secrets import SECRET_KINDS, secret_kind
 
 DATA = Path(__file__).resolve().parents[1] / "pytest_genai" / "safety" / "data" / "pii_labelled.jsonl"
 
@@ -279,7 +280,10 @@ def test_redact_obj_walks_containers() -> None:
 def test_labelled_sample_shape_and_quality_floor() -> None:
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()]
     assert len(rows) >= 220
-    assert all(set(r) == {"text", "labels"} and set(r["labels"]) <= set(PII_TYPES) for r in rows)
+    assert all(set(r) - {"kinds"} == {"text", "labels"} and set(r["labels"]) <= set(PII_TYPES) for r in rows)
+    # a SECRET row names its kinds (the benchmark's per-kind table), no other row has any
+    assert all(("kinds" in r) == ("SECRET" in r["labels"]) and set(r.get("kinds", ())) <= set(SECRET_KINDS)
+               and len(r.get("kinds", ())) >= ("SECRET" in r["labels"]) for r in rows)
     assert sum(1 for r in rows if not r["labels"]) >= 40
     tp, fp, fn = Counter(), Counter(), Counter()
     for r in rows:
@@ -292,3 +296,8 @@ def test_labelled_sample_shape_and_quality_floor() -> None:
         assert tp[t] + fn[t] >= 10, t  # every type has positives
         # a regression floor well under the measured numbers (benchmarks/pii_detectors.md)
         assert tp[t] / (tp[t] + fp[t]) >= 0.9 and tp[t] / (tp[t] + fn[t]) >= 0.85, t
+    for kind in SECRET_KINDS:  # the same per kind of secret, each with 5 positives at least
+        gold = [r for r in rows if kind in r.get("kinds", ())]
+        found = [r for r in rows if kind in {secret_kind(r["text"], f.start, f.end) for f in detect(r["text"])}]
+        hits = sum(r in found for r in gold)
+        assert len(gold) >= 5 and hits / len(found) >= 0.85 and hits / len(gold) >= 0.85, kind

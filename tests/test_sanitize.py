@@ -218,9 +218,9 @@ def test_literal_redact_key_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_empty_redact_key_is_a_config_error(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, BASE + "safety:\n  redact_key: ${REDACT_KEY}\n", {"MY_KEY": "ab", "REDACT_KEY": ""})
-    with pytest.raises(ConfigError, match="safety.redact_key"):
-        Sanitizer.from_config(cfg)
+    with pytest.raises(ConfigError, match="safety.redact_key"):  # at load (the config names it), or when built
+        Sanitizer.from_config(_config(tmp_path, BASE + "safety:\n  redact_key: ${REDACT_KEY}\n",
+                                      {"MY_KEY": "ab", "REDACT_KEY": ""}))
 
 
 def test_idempotent_on_the_labelled_pii_sample() -> None:
@@ -293,3 +293,12 @@ def test_a_hostname_tracking_uri_keeps_only_loopback(tmp_path: Path) -> None:
     assert "10.1.1.1" not in san.text("resolved to 10.1.1.1")
     no_uri = Sanitizer.from_config(_config(tmp_path, BASE, {"MY_KEY": "ab"}))
     assert no_uri.hosts == () and "10.1.1.1" not in no_uri.text("10.1.1.1")
+
+
+@pytest.mark.parametrize("redact", [True, False])
+def test_a_lone_surrogate_becomes_u_fffd_so_the_text_can_be_written(redact: bool) -> None:
+    san = Sanitizer(redact_pii=redact, key=None, secrets=())
+    out = san.obj({"answer": "it is \ud800 here", "meta\udcff": ["\ud83d\ude00 a split pair", "café"]})
+    assert out == {"answer": "it is \ufffd here", "meta\ufffd": ["\U0001f600 a split pair", "café"]}
+    assert san.text(out["answer"]) == out["answer"]  # idempotent
+    (out["answer"] + "".join(out) + "".join(out["meta\ufffd"])).encode("utf-8")  # no UnicodeEncodeError

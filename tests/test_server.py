@@ -1,4 +1,4 @@
-"""The shared tracking server (scripts/server.py): real PostgreSQL + `mlflow server --app-name basic-auth`.
+"""The shared tracking server (scripts/server.py): real PostgreSQL + `mlflow server --app-name genai-basic-auth`.
 
 Start prints only the exports; no credentials or a wrong password read and write nothing; a read-only user
 cannot log runs or move aliases; a real session logs through it without the password landing anywhere; 20
@@ -280,6 +280,7 @@ def test_concurrent_sessions_all_log_complete_runs(project: Project, mlflow_serv
         assert r.info.status == "FINISHED"
         assert r.data.metrics["f1"] == 1.0 and r.data.metrics["cases_total"] == len(CASES)
         assert r.data.tags["genai.partial"] == "false" and r.data.tags["genai.gates_passed"] == "true"
+        assert "genai.tracking_warnings" not in r.data.tags, r.data.tags["genai.tracking_warnings"]  # dataset, prompt
         names = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"run.json", "results.jsonl", "renders.jsonl", "gates.json", "config.resolved.yaml"} <= names
     print(f"{LOAD_SESSIONS} concurrent sessions logged in {elapsed:.1f}s")

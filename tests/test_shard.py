@@ -260,6 +260,106 @@ def test_concurrent_shards_converge_on_one_parent(sp: Project) -> None:
     assert merge(sp, "race") == 0
     assert [r.info.run_id for r in group_runs(c, exp, "race", "eval")] == [first]
     assert {c.get_run(r).data.tags["mlflow.parentRunId"] for r in shard_ids} == {first}
+    assert running_in_group(c, exp, "race") == []
+
+
+def running_in_group(c: MlflowClient, exp: str, group: str) -> list[str]:
+    """Every run of the group still RUNNING in the store, deleted ones included (MLflow keeps a deleted run's
+    status as it was, for good)."""
+    from mlflow.entities import ViewType
+
+    return [f"{r.info.run_id} {r.data.tags.get('genai.kind')} {r.info.lifecycle_stage}"
+            for r in c.search_runs([exp], f"tags.`genai.group` = '{group}'", run_view_type=ViewType.ALL)
+            if r.info.status == "RUNNING"]
+
+
+class Turns:
+    """Two shard processes finding or creating their group's parent at the same moment, played by two threads
+    with real clients of the real sqlite store: their searches and creations are let through in `order` (then
+    freely), the interleaving a CI matrix meets by chance."""
+
+    def __init__(self, order: list[tuple[str, str]]) -> None:
+        import threading
+
+        self.order, self.next, self.cv = order, 0, threading.Condition()
+
+    def client(self, who: str, real: MlflowClient) -> Any:
+        turns = self
+
+        class Paced:
+            def __getattr__(self, name: str) -> Any:
+                call = getattr(real, name)
+                if name not in ("search_runs", "create_run"):
+                    return call
+
+                def in_turn(*args: Any, **kwargs: Any) -> Any:
+                    with turns.cv:
+                        assert turns.cv.wait_for(lambda: turns.next >= len(turns.order)
+                                                 or turns.order[turns.next] == (who, name), timeout=60)
+                    try:
+                        return call(*args, **kwargs)
+                    finally:
+                        with turns.cv:
+                            turns.next += 1
+                            turns.cv.notify_all()
+                return in_turn
+        return Paced()
+
+    def race(self, uri: str, exp: str, group: str, start_a: int, start_b: int) -> dict[str, str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pytest_genai.tracking.mlflow_store import group_parent
+
+        with ThreadPoolExecutor(2) as pool:
+            kept = {who: pool.submit(group_parent, self.client(who, MlflowClient(tracking_uri=uri)), exp, group,
+                                     start_time=start)
+                    for who, start in (("A", start_a), ("B", start_b))}
+            return {who: f.result() for who, f in kept.items()}
+
+
+def test_racing_shards_leave_no_parent_running_after_the_merge(sp: Project) -> None:
+    """Item 11: two shards each see no parent and create one. When each looks again after both exist, the one
+    whose parent is younger gives way (its parent superseded: FINISHED, deleted); when one looks again before the
+    other created its parent, both keep their own, and merge supersedes the extra one. Either way, after the merge
+    no run of the group is RUNNING in the store (a deleted run included: MLflow kept those RUNNING forever)."""
+    from mlflow.entities import ViewType
+
+    from pytest_genai.tracking.mlflow_store import experiment_id, group_runs
+
+    c = client(sp)
+    exp = experiment_id(c, "test-exp")
+    both_created = [("A", "search_runs"), ("B", "search_runs"), ("A", "create_run"), ("B", "create_run")]
+    kept = Turns(both_created).race(sp.mlflow_uri, exp, "race-1", 2000, 1000)
+    assert kept["A"] == kept["B"]
+    (loser,) = [r for r in c.search_runs([exp], "tags.`genai.group` = 'race-1'", run_view_type=ViewType.ALL)
+                if r.info.run_id != kept["A"]]
+    assert loser.info.lifecycle_stage == "deleted" and loser.info.status == "FINISHED"
+    assert loser.data.tags["genai.superseded_by"] == kept["A"] and loser.data.tags["genai.status"] == "superseded"
+
+    one_looked_early = [("A", "search_runs"), ("B", "search_runs"), ("A", "create_run"), ("A", "search_runs"),
+                        ("B", "create_run")]
+    kept = Turns(one_looked_early).race(sp.mlflow_uri, exp, "race-2", 2000, 1000)
+    assert kept["A"] != kept["B"]  # reproduced: two parents, each kept by its shard, both pending and RUNNING
+    assert {r.info.run_id: r.info.status for r in group_runs(c, exp, "race-2", "eval")} == \
+        {kept["A"]: "RUNNING", kept["B"]: "RUNNING"}
+    # what earlier releases left behind: a parent deleted without being terminated (RUNNING for good)
+    legacy = c.create_run(exp, start_time=3000, tags={"genai.group": "race-2", "genai.kind": "eval",
+                                                      "genai.status": "pending"}).info.run_id
+    c.delete_run(legacy)
+    assert run_shard(sp, "1/2", "race-2").ret == 0
+    assert run_shard(sp, "2/2", "race-2").ret == 0
+    shard_ids = [r.info.run_id for r in group_runs(c, exp, "race-2", "shard")]
+    c.set_tag(shard_ids[0], "mlflow.parentRunId", kept["A"])  # as shard A logged it: under its own parent
+    assert merge(sp, "race-2") == 0
+    assert running_in_group(c, exp, "race-2") == []
+    parent = kept["B"]  # the oldest
+    assert [r.info.run_id for r in group_runs(c, exp, "race-2", "eval")] == [parent]
+    assert c.get_run(parent).info.status == "FINISHED" and c.get_run(parent).data.tags["genai.status"] == "complete"
+    assert {c.get_run(r).data.tags["mlflow.parentRunId"] for r in shard_ids} == {parent}
+    for extra in (kept["A"], legacy):
+        run = c.get_run(extra)
+        assert (run.info.status, run.info.lifecycle_stage) == ("FINISHED", "deleted")
+        assert run.data.tags["genai.superseded_by"] == parent and run.data.tags["genai.status"] == "superseded"
 
 
 @pytest.mark.slow  # the PostgreSQL + MLflow server

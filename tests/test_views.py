@@ -193,7 +193,8 @@ def store(mlflow_uri: str) -> dict[str, Any]:
     ids = {
         "match-old": log(client, exp, "match-old", 1000, {**good, "em": 0.65}, kind=None),  # before genai.kind
         "low-em": log(client, exp, "low-em", 2000, {**good, "em": 0.5}),
-        "match": log(client, exp, "match", 3000, good, params={"llm.model_id": "m1"}),
+        "match": log(client, exp, "match", 3000, good, params={"llm.model_id": "m1"},
+                     tags={names.TAG_STATUS: "complete"}),
         "monitor": log(client, exp, "monitor", 4000, good, kind="monitor"),
         "shard": log(client, exp, "shard", 5000, good, kind="shard"),
         "slow": log(client, exp, "slow", 6000, {**good, "latency_p95_ms": 1300.0}),
@@ -316,13 +317,14 @@ def test_runs_view_prints_the_table_and_the_ui_command(store: dict[str, Any], tm
     assert out[1] == "mlflow filter: " + parse_view("release", RELEASE).mlflow_filter
     assert out[2].startswith("3 matching run(s) in experiment 'test-exp' (id ")
     header = out[3].split()
-    assert header == ["run", "id", "run", "name", "em", "latency_p95_ms", "cost_per_question_usd", "f1", "gates", "git",
-                      "started", "(UTC)"]
+    assert header == ["run", "id", "run", "name", "status", "em", "latency_p95_ms", "cost_per_question_usd", "f1",
+                      "gates", "git", "started", "(UTC)"]
     rows = out[4:7]
     ids = store["ids"]
     assert [r.split()[0] for r in rows] == [ids["match-new"], ids["match"], ids["match-old"]]
-    assert rows[0].split()[1:8] == ["match-new", "0.7", "1000", "0.002", "0.8", "FAIL", "f" * 12]
-    assert rows[1].split()[1:8] == ["match", "0.7", "1000", "0.001", "0.8", "pass", SHA_A[:12]]
+    # status: the run's genai.status; MLflow's own for a run that has none (logged before the tag, other tools)
+    assert rows[0].split()[1:9] == ["match-new", "finished", "0.7", "1000", "0.002", "0.8", "FAIL", "f" * 12]
+    assert rows[1].split()[1:9] == ["match", "complete", "0.7", "1000", "0.001", "0.8", "pass", SHA_A[:12]]
     assert "1970-01-01 00:00" in rows[2]
     assert ids["monitor"] not in text and ids["low-em"] not in text and ids["deleted"] not in text
     assert "left out: 2 monitoring/shard run(s)" in text
@@ -373,7 +375,7 @@ def test_runs_loads_the_conftest_beside_the_config(store: dict[str, Any], tmp_pa
     code, out = runs_cli(["--view", "short", "--config", str(project_config(tmp_path, store["uri"],
                                                                               {"short": "view_words <= 5"}))])
     assert code == 0
-    assert out[3].split()[4] == "view_words" and out[4].split()[1:3] == ["wordy", "3"]
+    assert out[3].split()[5] == "view_words" and out[4].split()[1:4] == ["wordy", "finished", "3"]
 
 
 def test_runs_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -390,7 +392,7 @@ def test_a_view_stored_on_the_experiment_lists_without_the_config(store: dict[st
     code, out = runs_cli(["--view", "models", "--tracking-uri", store["uri"], "--experiment", "test-exp"])
     assert code == 0
     assert [r.split()[0] for r in out[4:]][:1] == [store["ids"]["match-new"]]
-    assert out[3].split()[4:6] == ["em", "f1"]  # no view metrics: the headline ones the runs logged
+    assert out[3].split()[5:7] == ["em", "f1"]  # no view metrics: the headline ones the runs logged
 
 
 def test_runs_view_on_runs_a_real_session_logged(project: Any) -> None:

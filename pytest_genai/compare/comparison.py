@@ -26,7 +26,7 @@ from pytest_genai.stats.bootstrap import (
 from pytest_genai.stats.ci import CI, NAN_CI
 from pytest_genai.stats.mcnemar import McNemar, mcnemar_from_pairs
 from pytest_genai.stats.multiple import holm
-from pytest_genai.stats.power import POWER, mde_from_se, mde_paired_mean
+from pytest_genai.stats.power import MIN_PAIRS, POWER, mde_from_se, mde_paired_mean, negligible
 from pytest_genai.types import CaseResult
 
 PerCaseValue = Callable[[CaseResult], "float | None"]
@@ -201,8 +201,9 @@ class Comparison:
 
     @property
     def mdes(self) -> dict[str, float]:
-        """{metric: minimum detectable effect}: what the baseline gates' power check reads."""
-        return {m: mc.mde for m, mc in self.metrics.items() if math.isfinite(mc.mde)}
+        """{metric: minimum detectable effect}, infinite with too few pairs: what the baseline gates' power check
+        reads."""
+        return {m: mc.mde for m, mc in self.metrics.items() if not math.isnan(mc.mde)}
 
     @property
     def delta_cis(self) -> dict[str, CI]:
@@ -273,7 +274,9 @@ def compare_runs(candidate_results: Sequence[CaseResult], baseline_results: Sequ
     by_metric: dict[str, MetricComparison] = {}
     for name, t in kept.items():
         mean = as_stat(stats[name]).kind == "mean"
-        mde = mde_paired_mean(t.sd, t.ci.n, confidence) if mean else mde_from_se(t.se, confidence)
+        mde = mde_paired_mean(t.sd, t.ci.n, confidence) if mean else (
+            mde_from_se(t.se, confidence) if t.ci.n >= MIN_PAIRS else math.inf)
+        mde = negligible(mde, side_c[name], side_b[name])
         by_metric[name] = MetricComparison(name, side_c[name], side_b[name], t.ci.point, t.ci, str(as_stat(stats[name])),
                                            METRICS.get(name).higher_is_better, t.p, adjusted[name], mde, t.sd, t.se)
 

@@ -66,7 +66,7 @@ def _summary(baseline: Any, comp: Any = None) -> BaselineSummary:
         only_candidate=len(comp.only_candidate), only_baseline=len(comp.only_baseline),
         baseline_metrics={m: mc.baseline for m, mc in comp.metrics.items() if math.isfinite(mc.baseline)},
         deltas=comp.delta_cis, mcnemar_p={k: t.p for k, t in comp.mcnemar.items()},
-        p_values=comp.p_values, p_holm=comp.p_holm, mde=comp.mdes,
+        p_values=comp.p_values, p_holm=comp.p_holm, mde={m: v for m, v in comp.mdes.items() if math.isfinite(v)},
         regressed_count=len(comp.regressed), improved_count=len(comp.improved),
         regressed=changes(comp.regressed), improved=changes(comp.improved))
 

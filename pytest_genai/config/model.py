@@ -36,7 +36,8 @@ from pytest_genai.config.yaml_lines import Lines, line_of, load_yaml_with_lines
 # Sections that say where results (and models) go, what a run is compared with, or how runs are looked at, not
 # what is measured: left out of config_hash so the same experiment logged to another server, or compared with another baseline, keeps
 # its identity.
-UNHASHED_SECTIONS = ("tracking", "registry", "compare", "monitor", "views")
+UNHASHED_SECTIONS = ("tracking", "registry", "compare", "monitor", "views", "budget")
+REDACT_KEY = "safety.redact_key"  # its ${ENV} must not resolve to "" (the sanitizer would refuse it at session start)
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,10 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
                 artifact_root: Path | None = None) -> GenaiConfig:
     """Load, validate and resolve a config file; every problem is reported at once. `artifact_root`: where
     pipeline.artifacts are when not beside the config (a run folder's copy of the config, read for its project)."""
-    path = Path(path).resolve()
+    try:
+        path = Path(path).resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError on 3.11): reading the file says so, naming it
+        path = Path(os.path.abspath(path))
     environ = os.environ if environ is None else environ
     data, lines = load_yaml_with_lines(path)
     if not isinstance(data, dict):
@@ -165,6 +169,11 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     problems += pipeline_problems(data, lines, artifact_root or path.parent)
     secrets: dict[str, str] = {}
     _resolve_secrets(data, (), environ, secrets, problems, lines)
+    real_env = not getattr(environ, "resolves_any", False)  # reproduce's stand-in resolves every name to ""
+    if real_env and secrets.get(REDACT_KEY) == "":  # keyed placeholders with an empty key: refused at load
+        names = ", ".join(m.group(1) for m in SECRET_REF.finditer(str(data["safety"]["redact_key"])))
+        problems.append(Problem(REDACT_KEY, f"the environment variable it names ({names}) is empty: set it to the "
+                                            "redaction key", line_of(lines, tuple(REDACT_KEY.split(".")))))
     if problems:
         raise ConfigError(path, sorted(problems, key=lambda p: p.line or 0))
     return GenaiConfig(path, apply_defaults(data), secrets, lines, artifact_root)

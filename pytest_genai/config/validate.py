@@ -72,6 +72,10 @@ def schema_problems(data: Any, lines: Lines) -> list[Problem]:
         path = tuple(str(p) for p in err.absolute_path)
         if path == ("views",) and err.validator == "pattern":  # propertyNames: point at the name's own line
             path += (str(err.instance),)
+        if not path and err.validator == "required":  # a top-level key missing: named, at the top of the file
+            name = next((k for k in err.validator_value if repr(k) in err.message), "")
+            out.append(Problem(name, f"{err.message}, missing from the top level of the file", 1))
+            continue
         out.append(Problem(".".join(path), _message(err), line_of(lines, path)))
     return out
 

@@ -8,17 +8,17 @@ from typing import Any
 import yaml
 
 from pytest_genai.config.errors import ConfigError, Problem
-from pytest_genai.input_limits import InputLimitError, check_size, check_yaml
+from pytest_genai.input_limits import InputLimitError, check_yaml, read_text
 
 Lines = dict[tuple[str, ...], int]
 
 
 def load_yaml_with_lines(path: Path) -> tuple[Any, Lines]:
     """Parse `path`; return the data and a map key-path -> 1-based line. Duplicate keys are errors, and so is
-    input over the bounds of input_limits (size, nesting, alias expansion): checked before the recursive composer."""
+    input over the bounds of input_limits (size, encoding, nesting, alias expansion): checked before the recursive
+    composer."""
     try:
-        check_size(path)
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # its size, then its encoding
         check_yaml(text, path)
     except OSError as exc:
         raise ConfigError(path, [Problem("", f"cannot read config: {exc.strerror or exc}")]) from None

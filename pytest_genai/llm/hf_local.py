@@ -209,6 +209,25 @@ def load_model(weights: Path, sha256: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def load_tokenizer(config: Any) -> Any:
+    """The configured model's tokenizer alone, without its weights (the dry run counts tokens with it): from the
+    model folder, the GGUF's converted copy when there is one, else read from the GGUF file."""
+    model_id = config.get("llm.model_id")
+    try:
+        weights = resolve_weights(model_id, config.base_dir)
+    except LLMError as exc:
+        raise config.error("llm.model_id", str(exc)) from None
+    quiet_transformers()
+    from transformers import AutoTokenizer
+
+    if weights.is_dir():
+        return AutoTokenizer.from_pretrained(str(weights), local_files_only=True)
+    cached = cache_root() / "models" / conversion_key(weights_sha256(weights))
+    if (cached / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(weights.parent), gguf_file=weights.name)
+
+
 def _load_dir(path: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -40,6 +40,11 @@ def _checked(r: CaseResult) -> bool:
     return r.safety_flags is not None
 
 
+# The estimate's errors (pytest_genai/dryrun.py): run metrics set after the run, never aggregated from cases.
+TOKENS_INPUT_ESTIMATE_ERROR = "tokens_input_estimate_rel_error"
+COST_ESTIMATE_ERROR = "cost_estimate_rel_error"
+
+
 def _register() -> None:
     if "em" in METRICS:
         return
@@ -100,6 +105,11 @@ def _register() -> None:
                    "F1 by default, the higher F1 against gold wins, a tie counts half; or an LLM judge asked in both "
                    "orders); only with a baseline",
                    lambda rs, f: None, higher_is_better=True, unit="rate", group="comparison")  # set by compare_runs
+    add_run_metric(TOKENS_INPUT_ESTIMATE_ERROR, "(estimated - actual) / actual input tokens of the run: the estimate "
+                   "made before any call (budget:, --genai-dry-run's figures)", lambda rs, f: None, unit="ratio",
+                   group="cost")  # set by dryrun.with_estimate
+    add_run_metric(COST_ESTIMATE_ERROR, "(expected - actual) / actual cost_total_usd: the estimate from the baseline's "
+                   "mean output tokens, made before any call (budget:)", lambda rs, f: None, unit="ratio", group="cost")
 
 
 _register()

@@ -36,6 +36,7 @@ from pytest_genai.report.terminal import fmt, summary_lines
 from pytest_genai.runlog import Gate, Provenance, RunRecord, failing, gates_verdict
 from pytest_genai.sanitize import Sanitizer
 from pytest_genai.tracking.mlflow_client import quiet, resolve_uri, use_tracking_uri
+from pytest_genai.tracking.owner import owner_tags
 from pytest_genai.tracking.runref import resolve
 
 SLO_TAG_PREFIX = "slo."
@@ -253,7 +254,7 @@ def _log_run(client: Any, experiment_id: str | None, args: argparse.Namespace, v
         value = "n/a" if g.value is None else f"{g.value:.6g}"
         tags[SLO_TAG_PREFIX + g.metric] = f"{verdict} {value} {g.expression.strip()}"
     with quiet():
-        run = client.create_run(experiment_id or "0", tags=tags)
+        run = client.create_run(experiment_id or "0", tags={**tags, **owner_tags()})  # RUNNING: who logs it
         run_id = run.info.run_id
         client.log_batch(run_id, metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics.items()],
                          tags=[RunTag(k, v) for k, v in tags.items() if k == "mlflow.runName"])

@@ -35,7 +35,7 @@ class RAGPipeline:
         config = ctx.config
         if ctx.prompt is None:
             raise config.error("prompt", "builtin:rag needs a prompt: set prompt.id and prompt.version")
-        retriever, info = build_retriever(config, getattr(ctx, "prebuilt_index", None))
+        retriever, info = build_retriever(config, getattr(ctx, "prebuilt_index", None), getattr(ctx, "sanitizer", None))
         return cls(retriever, ctx.llm, ctx.prompt, ctx.seed_for, int(config.get("rag.max_context_tokens")), info,
                    ctx.llm_concurrent, can_batch(ctx))
 

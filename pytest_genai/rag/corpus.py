@@ -1,4 +1,6 @@
-"""A corpus is a folder or glob of .md/.txt files, or a JSONL of {id, text, title?}."""
+"""A corpus is a folder or glob of .md/.txt files, or a JSONL of {id, text, title?}. Its documents are sanitized
+(`sanitized`) before anything is chunked, embedded, indexed or cached: PII and secrets with `safety.redact` on,
+secrets alone with it off."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 TEXT_SUFFIXES = (".md", ".txt")
 
@@ -89,3 +92,32 @@ def _read_jsonl(path: Path) -> list[Document]:
         seen.add(obj["id"])
         docs.append(Document(obj["id"], obj["text"], obj.get("title")))
     return docs
+
+
+def sanitized(docs: Sequence[Document], sanitizer: Any) -> list[Document]:
+    """The documents as the index holds them: id, text and title through the session's sanitizer when
+    `safety.redact` is on (placeholders are deterministic, so the same corpus gives the same index), sorted by the
+    sanitized id. With it off, secrets are masked all the same (`secrets_only`: an API key in a document never
+    reaches the index, its cache or a packaged model) and the corpus keeps its order: without a secret, it is
+    indexed as it is (the same fingerprint). Two ids that sanitize to one are an error, not a silent merge."""
+    san = sanitizer if sanitizer.redact_pii else sanitizer.secrets_only()
+    out = [Document(sanitized_id(d.id, san), san.text(d.text) or "", san.text(d.title)) for d in docs]
+    if sanitizer.redact_pii:
+        out.sort(key=lambda d: d.id)
+    seen: set[str] = set()
+    for d in out:
+        if d.id in seen:
+            raise CorpusError(f"two documents have the id {d.id!r} once sanitized (safety.redact, or a secret "
+                              "masked): rename one of them")
+        seen.add(d.id)
+    return out
+
+
+def sanitized_id(doc_id: str, sanitizer: Any) -> str:
+    """A document id as indexed (and a gold_doc_id mapped the same way to compare with it): PII placeholders with
+    `safety.redact` on, a secret masked either way (with it off the sanitizer masks only secrets). A file's .md/.txt
+    suffix is set apart first: in `jane@example.com.md` the address is what the detector sees."""
+    stem, dot, suffix = doc_id.rpartition(".")
+    if stem and f"{dot}{suffix}" in TEXT_SUFFIXES:
+        return f"{sanitizer.text(stem) or ''}{dot}{suffix}"
+    return sanitizer.text(doc_id) or ""

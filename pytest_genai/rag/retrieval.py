@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_genai.model_hash import covers, model_sha256
 from pytest_genai.rag.chunking import Chunk, chunk_documents
-from pytest_genai.rag.corpus import CorpusError, load_corpus
+from pytest_genai.rag.corpus import CorpusError, load_corpus, sanitized
 from pytest_genai.rag.embedding import Embedder, EmbeddingError, max_seq_length, model_dim, resolve_embedder
 from pytest_genai.rag.index import (
     VectorIndex,
@@ -20,6 +20,7 @@ from pytest_genai.rag.index import (
     load_index_from,
     verify_prebuilt,
 )
+from pytest_genai.sanitize import Sanitizer
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,19 @@ class BuildInfo:
     loaded_from_cache: bool
 
 
-def build_retriever(config: Any, prebuilt: Path | None = None) -> tuple[Retriever, BuildInfo]:
+def build_retriever(config: Any, prebuilt: Path | None = None, sanitizer: Any = None) -> tuple[Retriever, BuildInfo]:
     """From the `rag:` section; every invalid combination is a ConfigError naming its key. `prebuilt` is the
-    index folder a packaged model carries: it is loaded (and checked) instead of reading the corpus."""
+    index folder a packaged model carries: it is loaded (and checked) instead of reading the corpus. The documents
+    pass `sanitizer` (the session's; else one built from `config`) as they are loaded (PII and secrets with
+    `safety.redact` on, secrets alone with it off), so the fingerprint, the chunks, the vectors, the cache and a
+    packaged copy hold only sanitized text."""
     rag = config.get("rag")
     base = config.base_dir
     if prebuilt is not None:
         return _prebuilt_retriever(config, prebuilt)
+    san = sanitizer if sanitizer is not None else Sanitizer.from_config(config)
     try:
-        docs = load_corpus(rag["corpus"], base)
+        docs = sanitized(load_corpus(rag["corpus"], base), san)
     except CorpusError as exc:
         raise config.error("rag.corpus", str(exc)) from None
     try:
@@ -143,8 +148,8 @@ def build_retriever(config: Any, prebuilt: Path | None = None) -> tuple[Retrieve
     pinned_fp = rag.get("index_fingerprint")
     if pinned_fp and pinned_fp not in (fp["fingerprint"], fp["version"]):
         raise config.error("rag.index_fingerprint", f"the index would be {fp['version']} ({fp['fingerprint']}), not the pinned "
-                                                    f"{pinned_fp}: the corpus, the embedding model's files, a library "
-                                                    "version or a retrieval setting changed")
+                                                    f"{pinned_fp}: the corpus (as sanitized by safety.redact), the embedding "
+                                                    "model's files, a library version or a retrieval setting changed")
     embedder = Embedder.load(rag["embed_model"], base, sha256=sha)
     index = load_index(fp["fingerprint"])
     embed_seconds = 0.0

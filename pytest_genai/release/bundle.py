@@ -3,9 +3,11 @@ pipeline the eval measured, through the same factory, without re-embedding anyth
 
     bundle/
       bundle.json      format version, the eval run, every hash of the run's provenance, the pipeline spec
-      genai.yaml       the resolved config (secrets as their ${ENV} references), paths pointing inside the bundle
+      genai.yaml       the resolved config (secrets as their ${ENV} references, any other secret masked), paths
+                       pointing inside the bundle
       prompts/         the prompt file the run used
-      index/           for builtin:rag: faiss index, chunks, vectors and manifest of the run's fingerprint
+      index/           for builtin:rag: faiss index, chunks, vectors and manifest of the run's fingerprint (with
+                       safety.redact, of the sanitized corpus: the served model retrieves the chunks the eval did)
       <artifacts>      the files of `pipeline.artifacts`, at their paths relative to the config (sha256 each in
                        bundle.json, checked on load), so `ctx.artifact(path)` finds them here as in the eval
 
@@ -72,8 +74,11 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def write_bundle(dest: Path, *, config: Any, prompt: Any, index_path: Path | None, record: Any) -> BundleInfo:
-    """Write the bundle folder for the run `record` of `config` (its pipeline's prompt and index)."""
+def write_bundle(dest: Path, *, config: Any, prompt: Any, index_path: Path | None, record: Any,
+                 sanitizer: Any) -> BundleInfo:
+    """Write the bundle folder for the run `record` of `config` (its pipeline's prompt and index). Its genai.yaml
+    passes the session's `sanitizer` (`secrets_only`: a key written literally in `pipeline.options`, or a password
+    in a URL, is masked; `${ENV}` references and everything else are kept as they are)."""
     dest.mkdir(parents=True, exist_ok=True)
     public = json.loads(json.dumps(config.public))  # a deep, plain copy
     public.pop("tracking", None)  # where the eval was logged says nothing about the model
@@ -93,6 +98,7 @@ def write_bundle(dest: Path, *, config: Any, prompt: Any, index_path: Path | Non
             shutil.copyfile(index_path / name, dest / INDEX_DIR / name)
     for key in ("llm.model_id", "rag.embed_model", "rag.reranker.path"):
         _absolute_if_local(public, key, config.base_dir)
+    public = sanitizer.secrets_only().obj(public)
     (dest / CONFIG_FILE).write_text(yaml.safe_dump(public, sort_keys=False, allow_unicode=True), "utf-8")
     p = record.provenance
     info = BundleInfo(

@@ -232,7 +232,7 @@ def register_run(*, record: Any, config: Any, prompt: Any, uri: str | None, mode
         try:
             fp = record.provenance.index_fingerprint
             info = write_bundle(bundle, config=config, prompt=prompt, index_path=index_dir(fp) if fp else None,
-                                record=record)
+                                record=record, sanitizer=sanitizer)
         except BundleError as exc:
             raise RegistryError(str(exc)) from None
         probe_dir = Path(tmp) / "probe-model"  # the model as it will be logged, saved locally first: nothing is

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_genai.compare.baseline import describe
 from pytest_genai.metrics.registry import METRICS
-from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines
+from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines, estimate_lines, clear_after_holm
 from pytest_genai.runlog import RunRecord
 from pytest_genai.types import CaseResult
 
@@ -196,7 +196,8 @@ def _metrics(record: RunRecord) -> str:
         if deltas:
             d = deltas.get(name)
             row.append(_e(fmt(base.get(name))) if name in base else "")
-            row.append(f"<span class=\"{_delta_class(name, d)}\">{_e(delta_text(d))}</span>" if d is not None else "")
+            row.append(f"<span class=\"{_delta_class(name, d, clear_after_holm(record, name))}\">{_e(delta_text(d))}</span>"
+                       if d is not None else "")
         if with_p:
             row.append(_e(p_text(name, b)))
         rows.append(row)
@@ -208,12 +209,14 @@ def _metrics(record: RunRecord) -> str:
         note += (f"<p class=\"muted\">p (Holm): the paired delta's two-sided bootstrap p, and in brackets Holm-adjusted "
                  f"over the {len(b.p_values)} metrics compared (one family).</p>")
     note += "".join(f"<p class=\"warn\">{_e(line.text)}</p>" for line in power_lines(record))
+    note += "".join(f"<p class=\"muted\">{_e(line.text)}</p>" for line in estimate_lines(record))
     return _table(head, rows, "metrics") + note
 
 
-def _delta_class(name: str, d: Any) -> str:
-    """Green or red only when the paired CI excludes 0 (a change this eval set can tell from noise)."""
-    if d is None or not d.excludes(0.0) or name not in METRICS or METRICS.get(name).higher_is_better is None:
+def _delta_class(name: str, d: Any, clear: bool = True) -> str:
+    """Green or red only when the paired CI excludes 0 and the Holm-adjusted p agrees (a change this eval set can
+    tell from noise, among all the metrics compared)."""
+    if d is None or not d.excludes(0.0) or not clear or name not in METRICS or METRICS.get(name).higher_is_better is None:
         return "delta"
     better = (d.point > 0) == bool(METRICS.get(name).higher_is_better)
     return "delta pass" if better else "delta fail"

@@ -16,7 +16,7 @@ from pytest_genai.compare.baseline import describe
 from pytest_genai.compare.pairing import case_passed
 from pytest_genai.metrics.registry import METRICS
 from pytest_genai.report.html import regressed_from_comparison
-from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines
+from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines, estimate_lines, clear_after_holm
 from pytest_genai.runlog import is_skipped
 from pytest_genai.sanitize import headline
 
@@ -178,7 +178,7 @@ def _metric_rows(record: Any, names: Iterable[str], cis: Mapping[str, Any], delt
         if deltas:
             d = deltas.get(name)
             row.append(text(fmt(base[name])) if name in base else "")
-            row.append(text(delta_text(d)) + _change(metric, d) if d is not None else "")
+            row.append(text(delta_text(d)) + _change(metric, d, clear_after_holm(record, name)) if d is not None else "")
         if with_p:
             row.append(text(p_text(name, record.baseline)))
         row.append(metric.direction if metric else "-")
@@ -186,9 +186,10 @@ def _metric_rows(record: Any, names: Iterable[str], cis: Mapping[str, Any], delt
     return rows
 
 
-def _change(metric: Any, d: Any) -> str:
-    """Better or worse only when the paired CI excludes 0: a change this eval set can tell from noise."""
-    if metric is None or metric.higher_is_better is None or not d.excludes(0.0):
+def _change(metric: Any, d: Any, clear: bool = True) -> str:
+    """Better or worse only when the paired CI excludes 0 and the Holm-adjusted p agrees: a change this eval set
+    can tell from noise, among all the metrics compared."""
+    if metric is None or metric.higher_is_better is None or not d.excludes(0.0) or not clear:
         return ""
     return " ✅ better" if (d.point > 0) == bool(metric.higher_is_better) else " ❌ worse"
 
@@ -237,6 +238,7 @@ def _metrics(record: Any) -> list[str]:
         out += ["", f"p (Holm): the paired delta's two-sided bootstrap p, and in brackets Holm-adjusted over the "
                     f"{len(record.baseline.p_values)} metrics compared (one family)."]
     out += [f"⚠️ {text(line.text, 400)}" for line in power_lines(record)]
+    out += ["", text(line.text, 400)] if (line := next(iter(estimate_lines(record)), None)) else []
     return out
 
 

@@ -68,6 +68,15 @@ def p_text(metric: str, baseline: Any) -> str:
     return f"{fmt_p(raw)} ({fmt_p(adjusted)})"
 
 
+def clear_after_holm(record: Any, metric: str) -> bool:
+    """The metric's change stands after Holm's adjustment (its adjusted p below 1 - confidence), or no p is known."""
+    b = getattr(record, "baseline", None)
+    adjusted = (getattr(b, "p_holm", None) or {}).get(metric) if b is not None else None
+    if adjusted is None:
+        return True
+    return adjusted < 1.0 - (getattr(record, "ci_confidence", None) or 0.95)
+
+
 def fmt_p(p: float | None) -> str:
     if p is None or not math.isfinite(p):
         return "n/a"
@@ -79,10 +88,34 @@ def power_lines(record: Any) -> list[Line]:
     out = []
     for g in record.gates:
         if getattr(g, "underpowered", False):
+            what = (f"(minimum detectable effect {fmt(g.mde)}, power 0.8)" if g.mde is not None
+                    else "(too few paired cases to estimate what it can detect)")
             out.append(Line(f"power: gate {g.metric} {g.expression.strip()} asks about a smaller change than this eval set "
-                            f"can detect (minimum detectable effect {fmt(g.mde)}, power 0.8): add cases or widen the "
-                            "margin; compare.require_power: true fails such a gate", "yellow"))
+                            f"can detect {what}: add cases or widen the margin; compare.require_power: true fails "
+                            "such a gate", "yellow"))
     return out
+
+
+def usd(x: float) -> str:
+    """Dollars with enough digits to tell small figures apart ($0.000133, $0.285, $12.50)."""
+    if x == 0:
+        return "$0"
+    return f"${x:,.2f}" if abs(x) >= 10 else f"${x:#.3g}" if abs(x) >= 0.001 else f"${x:.3g}"
+
+
+def estimate_lines(record: Any) -> list[Line]:
+    """The estimate made before any call (budget:) against what the run used."""
+    est = getattr(record, "estimate", None)
+    if est is None:
+        return []
+    m = record.metrics
+    cost, tokens_in = m.get("cost_total_usd"), m.get("tokens_input_total")
+    expected = f", expected {usd(est.cost_usd_expected)}" if est.cost_usd_expected is not None else ""
+    parts = [f"cost {usd(est.cost_usd_low)}–{usd(est.cost_usd_high)}{expected}, actual "
+             + (usd(cost) if cost is not None else "n/a"),
+             f"input tokens {est.input_tokens:,}, actual " + (f"{int(tokens_in):,}" if tokens_in is not None else "n/a")]
+    errors = [f"{k} {round(m[k], 6) or 0.0:+.1%}" for k in ("cost_estimate_rel_error", "tokens_input_estimate_rel_error") if k in m]
+    return [Line("estimate (before any call) vs actual: " + "; ".join(parts) + (f" ({', '.join(errors)})" if errors else ""))]
 
 
 def gate_verdict(g: Any, enforced: bool) -> str:
@@ -145,6 +178,7 @@ def summary_lines(record: Any) -> list[Line]:
                                                        ("yellow" if verdict.startswith("skipped") else "")))))
     out += comparison_lines(record)
     out += power_lines(record)
+    out += estimate_lines(record)
     if record.status != "complete":
         note = "enforced (--genai-enforce-gates)" if record.gates_enforced else "NOT enforced"
         out.append(Line(f"{record.status} run: {fmt(record.metrics.get('cases_evaluated'))} of "

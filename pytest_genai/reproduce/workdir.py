@@ -71,6 +71,8 @@ class Layout:
 class _AnyEnv(Mapping[str, str]):
     """Every ${NAME} resolves: a config's hash is of its public form, whichever secrets are set here."""
 
+    resolves_any = True  # load_config: not a real environment (an empty value here says nothing)
+
     def __getitem__(self, key: str) -> str:
         return ""
 

@@ -15,10 +15,9 @@ import hmac
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Iterator
-from urllib.parse import unquote
 
 from pytest_genai.metrics.text import normalize_answer
-from pytest_genai.safety.pii_detectors import DETECTORS, phones
+from pytest_genai.safety.pii_detectors import DETECTORS, phones, plain_email
 
 PII_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "CARD", "SSN", "IBAN", "IP", "SECRET")
 
@@ -55,8 +54,8 @@ def placeholder(type_: str, value: str, key: bytes | None = None) -> str:
     """
     if type_ not in PII_TYPES:
         raise ValueError(f"unknown PII type {type_!r}; known: {', '.join(PII_TYPES)}")
-    if type_ == "EMAIL" and "@" not in value:  # URL-encoded, `jane%40example.com`: the plain address's placeholder
-        value = unquote(unquote(value))
+    if type_ == "EMAIL":  # URL-encoded or obfuscated (`jane at example dot com`): the plain address's placeholder
+        value = plain_email(value)
     raw = (normalize_answer(value) or value).encode("utf-8")
     digest = hmac.new(key, raw, hashlib.sha256).hexdigest() if key is not None else hashlib.sha256(raw).hexdigest()
     return f"<{type_}:{digest[:PLACEHOLDER_HEX]}>"

@@ -1,19 +1,20 @@
 """The PII and secret detectors `pii.detect` runs: for each type a regular expression that proposes candidates and
 a validator that rejects what the shape alone cannot (Luhn for cards, mod-97 for IBANs, reserved SSN ranges,
-`ipaddress` for IPv6, a JSON header for JWTs). Precision is favoured over recall: a flag fails a gate or blocks an
-answer, so a date or a version number must not look like a phone number or an IP address.
+`ipaddress` for IPv6; the SECRET finders, one per kind of secret, are in pii_secrets.py). Precision is favoured over
+recall: a flag fails a gate or blocks an answer, so a date or a version number must not look like a phone number or
+an IP address.
 
 A new detector goes into `DETECTORS` (its type into `pii.PII_TYPES`); `pii.detect` resolves overlaps."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import itertools
-import json
 import re
 from typing import Callable, Iterator
+from urllib.parse import unquote
+
+from pytest_genai.safety.pii_secrets import secrets
 
 # --------------------------------------------------------------------------- checksums
 
@@ -62,6 +63,8 @@ _EMAIL = re.compile(
     r"(?<![\w.%+@-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![\w@-])"
 )
+# what precedes the password of `https://user:password@host`, which is not an e-mail's name
+_URL_USERINFO = re.compile(r"://[^/\s@:]*:\Z")
 # Retina assets (`icon@2x.png`) and package specs look like addresses but end in a file extension.
 _FILE_EXTENSIONS = frozenset("png jpg jpeg gif svg webp bmp ico pdf txt md py js ts json yaml yml html css zip gz".split())
 
@@ -74,6 +77,56 @@ _EMAIL_ENCODED = re.compile(
 )
 
 
+# Obfuscated: `jane(at)example(dot)com`, `jane.doe [at] example.com`, `jane dot doe at example dot com`, `JANE AT
+# EXAMPLE DOT COM`. With a bare ` at ` the domain must have a spelt-out dot and the name must not be a word that
+# precedes "at" in prose (`look at example dot com`); the last label is a known top-level domain or two letters.
+_AT_WORD = r"[ \t]+at[ \t]+"
+_AT = r"(?:[ \t]*[(\[{<][ \t]*at[ \t]*[)\]}>][ \t]*|" + _AT_WORD + ")"
+_SPELT_DOT = r"[ \t]*[(\[{<][ \t]*dot[ \t]*[)\]}>][ \t]*|[ \t]+dot[ \t]+"
+_DOT = r"(?:\.|" + _SPELT_DOT + ")"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_+-]{0,62}[A-Za-z0-9])?"
+_TLD = r"(?:com|org|net|edu|gov|mil|int|info|biz|name|pro|io|ai|app|dev|me|tv|xyz|cloud|email|online|site|tech" \
+       r"|[a-z]{2})"
+_EMAIL_OBFUSCATED = re.compile(
+    rf"(?i)(?<![\w.%+@-])(?P<local>{_LABEL}(?:{_DOT}{_LABEL}){{0,3}})(?P<at>{_AT})"
+    rf"(?P<domain>(?:{_LABEL}{_DOT}){{1,3}}){_TLD}(?![\w@-])"
+)
+OBFUSCATED_HINT = re.compile(r"(?i)[(\[{<][ \t]*at[ \t]*[)\]}>]|[ \t]dot[ \t]")  # every obfuscated address has one
+_SPELT_DOT_RE = re.compile(_SPELT_DOT, re.IGNORECASE)
+_AT_RE = re.compile(_AT, re.IGNORECASE)
+# words a bare "at" follows in prose: `look at`, `meet me at`, `works at`, `available at`...
+_BEFORE_AT = frozenset(
+    "a an the i me we us you he him she her it they them this that these those here there is are was were be been "
+    "am look looks looked looking stare arrive arrived arrives arriving work works worked working meet meeting met "
+    "stay stayed stays live lives lived living aim aimed point pointed laugh laughed shop shopping available located "
+    "based hosted found sold listed published posted online office job jobs study studied teach taught hired started "
+    "start starts end ends ended open opens rate priced anything something nothing everything people team site "
+    "website page visit visited check sign log click see find reach contact join write email mail call "
+    "good great best better bad worse worst well home".split())
+
+
+def _obfuscated_emails(text: str) -> Iterator[Span]:
+    pos = 0
+    while (m := _EMAIL_OBFUSCATED.search(text, pos)) is not None:
+        bare_at = re.fullmatch(_AT_WORD, m.group("at"), re.IGNORECASE) is not None
+        if bare_at and (_SPELT_DOT_RE.search(m.group("domain")) is None or m.group("local").lower() in _BEFORE_AT):
+            pos = m.start() + 1  # `email me at jane dot doe at ...`: the address may start further on
+            continue
+        yield m.span()
+        pos = m.end()
+
+
+def plain_email(value: str) -> str:
+    """The address an e-mail finding stands for: `jane.doe%40example.com` and `jane dot doe at example dot com` are
+    `jane.doe@example.com` (one placeholder for all three, see `pii.placeholder`)."""
+    if "@" in value:
+        return value
+    decoded = unquote(unquote(value))
+    if "@" in decoded:
+        return decoded
+    return _SPELT_DOT_RE.sub(".", _AT_RE.sub("@", value, count=1))
+
+
 def _emails(text: str) -> Iterator[Span]:
     matches = _EMAIL.finditer(text) if "@" in text else iter(())
     if "%" in text and "40" in text:
@@ -83,7 +136,11 @@ def _emails(text: str) -> Iterator[Span]:
             continue
         if re.match(r":[\w~/]", text[m.end():m.end() + 2]):  # git@github.com:org/repo.git is an SSH remote
             continue
+        if _URL_USERINFO.search(text, max(0, m.start() - 64), m.start()):  # https://user:<token>@host: a password
+            continue
         yield m.span()
+    if OBFUSCATED_HINT.search(text) is not None:
+        yield from _obfuscated_emails(text)
 
 
 _PHONE_INTL = re.compile(  # +CC or 00CC, then groups; digits counted by the validator
@@ -268,135 +325,9 @@ def _ips(text: str) -> Iterator[Span]:
         yield m.span()
 
 
-# (pattern, whether the random part (group 1) must mix letters and digits, whether only group 1 is the secret): the
-# check drops documentation stand-ins such as `sk-your-api-key-goes-here` while real keys, random base62,
-# practically always mix. Where a context word names the value (`aws_secret_access_key = ...`), only the value is.
-_AWS_SECRET = r"[\"']?([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"  # an AWS secret access key: 40 of base64
-# OpenAI (sk-, sk-proj-, sk-svcacct-, sk-admin-) and Anthropic (sk-ant-, sk-ant-api03-, sk-ant-oat01-) keys: 16
-# characters at least after the prefix (see `_short_key_ok`)
-_SK_KEY = re.compile(r"(?<![\w-])sk-(?:proj-|svcacct-|admin-|ant-(?:[a-z]{3,5}\d{2}-)?)?([A-Za-z0-9_-]{16,})(?![\w-])")
-_KEY_SHAPES: tuple[tuple[re.Pattern[str], bool, bool], ...] = (
-    (_SK_KEY, True, False),
-    (re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)([A-Z0-9]{16})(?![A-Za-z0-9])"), False, False),  # AWS access key id
-    (re.compile(r"(?<!\w)gh[pousr]_([A-Za-z0-9]{36,255})(?!\w)"), True, False),  # GitHub tokens
-    (re.compile(r"(?<!\w)github_pat_([A-Za-z0-9_]{22,255})(?!\w)"), True, False),  # GitHub fine-grained tokens
-    (re.compile(r"(?<!\w)(?:sk|rk)_(?:live|test)_([A-Za-z0-9]{16,})(?!\w)"), True, False),  # Stripe secret keys
-    (re.compile(r"(?<![\w-])xox[abposr]-([A-Za-z0-9-]{10,})(?![\w-])"), True, False),  # Slack tokens
-    (re.compile(r"(?<![\w-])AIza([0-9A-Za-z_-]{35})(?![\w-])"), True, False),  # Google API keys
-    # AWS secret access keys after a name for them: aws_secret_access_key = ..., AWS_SECRET_ACCESS_KEY=...,
-    # "SecretAccessKey": "...", secretAccessKey: ..., aws_secret_key => ...
-    (re.compile(r"(?i)(?:(?:aws)?[_.-]?secret[_.-]?access[_.-]?key|aws[_.-]?secret[_.-]?key)[\"']?"
-                r"(?:\s*(?:=>|[:=])\s*|[ \t]+)" + _AWS_SECRET), True, True),
-    # ... or right after their key id, as in a credentials CSV or `id:secret`
-    (re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}[\"']?(?:[ \t]*[,:;|][ \t]*|[ \t]+)" + _AWS_SECRET),
-     True, True),
-)
-# An HTTP Authorization value `Bearer <token>`: the token is the secret, the word stays.
-_BEARER = re.compile(r"(?i)(?<![A-Za-z])(bearer)(?:[ \t]+|%20)([A-Za-z0-9._~+/=-]{7,}[A-Za-z0-9_~+/=-])(?![\w~+/=-])")
-_JWT = re.compile(r"(?<![\w.-])(eyJ[A-Za-z0-9_-]{4,})\.([A-Za-z0-9_-]{4,})\.([A-Za-z0-9_-]*)(?![\w.-])")
-_PEM = re.compile(
-    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-    r"(?:[\s\S]{0,16384}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"  # the whole block
-    r"|(?:[ \t]*\r?\n[ \t]*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z-]+: [^\n]*))*)"  # or, truncated, its base64 lines
-)
-
-
-def _random_enough(body: str, need_digit: bool) -> bool:
-    if len(set(body)) < 6 or not any(ch.isalpha() for ch in body):
-        return False
-    return not need_digit or any(ch.isdigit() for ch in body)
-
-
-def _jwt_header_ok(part: str) -> bool:
-    try:
-        header = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(header, dict)
-
-
-def _short_key_ok(body: str) -> bool:
-    """A key of 16 to 19 characters (after the prefix) is one word of letters and digits: `sk-learn-tutorial-2` is
-    a slug. From 20 characters on, `-` and `_` may occur, as in sk-proj- and sk-ant- keys."""
-    return len(body) >= 20 or (body.isascii() and body.isalnum())
-
-
-def _bearer_token_ok(word: str, token: str) -> bool:
-    """A digit, or upper-case letters inside lower-case ones (random base64): not `Bearer authentication` nor
-    `Bearer YOUR_TOKEN_HERE`. Without a digit only as Bearer, bearer or BEARER (the fast path in `sanitize` looks
-    for those)."""
-    if not _random_enough(token, False):
-        return False
-    if any(ch.isdigit() for ch in token):
-        return True
-    return word in ("Bearer", "bearer", "BEARER") and any(ch.islower() for ch in token) and any(
-        ch.isupper() for ch in token[1:])
-
-
-# A credential assigned to a name for one: `api_key=...`, `x-api-key: ...`, `OPENAI_API_KEY=...` (an upper-case name
-# ending in _KEY, _TOKEN, _SECRET or _PASSWORD), `password: ...`, `"client_secret": "..."`, `access_token => ...`;
-# names in any case, quotes optional, `=`, `:`, `:=` or `=>`. Only the value is the secret (6+ characters up to a
-# space, quote, comma, `&`, `;` or `}`); `_credential_ok` keeps references, stand-ins and words.
-CREDENTIAL_WORDS = ("key", "token", "secret", "passw", "pwd", "authoriz")  # in `text.lower()`: the cheap pre-check
-_ASSIGN = r"\\?[\"']?[ \t]*(?:=>|:=|[:=])[ \t]*\\?[\"']?"
-_CRED_VALUE = r"([^\s\"'`,&;}\\]{5,}[^\s\"'`,&;}\\.)])"  # a full stop or `)` after it is prose
-_CREDENTIAL = re.compile(
-    r"(?i)(?:(?<![A-Za-z0-9])(?:api[_-]?key|passw(?:or)?d|pwd|secret(?:[_-]?key)?|(?:access|refresh|o?auth)[_-]?token)"
-    r"|(?-i:(?<=[A-Z0-9])_(?:KEY|TOKEN|SECRET|PASSWORD)))" + _ASSIGN + _CRED_VALUE
-)
-# `Authorization: <scheme> <credentials>` (Basic, Token, Digest...; Bearer has `_BEARER` too), or the credentials alone
-_AUTHORIZATION = re.compile(
-    r"(?i)(?<![A-Za-z0-9])authorization" + _ASSIGN + r"(?:([A-Za-z][\w.-]*)(?:[ \t]+|%20))?" + _CRED_VALUE
-)
-# not a value but where it comes from: ${ENV}, $ENV, %(name)s, {{ x }}, <SECRET:...>, os.environ[, getpass(), a.b, URLs
-_CRED_REFERENCE = re.compile(r"[<$%{\[(*].*|[A-Za-z_]+(?:\.[A-Za-z_]+)+|[\w.]+[(\[].*|[A-Za-z][\w+.-]*://.*")
-
-
-def _credential_ok(value: str, mixed_case: bool = False) -> bool:
-    """Random enough and not a reference: a digit or a symbol (`hunter2Hunter2!`, `Zx9Q...`), or with `mixed_case`
-    (the credentials after an Authorization scheme: base64) upper inside lower. Words, `YOUR_API_KEY`,
-    `your-key-here` and `********` stay."""
-    if not _random_enough(value, False) or _CRED_REFERENCE.fullmatch(value):
-        return False
-    if any(ch.isdigit() or not (ch.isalpha() or ch in "_.-") for ch in value):
-        return True
-    return mixed_case and any(ch.islower() for ch in value) and any(ch.isupper() for ch in value[1:])
-
-
-def _credentials(text: str) -> Iterator[Span]:
-    lower = text.lower()
-    if not any(w in lower for w in CREDENTIAL_WORDS):
-        return
-    for m in _CREDENTIAL.finditer(text):
-        value = m.group(1)
-        if _credential_ok(value) and not (m.group(0)[:3].lower() == "pwd" and value[0] in "/~"):  # $PWD, a folder
-            yield m.span(1)
-    if "authoriz" in lower:
-        for m in _AUTHORIZATION.finditer(text):
-            if _credential_ok(m.group(2), m.group(1) is not None):
-                yield m.span(2)
-
-
-def _secrets(text: str) -> Iterator[Span]:
-    yield from _credentials(text)
-    for pattern, need_digit, value_only in _KEY_SHAPES:
-        for m in pattern.finditer(text):
-            body = m.group(1)
-            if _random_enough(body, need_digit) and (pattern is not _SK_KEY or _short_key_ok(body)):
-                yield m.span(1) if value_only else m.span()
-    for m in _BEARER.finditer(text):
-        if _bearer_token_ok(m.group(1), m.group(2)):
-            yield m.span(2)
-    for m in _JWT.finditer(text):
-        if _jwt_header_ok(m.group(1)):
-            yield m.span()
-    for m in _PEM.finditer(text):
-        yield m.span()
-
-
 # `pytest_genai.sanitize` skips detection for text with no digit, '@' or '<', none of AKIA, ASIA, eyJ, -----BEGIN,
-# earer, EARER and none of `CREDENTIAL_WORDS` in any case: every finding (and placeholder) holds one of these; keep
-# that true for a new detector.
+# earer, EARER, none of `pii_secrets.CREDENTIAL_WORDS` in any case and no `OBFUSCATED_HINT`: every finding (and
+# placeholder) holds one of these; keep that true for a new detector.
 DETECTORS: dict[str, Callable[[str], Iterator[Span]]] = {  # PHONE runs afterwards: `phones`, see `pii.detect`
-    "EMAIL": _emails, "CARD": _cards, "SSN": _ssns, "IBAN": _ibans, "IP": _ips, "SECRET": _secrets,
+    "EMAIL": _emails, "CARD": _cards, "SSN": _ssns, "IBAN": _ibans, "IP": _ips, "SECRET": secrets,
 }

@@ -5,8 +5,9 @@ once, measured with one config, eval set, prompt and commit, and together cover 
 record is built by the function a session ends with (`record.build_record`) from the union of the results, so its
 metrics, CIs and gates are those of the same cases run on one machine; it is `complete`, its gates are enforced,
 it is written to a local run folder and logged as the content of the group's parent run, which is what registry
-promotion (`genai.eval_run_id`) and baselines then see. Exit 0: merged, gates passed; 1: gates failed or a run
-error; 2: the shards cannot be merged (the message names the shard)."""
+promotion (`genai.eval_run_id`) and baselines then see; after it no run of the group is RUNNING (`shard.store`
+reads the shards and settles the parents). Exit 0: merged, gates passed; 1: gates failed or a run error; 2: the
+shards cannot be merged (the message names the shard)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
-from pytest_genai import names, publish
+from pytest_genai import publish
 from pytest_genai.compare.baseline import BaselineError, check_comparable
 from pytest_genai.compare.measure import CompareOptions
 from pytest_genai.config import ConfigError, load_config
@@ -32,7 +33,6 @@ from pytest_genai.run_folder import (
     GATES_FILE,
     RENDERS_FILE,
     RESULTS_FILE,
-    RUN_FILE,
     SHARDS_FILE,  # in the merged run folder: which shard runs it was made from
     write_atomic,
 )
@@ -42,38 +42,19 @@ from pytest_genai.runlog import (
     RunLogError,
     RunRecord,
     Tracking,
-    read_results,
     read_run,
     write_record,
     write_run,
 )
 from pytest_genai.session import EvalSession, SessionSetupError
-from pytest_genai.shard.select import ShardError, check_group, parse_shard, shard_of
+from pytest_genai.shard.select import ShardError, check_group, shard_of
+from pytest_genai.shard.store import MergeError, Shard, fetch_shards, ready_to_merge, settle_parent, shard_snapshot
 from pytest_genai.tracking import mlflow_client
 from pytest_genai.tracking.local import dumps, eval_set_snapshot, new_run_dir, write_config_and_prompt, write_report
-from pytest_genai.tracking.mlflow_client import resolve_uri, use_tracking_uri
-from pytest_genai.tracking.mlflow_store import group_parent, group_runs
+from pytest_genai.tracking.mlflow_client import resolve_uri
 from pytest_genai.tracking.runref import resolve_baseline
 from pytest_genai.tracking.tags import run_tags
 from pytest_genai.types import CaseResult
-
-
-class MergeError(Exception):
-    """The shards cannot be merged (exit 2); the message names the shard and why."""
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int  # I of I/N
-    count: int  # N
-    run_id: str
-    record: RunRecord
-    lines: Mapping[str, str] = field(default_factory=dict)  # case id -> its results.jsonl line, as the shard wrote it
-    parent_run_id: str | None = None  # the parent it was logged under (mlflow.parentRunId)
-
-    @property
-    def label(self) -> str:
-        return f"{self.index}/{self.count}"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -267,52 +248,6 @@ def merge_record(shards: Sequence[Shard], *, session: Any, group: str, tracking:
 
 # --------------------------------------------------------------------------- the store and the run folder
 
-def fetch_shards(client: Any, uri: str | None, exp_id: str, group: str) -> list[Shard]:
-    """Every live shard run of the group, with its record (run.json) and results (results.jsonl, kept line by line
-    too: the merged results.jsonl is those lines, not 10,000 results serialised again). Read as
-    `tracking.runref.resolve` reads an MLflow run, but from the run's artifact store directly: the `runs:/`
-    resolution looks up logged models on every download (~80 ms each on sqlite)."""
-    import tempfile
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    out = []
-    with use_tracking_uri(uri):  # an mlflow-artifacts:/ store (a server's proxied artifacts) is found through it
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        for run in group_runs(client, exp_id, group, "shard"):
-            rid, label = str(run.info.run_id), run.data.tags.get("genai.shard", "?")
-            repo = get_artifact_repository(run.info.artifact_uri)
-            with tempfile.TemporaryDirectory(prefix="genai-shard-") as tmp:
-                for name in (RUN_FILE, RESULTS_FILE):
-                    try:
-                        repo.download_artifacts(name, tmp)
-                    except Exception as exc:
-                        raise RunLogError(f"shard {label} (run {rid}) has no {name} artifact: {type(exc).__name__}: "
-                                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
-                record = read_run(Path(tmp), with_results=False)
-                results = read_results(Path(tmp))
-                lines = [ln for ln in (Path(tmp) / RESULTS_FILE).read_text("utf-8").splitlines() if ln.strip()]
-            if record.tracking.run_id is None:
-                record = record.with_tracking(run_id=rid)
-            i, n = parse_shard(record.execution.shard or label)
-            out.append(Shard(i, n, rid, replace(record, results=tuple(results)),
-                             {r.id: ln for r, ln in zip(results, lines)}, run.data.tags.get("mlflow.parentRunId")))
-    return sorted(out, key=lambda s: (s.index, s.run_id))
-
-
-def settle_parent(client: Any, exp_id: str, group: str, shards: Sequence[Shard]) -> str:
-    """The group's parent (the oldest candidate; created if none): every shard is moved under it and the
-    unfilled duplicates that concurrent shards may have left are deleted."""
-    parent = group_parent(client, exp_id, group)
-    for s in shards:
-        if s.parent_run_id != parent:
-            client.set_tag(s.run_id, "mlflow.parentRunId", parent)
-    for other in group_runs(client, exp_id, group, "eval"):
-        if other.info.run_id != parent and other.data.tags.get(names.TAG_STATUS) == "pending":
-            client.delete_run(other.info.run_id)
-    return parent
-
-
 def write_merged_dir(run_dir: Path, session: Any, record: RunRecord, comparison: Any, shards: Sequence[Shard],
                      client: Any = None) -> None:
     """The merged run folder: config, prompt, eval-set snapshot, renders, gates, comparison, which shards, the
@@ -320,7 +255,7 @@ def write_merged_dir(run_dir: Path, session: Any, record: RunRecord, comparison:
     san = session.sanitizer
     write_config_and_prompt(run_dir, session)
     (run_dir / EVAL_SET_DIR).mkdir()
-    if not _shard_snapshot(client, shards[0].run_id, run_dir):  # the shards logged the same sanitized snapshot
+    if not shard_snapshot(client, shards[0].run_id, run_dir):  # the shards logged the same sanitized snapshot
         (run_dir / EVAL_SET_DIR / session.eval_set.path.name).write_bytes(eval_set_snapshot(session.eval_set.raw, san))
     with (run_dir / RENDERS_FILE).open("w", encoding="utf-8") as fh:
         for r in record.results:
@@ -344,23 +279,6 @@ def write_merged_dir(run_dir: Path, session: Any, record: RunRecord, comparison:
         write_run(run_dir, record)
 
 
-def _shard_snapshot(client: Any, run_id: str, run_dir: Path) -> bool:
-    """Shard 1's eval_set/ snapshot into the merged folder (sanitizing 10,000 lines again costs seconds)."""
-    import tempfile
-
-    if client is None:
-        return False
-    with tempfile.TemporaryDirectory(prefix="genai-snapshot-") as tmp:
-        try:
-            client.download_artifacts(run_id, EVAL_SET_DIR, tmp)
-        except Exception:
-            return False
-        files = [f for f in (Path(tmp) / EVAL_SET_DIR).glob("*") if f.is_file()]
-        for f in files:
-            (run_dir / EVAL_SET_DIR / f.name).write_bytes(f.read_bytes())
-        return bool(files)
-
-
 def _uri(cli_uri: str | None, config: Any) -> str | None:
     if cli_uri:
         return resolve_uri(cli_uri, Path.cwd())
@@ -368,23 +286,6 @@ def _uri(cli_uri: str | None, config: Any) -> str | None:
     if cfg_uri:
         return resolve_uri(str(cfg_uri), config.base_dir)
     return os.environ.get("MLFLOW_TRACKING_URI") or None
-
-
-def ready_to_merge(group: str, total: int, tracking_uri: str | None, experiment: str) -> bool:
-    """All N shard runs of the group are logged (FINISHED, one of each I/N) and its parent run is still
-    pending: what the last shard to finish sees, and only it (through the shared store)."""
-    with mlflow_client.quiet(), mlflow_client.bounded(0, 30):
-        client = mlflow_client.client(tracking_uri)
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            return False
-        exp_id = str(exp.experiment_id)
-        shards = [r for r in group_runs(client, exp_id, group, "shard") if r.info.status == "FINISHED"]
-        labels = {r.data.tags.get(names.TAG_SHARD) for r in shards}
-        if not {f"{i}/{total}" for i in range(1, total + 1)} <= labels:
-            return False
-        parents = group_runs(client, exp_id, group, "eval")
-        return not any(p.data.tags.get(names.TAG_STATUS) not in (None, "pending") for p in parents)
 
 
 def merge(group: str, config_path: Path, tracking_uri: str | None = None, expected: int | None = None) -> tuple[RunRecord, Path]:
@@ -403,8 +304,12 @@ def merge(group: str, config_path: Path, tracking_uri: str | None = None, expect
             raise MergeError(f"the tracking store {mlflow_client.public_uri(uri) or 'MLflow default'} has no experiment "
                              f"{experiment!r} (tracking.experiment): no shard of group {group} was logged there")
         exp_id = str(exp.experiment_id)
-        shards = fetch_shards(client, uri, exp_id, group)
-        check_shards(shards, group, expected)
+        fetched = fetch_shards(client, uri, exp_id, group)
+        shards = fetched.shards
+        try:
+            check_shards(shards, group, expected)
+        except MergeError as exc:
+            raise MergeError("; ".join((str(exc), *fetched.left_out))) from None
         check_consistent(shards, config_hash=cfg.hash, eval_set_hash=session.eval_set.sha256,
                          case_ids=[c.id for c in session.eval_set.cases])
         baseline = _baseline(cfg, uri, session)

@@ -282,8 +282,9 @@ def point_estimates(matrix: Mapping[str, ArrayLike], *,
 class PairedDelta:
     """A paired comparison of one metric: the CI of candidate - baseline, the two-sided bootstrap p-value of "no
     difference" read from the same resamples (percentile inversion, so p < 1 - confidence exactly when the CI
-    excludes 0, up to the +1 correction), the bootstrap standard error of the delta and, for a mean, the sample
-    standard deviation of the per-case differences (NaN otherwise)."""
+    excludes 0, up to the +1 correction; for a mean never below 2^(1-m), the smallest p an exact sign-flip test can
+    give with m non-zero differences: 3 pairs alone cannot be "p = 0.001"), the bootstrap standard error of the delta
+    and, for a mean, the sample standard deviation of the per-case differences (NaN otherwise)."""
 
     ci: CI
     p: float = math.nan
@@ -353,6 +354,9 @@ def paired_bootstrap_tests(candidate: Mapping[str, ArrayLike], baseline: Mapping
                 dist, point = dists[i] - dists[j], points[i] - points[j]
             sd = math.nan
         p, se = _p_and_se(dist, point)
+        if len(slots[name]) == 1:  # a mean of differences: no smaller p than an exact sign-flip test could give
+            nonzero = int(np.count_nonzero(columns[slots[name][0]][0][~np.isnan(columns[slots[name][0]][0])]))
+            p = max(p, min(1.0, 2.0 ** (1 - nonzero))) if math.isfinite(p) else p
         out[name] = PairedDelta(_interval(dist, point, confidence, both), p, se, sd)
     for name in extra:
         i, = slots[name]

@@ -28,8 +28,21 @@ def mde_from_se(se: float, confidence: float = 0.95, power: float = POWER) -> fl
     return z_sum(confidence, power) * se
 
 
+MIN_PAIRS = 10  # fewer pairs cannot estimate the spread of the differences: their MDE is infinite
+
+
 def mde_paired_mean(sd: float, n: int, confidence: float = 0.95, power: float = POWER) -> float:
-    """MDE of a mean of n paired differences whose sample standard deviation is `sd`; NaN for n < 2."""
-    if n < 2 or sd is None or not math.isfinite(sd):
+    """MDE of a mean of n paired differences whose sample standard deviation is `sd`; infinite below MIN_PAIRS
+    pairs (3 identical differences have sd 0, yet say nothing about what the set can detect)."""
+    if n < MIN_PAIRS:
+        return math.inf
+    if sd is None or not math.isfinite(sd):
         return math.nan
     return mde_from_se(sd / math.sqrt(n), confidence, power)
+
+
+def negligible(mde: float, *scale: float) -> float:
+    """`mde`, or 0 when it is floating-point noise next to the values compared (a cost that dropped by exactly the
+    same amount on every case has differences whose spread is 1e-22, not a real one)."""
+    size = max((abs(x) for x in scale if x is not None and math.isfinite(x)), default=0.0)
+    return 0.0 if math.isfinite(mde) and mde <= 1e-9 * size else mde

@@ -5,7 +5,8 @@ most the case in flight.
   writes the final record over it (`complete`, `partial`, `stopped`, `interrupted`);
 * `results.jsonl` gets each finished case as one line, in the record's own format, with one `write(2)` on an
   `O_APPEND` descriptor: the line is in the kernel's page cache when `append` returns, so a killed process loses
-  none; an fsync follows within SYNC_S (a daemon thread), against the machine itself going down;
+  none; an fsync follows within SYNC_S (a daemon thread), against the machine itself going down; a write that
+  fails (a full disk) is cut back to the line's start, so no torn line is left;
 * `.lock` is locked (`flock`) as long as the session lives; the OS releases it however the process ends, so a
   reader tells a live run from one that died: `run_folder.writer_alive` (a `running` record with no live writer
   reads as `interrupted`, runlog.read_run).
@@ -14,6 +15,7 @@ The session's end writes the final `results.jsonl` (eval-set order) and `run.jso
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -36,6 +38,7 @@ class Journal:
         self._ids: set[str] = set()  # each case once: it may come as it finishes and again as pytest reports it
         self._lock_fd = lock_writer(run_dir / LOCK_FILE)
         self._fd: int | None = os.open(run_dir / RESULTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._end = os.fstat(self._fd).st_size  # where the next line starts: a failed write is cut back to it
         self._mutex = threading.Lock()
         self._unsynced = 0
         self._stop = threading.Event()
@@ -58,8 +61,25 @@ class Journal:
         """An interrupted run's folder, continued (--genai-resume): its lock taken, `record` (status `running`)
         written over its record, new cases appended after the ones it finished."""
         journal = cls(run_dir)
+        journal._end_with_a_whole_line()
         write_record(run_dir, record)
         return journal
+
+    def _end_with_a_whole_line(self) -> None:
+        """A resumed folder whose last line was cut short (its session died mid-write): that line goes (read_results
+        skips it: its case did not finish), so the next case starts a line of its own; a whole last line that only
+        lacks its newline gets it."""
+        assert self._fd is not None
+        data = (self.run_dir / RESULTS_FILE).read_bytes()
+        if data and not data.endswith(b"\n"):
+            start = data.rfind(b"\n") + 1
+            try:
+                json.loads(data[start:])
+            except ValueError:
+                os.ftruncate(self._fd, start)
+            else:
+                os.write(self._fd, b"\n")
+            self._end = os.fstat(self._fd).st_size
 
     @property
     def unsynced(self) -> int:
@@ -85,7 +105,12 @@ class Journal:
                     written += os.write(self._fd, data[written:])
             except OSError as exc:
                 self.errors.append(f"case {result.id}: {self.run_dir / RESULTS_FILE}: {exc}")
+                try:  # the part that fit goes: no torn line is left for a reader (or the next case) to meet
+                    os.ftruncate(self._fd, self._end)
+                except OSError:
+                    pass  # read_results skips a torn last line all the same
                 return
+            self._end += len(data)
             self.appended += 1
             self._unsynced += 1
             self._ids.add(result.id)

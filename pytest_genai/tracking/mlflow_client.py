@@ -217,6 +217,19 @@ def command_tracking_uri(flag: str | None, config_path: Path = Path("genai.yaml"
     return config_tracking_uri(config_path) or os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database file
+
+
+def is_sqlite_file(path: Path) -> bool:
+    """An SQLite database by its header, or an empty file (which SQLite makes a new database); unreadable: False."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError:
+        return False
+    return head in (b"", SQLITE_HEADER)
+
+
 def check_store(uri: str | None) -> str | None:
     """At session start: None if the tracking store can be written, else why not. A sqlite file is checked
     without importing MLflow (its folder must be writable); a server is asked once, with no retries."""
@@ -224,8 +237,13 @@ def check_store(uri: str | None) -> str | None:
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         folder = path.parent if str(path.parent) else Path(".")
-        if path.exists() and not os.access(path, os.W_OK):
-            return f"the sqlite store {path} is not writable"
+        if path.is_dir():
+            return f"the sqlite store {path} is a folder, not a database file"
+        if path.exists() and not os.access(path, os.W_OK | os.R_OK):
+            return f"the sqlite store {path} is not readable and writable"
+        if path.exists() and not is_sqlite_file(path):
+            return (f"the sqlite store {path} is not an SQLite database (it does not start with 'SQLite format 3': "
+                    "another kind of file, or a damaged one)")
         if not path.exists() and not (folder.is_dir() and os.access(folder, os.W_OK)):
             return f"the folder of the sqlite store {path} does not exist or is not writable"
         return None

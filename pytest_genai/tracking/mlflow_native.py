@@ -43,7 +43,9 @@ def run_name(record: RunRecord) -> str:
 
 def log_dataset(client: Any, run_id: str, record: RunRecord) -> None:
     """The eval set as the run's dataset input (context `eval`): digest = our sha256 (cut to the column's 36
-    characters), source = its path, profile = its row count, so the UI's Dataset column names it."""
+    characters), source = its path, profile = its row count, so the UI's Dataset column names it. Tried twice:
+    MLflow's get-or-create of the dataset row is not atomic, and on a shared server the loser of two sessions
+    creating it at once gets a unique-key error (3 of 100 sessions logging 20 at a time, `bench_server_logging.py`)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -57,8 +59,11 @@ def log_dataset(client: Any, run_id: str, record: RunRecord) -> None:
             ("id", "string"), ("question", "string"), ("answers", "string"), ("context", "string"),
             ("gold_doc_ids", "string"), ("tags", "string"))]}),
         profile=json.dumps({"num_rows": rows, "sha256": p.eval_set_hash}))
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT,
-                                                                             names.DATASET_CONTEXT)])])
+    inputs = [DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, names.DATASET_CONTEXT)])]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except Exception:  # sessions logging the same eval set at the same moment race to create its dataset row
+        client.log_inputs(run_id, datasets=inputs)  # (a unique-key conflict, the whole call undone): it is there now
 
 
 # --------------------------------------------------------------------------- Prompt Registry

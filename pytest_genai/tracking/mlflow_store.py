@@ -19,6 +19,7 @@ from pytest_genai.sanitize import URL_CREDENTIALS
 from pytest_genai.tracking import mlflow_client
 from pytest_genai.tracking import mlflow_native as native
 from pytest_genai.tracking.mlflow_client import bounded, in_experiment, quiet, use_tracking_uri
+from pytest_genai.tracking.owner import owner_tags
 from pytest_genai.tracking.views import store_config_views
 
 MAX_PARAM_CHARS = 6000  # MLflow truncates longer values silently; we cut them visibly
@@ -47,6 +48,8 @@ def _log_run_dir(run_dir: Path, uri: str | None, experiment: str, into_run_id: s
     stale = record.tracking.incomplete_run_id
     if stale and stale != into_run_id:  # an earlier attempt created the run but did not finish logging: replace it
         try:
+            if store.get_run(stale).info.status == "RUNNING":  # once deleted, MLflow keeps it RUNNING for good
+                store.set_terminated(stale, status="KILLED")
             store.delete_run(stale)
         except Exception:
             pass
@@ -69,11 +72,16 @@ def _log_run_dir(run_dir: Path, uri: str | None, experiment: str, into_run_id: s
         tags[names.TAG_RUN_NOTE] = describe(record)
     resolved = _resolved_config(run_dir)
     options = resolved.get("tracking") if isinstance(resolved.get("tracking"), dict) else {}
+    owner = owner_tags()  # this process, until the run is terminated: a reader finding it RUNNING checks it lives
     if into_run_id is not None:
         run_id = into_run_id
+        tags.update(owner)
     else:
         name = native.run_name(record)
-        run_id = store.create_run(exp_id, start_time=started, tags={"mlflow.runName": name}, run_name=name).info.run_id
+        known = {k: tags[k] for k in (names.TAG_KIND, names.TAG_GROUP, names.TAG_SHARD, "mlflow.parentRunId")
+                 if k in tags}
+        run_id = store.create_run(exp_id, start_time=started, tags={"mlflow.runName": name, **owner, **known},
+                                  run_name=name).info.run_id  # what it is, from its start: merge finds a cut one
     shown_uri = mlflow_client.public_uri(uri)
     write_record(run_dir, record.with_tracking(incomplete_run_id=run_id, uri=shown_uri, experiment=experiment))
     metrics = [Metric(k, float(v), ended, 0) for k, v in record.metrics.items()
@@ -184,10 +192,25 @@ def group_parent(client: Any, exp_id: str, group: str, *, start_time: int | None
     keep = str(found[0].info.run_id)
     if keep != mine.info.run_id:
         try:
-            client.delete_run(mine.info.run_id)
+            supersede(client, mine.info.run_id, keep)
         except Exception:
-            pass
+            pass  # `merge` supersedes it
     return keep
+
+
+def supersede(client: Any, run_id: str, kept: str) -> None:
+    """An extra parent of a shard group (concurrent shards each created one) gives way to `kept`: tagged
+    `genai.status` superseded and `genai.superseded_by`, terminated FINISHED (a deleted run can no longer be
+    terminated: MLflow keeps it RUNNING for good), then deleted, so the MLflow UI lists one parent per group (its
+    "deleted" filter still shows this one, and where it went)."""
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {
+        names.TAG_STATUS: "superseded", names.TAG_SUPERSEDED_BY: kept,
+        names.TAG_RUN_NOTE: f"Superseded by run {kept}, the parent of this shard group (two shards created one each "
+                            "at the same moment); deleted by pytest-genai."}.items()])
+    client.set_terminated(run_id, status="FINISHED")
+    client.delete_run(run_id)
 
 
 def experiment_id(client: Any, experiment: str) -> str:

@@ -4,10 +4,11 @@ latency, model, chunk ids and scores; assessments for em, f1, pass, safety flags
 
 Traces are built after the session from the run record's case results (already sanitized: nothing here adds
 data the record does not hold), never inside a case, and written in batches: on a SQL store (sqlite,
-PostgreSQL) in one transaction through MLflow's own table models, which costs well under 1 ms a case where the
-public one-trace-at-a-time API costs ~10 ms; on any other store (an HTTP server) with MLflow's public
-`start_trace` on a small thread pool and `log_spans` in chunks. Both are read back by the same public API in
-the tests (`MlflowClient.search_traces(run_id=...)`)."""
+PostgreSQL) in one transaction through MLflow's own table models (`trace_sql.py`), which costs about 1 ms a case
+where the public one-trace-at-a-time API costs ~10 ms; on an HTTP server running pytest-genai's app (`make
+server`) a few hundred a request to its batch endpoint, written there the same way (`trace_batch.py`); on any
+other server with MLflow's public `start_trace` on a small thread pool and `log_spans` in chunks. All are read
+back by the same public API in the tests (`MlflowClient.search_traces(run_id=...)`)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import base64
 import hashlib
 import json
 import math
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_genai.sanitize import headline
+from pytest_genai.tracking import trace_batch, trace_sql
+from pytest_genai.tracking.trace_sql import CaseTrace
 from pytest_genai.types import CaseResult
 
 _encode_str = json.encoder.encode_basestring  # what json.dumps(str, ensure_ascii=False) returns, without its set-up
@@ -30,15 +32,6 @@ TAG_CASE_ID = "genai.case_id"
 SPAN_BATCH = 2500  # spans per log_spans call on the public path (MLflow groups them by trace)
 POOL = 8  # start_trace calls in flight on the public path (an HTTP server answers them concurrently)
 PREVIEW_CHARS = 1000  # MLflow's request/response preview columns hold 1000 characters
-
-
-@dataclass(frozen=True)
-class CaseTrace:
-    """One case's trace: its TraceInfo entity (metadata, tags, assessments) and its spans as plain data, laid out
-    as MLflow's `Span.to_dict()` (what the SQL store keeps per span and `Span.from_dict` reads)."""
-
-    info: Any  # mlflow.entities.TraceInfo
-    spans: tuple[dict[str, Any], ...]  # the root first
 
 
 @dataclass(frozen=True)
@@ -217,15 +210,6 @@ def _b64(value: int, size: int) -> str:
     return base64.b64encode(value.to_bytes(size, "big")).decode("ascii")
 
 
-def span_columns(span: Mapping[str, Any]) -> dict[str, Any]:
-    """What the `spans` table keeps beside the content: hex ids, type and status, as MLflow's `log_spans` fills them."""
-    parent = span["parent_span_id"]
-    return {"span_id": base64.b64decode(span["span_id"]).hex(),
-            "parent_span_id": base64.b64decode(parent).hex() if parent else None,
-            "type": json.loads(span["attributes"]["mlflow.spanType"]),
-            "status": "ERROR" if span["status"]["code"] == "STATUS_CODE_ERROR" else "OK"}
-
-
 def _chunk_id(hit: Mapping[str, Any]) -> str:
     """A retrieved hit's chunk id, else its doc id (a custom pipeline may report only documents)."""
     for key in ("chunk_id", "doc_id"):
@@ -265,9 +249,12 @@ def _why_failed(r: CaseResult) -> str | None:
 
 # --------------------------------------------------------------------------- writing
 
-def log_traces(uri: str | None, traces: Sequence[CaseTrace], *, bulk: bool | None = None) -> str:
-    """Write the run's traces; returns how ("bulk" or "api"). `bulk=None` picks the SQL path when the store is
-    MLflow's SqlAlchemyStore; False forces the public API (the tests read both back the same way)."""
+def log_traces(uri: str | None, traces: Sequence[CaseTrace], *, bulk: bool | None = None,
+               batch: bool = True) -> str:
+    """Write the run's traces; returns how: "bulk" (SQL inserts in this process: a sqlite or database URI),
+    "batch" (an HTTP server with pytest-genai's batch endpoint, `trace_batch.py`) or "api" (MLflow's public
+    per-trace calls: any other server). `bulk=None` picks the SQL path when the store is MLflow's SqlAlchemyStore;
+    `bulk=False` and `batch=False` force the public API (the tests read every path back the same way)."""
     if not traces:
         return "none"
     from mlflow.tracing.client import TracingClient
@@ -277,8 +264,10 @@ def log_traces(uri: str | None, traces: Sequence[CaseTrace], *, bulk: bool | Non
     if bulk is None:
         bulk = type(store).__name__ == "SqlAlchemyStore" and hasattr(store, "ManagedSessionMaker")
     if bulk:
-        _write_sql(store, traces)
+        trace_sql.write_sql(store, traces)
         return "bulk"
+    if batch and hasattr(store, "get_host_creds") and trace_batch.send(store, traces):
+        return "batch"
     _write_api(client, traces)
     return "api"
 
@@ -294,116 +283,3 @@ def _write_api(client: Any, traces: Sequence[CaseTrace]) -> None:
     spans = [Span.from_dict(s) for t in traces for s in t.spans]
     for i in range(0, len(spans), SPAN_BATCH):
         client.log_spans(location, spans[i:i + SPAN_BATCH])
-
-
-def _write_sql(store: Any, traces: Sequence[CaseTrace]) -> None:
-    """One transaction of executemany inserts into MLflow's own tables: the rows its `start_trace` writes for a
-    trace (trace_info with the token columns, tags, metadata, assessments) and the rows its `log_spans` writes
-    for the spans (content = the span's dict), then the UI's daily rollups marked for rebuild, as both do. The
-    ORM would cost ~3 ms a case; plain inserts cost a fraction of one."""
-    from mlflow.store.tracking.dbmodels.models import (
-        SqlAssessments,
-        SqlSpan,
-        SqlTraceInfo,
-        SqlTraceMetadata,
-        SqlTraceTag,
-    )
-    from mlflow.store.tracking.utils.trace_analytics import analytics_columns_from_metadata
-    from mlflow.store.tracking.utils.trace_analytics import assessment_aggregate as aggregate
-    from mlflow.tracing.constant import SpansLocation, TraceMetadataKey, TraceTagKey
-    from sqlalchemy import insert
-
-    experiment_id = traces[0].info.experiment_id
-    now = int(time.time() * 1000)
-    infos: list[dict[str, Any]] = []
-    tags: list[dict[str, Any]] = []
-    metadata_rows: list[dict[str, Any]] = []
-    assessments: list[dict[str, Any]] = []
-    spans: list[dict[str, Any]] = []
-    with store.ManagedSessionMaker(read_only=False) as session:
-        experiment = store.get_experiment(experiment_id)
-        store._check_experiment_is_active(experiment)
-        for t in traces:
-            info, tid = t.info, t.info.trace_id
-            metadata = dict(info.trace_metadata)
-            infos.append({"request_id": tid, "experiment_id": int(experiment_id), "timestamp_ms": info.request_time,
-                          "execution_time_ms": info.execution_duration, "status": info.state.value,
-                          "client_request_id": None, "request_preview": info.request_preview,
-                          "response_preview": info.response_preview, "db_payload_generation": 1,  # as after log_spans
-                          "trace_name": info.tags.get(TraceTagKey.TRACE_NAME),
-                          **analytics_columns_from_metadata(metadata)})
-            location = store._get_trace_artifact_location_tag(experiment, tid)
-            tags += [{"request_id": tid, "key": k, "value": v} for k, v in info.tags.items() if k != TraceTagKey.TRACE_NAME]
-            tags += [{"request_id": tid, "key": location.key, "value": location.value},
-                     {"request_id": tid, "key": TraceTagKey.SPANS_LOCATION,  # the spans are in the DB, not artifacts
-                      "value": SpansLocation.TRACKING_STORE.value}]
-            metadata.pop(TraceMetadataKey.TOKEN_USAGE, None)  # promoted to the token columns
-            metadata[TraceMetadataKey.TRACE_INFO_FINALIZED] = "true"
-            metadata_rows += [{"request_id": tid, "key": k, "value": v} for k, v in sorted(metadata.items())]
-            assessments += [_assessment_row(a, tid, int(experiment_id), info.request_time, now, aggregate)
-                            for a in info.assessments]
-            for data in t.spans:
-                attributes = data["attributes"]
-                spans.append({
-                    "trace_id": tid, "experiment_id": int(experiment_id), **span_columns(data), "name": data["name"],
-                    "start_time_unix_nano": data["start_time_unix_nano"],
-                    "end_time_unix_nano": data["end_time_unix_nano"], "content": json.dumps(data, ensure_ascii=False),
-                    "input_cost": None, "output_cost": None, "total_cost": _cost(attributes.get("mlflow.llm.cost")),
-                    "model_name": _attr(attributes.get("mlflow.llm.model")),
-                    "model_provider": _attr(attributes.get("mlflow.llm.provider")),
-                })
-        _enqueue_rollups(session, experiment_id, traces)
-        for model, rows in ((SqlTraceInfo, _uniform(infos)), (SqlTraceTag, tags), (SqlTraceMetadata, metadata_rows),
-                            (SqlAssessments, _uniform(assessments)), (SqlSpan, spans)):
-            if rows:
-                session.execute(insert(model.__table__), rows)
-
-
-def _assessment_row(a: Any, trace_id: str, experiment_id: int, trace_ms: int, now: int, aggregate: Any) -> dict[str, Any]:
-    """The `assessments` row of a Feedback, column for column as `SqlAssessments.from_mlflow_entity` fills it."""
-    from mlflow.tracing.utils import generate_assessment_id
-
-    value = a.feedback.value
-    numeric, is_numeric = aggregate(value)
-    return {"assessment_id": a.assessment_id or generate_assessment_id(), "trace_id": trace_id, "name": a.name,
-            "assessment_type": "feedback", "value": json.dumps(value), "error": None,
-            "created_timestamp": a.create_time_ms or now, "last_updated_timestamp": a.last_update_time_ms or now,
-            "experiment_id": experiment_id, "trace_timestamp_ms": trace_ms, "aggregate_value": numeric,
-            "is_numeric_value": is_numeric, "source_type": a.source.source_type, "source_id": a.source.source_id,
-            "run_id": a.run_id, "span_id": a.span_id, "rationale": a.rationale, "overrides": a.overrides,
-            "valid": True, "assessment_metadata": json.dumps(a.metadata) if a.metadata else None}
-
-
-def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """executemany needs one set of keys: a key some rows lack (an optional column) is None in those."""
-    keys = {k for r in rows for k in r}
-    return [r if len(r) == len(keys) else {k: r.get(k) for k in keys} for r in rows]
-
-
-def _enqueue_rollups(session: Any, experiment_id: str, traces: Sequence[CaseTrace]) -> None:
-    """The MLflow UI's overview charts read daily rollups; mark the days these traces fall on for rebuild."""
-    try:
-        from mlflow.store.tracking.utils.sql_trace_rollups import RollupFamily, enqueue_rollup_rebuild_partitions
-    except ImportError:
-        return
-    times = sorted({t.info.request_time for t in traces})
-    families = [f for f in (getattr(RollupFamily, n, None) for n in ("TRACE_METRIC", "ASSESSMENT", "SPAN_COST")) if f]
-    enqueue_rollup_rebuild_partitions(session, [(f, int(experiment_id), times) for f in families])
-
-
-def _attr(raw: Any) -> str | None:
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError):
-        value = raw
-    return str(value)[:500] if value is not None else None
-
-
-def _cost(raw: Any) -> float | None:
-    try:
-        value = json.loads(raw).get("total_cost") if raw else None
-    except (TypeError, ValueError, AttributeError):
-        return None
-    return float(value) if _finite(value) else None

@@ -25,14 +25,16 @@ from pytest_genai import names
 from pytest_genai.compare.baseline import PREVIOUS, Baseline, BaselineError, need_results, previous_run
 from pytest_genai.config.suggest import suggest_name
 from pytest_genai.run_folder import RECORD_FILES, RUN_FILE
-from pytest_genai.runlog import RunLogError, RunRecord, read_run
+from pytest_genai.runlog import INTERRUPTED, RunLogError, RunRecord, read_run
 from pytest_genai.tracking import mlflow_client
 from pytest_genai.tracking.mlflow_client import bounded, error_line, quiet, store_name
+from pytest_genai.tracking.owner import UNKNOWN, settle
 
 FORMS = ("a run folder (a path, or a folder's name in the results folder), an MLflow run id, runs:/<run id>, "
          "models:/NAME@ALIAS or models:/NAME/VERSION")
 MODEL_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[0-9]+))$")
 RUN_REF = re.compile(r"^runs:/(?P<run_id>[^/]+)/?$")
+SESSION_URI_OPTION = "--genai-tracking-uri (or tracking.uri)"  # how a pytest session names the store (`uri_option`)
 EVERY_ARTIFACT = None  # `artifacts=EVERY_ARTIFACT`: download all of an MLflow run's top-level artifacts
 
 RUN_FOLDER, MLFLOW_RUN, REGISTERED_MODEL = "run folder", "mlflow run", "registered model"  # ResolvedRun.source
@@ -74,14 +76,17 @@ def looks_like_path(ref: str) -> bool:
 
 def resolve(ref: str, *, uri: str | None, results_dir: Path | None = None, base_dir: Path | None = None,
             with_results: bool = True, download_to: Path | None = None,
-            artifacts: Collection[str] | None = (), skip: Collection[str] = (), client: Any = None) -> ResolvedRun:
+            artifacts: Collection[str] | None = (), skip: Collection[str] = (), client: Any = None,
+            uri_option: str = "--tracking-uri") -> ResolvedRun:
     """The run REF names (see the module doc). An MLflow run's record is downloaded into `download_to` (else a
     temporary folder, gone on return), with the `artifacts` it has of those named (`EVERY_ARTIFACT`: all of its
-    top-level artifacts but `skip`); `client`: an open client of `uri` to reuse."""
+    top-level artifacts but `skip`); `client`: an open client of `uri` to reuse; `uri_option`: what the user passes
+    to name the store (the command's flag; a pytest session's is --genai-tracking-uri), said when there is none."""
     ref = ref.strip()
     if not ref:
         raise RunRefError(f"no run given: name {FORMS}")
-    fetch = dict(with_results=with_results, download_to=download_to, artifacts=artifacts, skip=skip)
+    fetch = dict(with_results=with_results, download_to=download_to, artifacts=artifacts, skip=skip,
+                 uri_option=uri_option)
     if ref.startswith("models:/"):
         return _from_model(ref, uri, client, **fetch)
     if ref.startswith("runs:/"):
@@ -109,13 +114,14 @@ def opened(ref: str, **kwargs: Any) -> Iterator[ResolvedRun]:
 
 
 def _from_run(ref: str, run_id: str, lead: str, uri: str | None, client: Any, *, with_results: bool,
-              download_to: Path | None, artifacts: Collection[str] | None, skip: Collection[str]) -> ResolvedRun:
+              download_to: Path | None, artifacts: Collection[str] | None, skip: Collection[str],
+              uri_option: str = "--tracking-uri") -> ResolvedRun:
     """The logged run folder of MLflow run `run_id` (named by `ref`); `lead` starts the message when the store has
     no such run (it names the reference)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     missing = mlflow_client.missing_sqlite(uri) if client is None else None
     if missing is not None:
-        raise RunRefError(f"{lead} there is no MLflow store at {missing} to look it up in: pass --tracking-uri, set "
+        raise RunRefError(f"{lead} there is no MLflow store at {missing} to look it up in: pass {uri_option}, set "
                           "MLFLOW_TRACKING_URI, or run from the folder of your mlflow.db")
     if download_to is not None:
         download_to.mkdir(parents=True, exist_ok=True)
@@ -123,9 +129,12 @@ def _from_run(ref: str, run_id: str, lead: str, uri: str | None, client: Any, *,
     with quiet(), bounded(0, 30), place as tmp:
         store = client if client is not None else mlflow_client.client(uri)
         try:
-            store.get_run(run_id)
+            run = store.get_run(run_id)
         except Exception as exc:
             raise RunRefError(f"{lead} the MLflow store {store_name(uri)} did not return it: {error_line(exc)}") from None
+        left = settle(store, [run]).get(run_id)  # RUNNING: being logged, or left so by a process now gone
+        cut_short = (left is not None and left.marked) or run.info.status == "KILLED" \
+            or run.data.tags.get(names.TAG_STATUS) == INTERRUPTED
         dest = Path(tmp)
         wanted = RECORD_FILES if with_results else (RUN_FILE,)
         for name in wanted:
@@ -134,9 +143,17 @@ def _from_run(ref: str, run_id: str, lead: str, uri: str | None, client: Any, *,
             except Exception:
                 pass  # read_run names what is missing
         if not (dest / RUN_FILE).is_file():
-            raise RunRefError(f"{ref}: MLflow run {run_id} has no {RUN_FILE} artifact (it was not logged by "
-                              "pytest-genai, or its logging did not finish)")
+            if left is not None and not left.marked and left.state != UNKNOWN:  # being logged, elsewhere, ...
+                why = left.line()
+            elif cut_short:
+                why = (f"it is {INTERRUPTED}: its logging was cut short (MLflow status KILLED); the run folder of the "
+                       "session that made it has the whole record: `pytest-genai upload FOLDER` logs it")
+            else:
+                why = "it was not logged by pytest-genai, or its logging did not finish"
+            raise RunRefError(f"{ref}: MLflow run {run_id} has no {RUN_FILE} artifact ({why})")
         record = read_run(dest, with_results=with_results)
+        if cut_short and record.status != INTERRUPTED:  # its logging was cut short: not a whole run in the store
+            record = replace(record, status=INTERRUPTED)
         _download(store, run_id, dest, uri, artifacts, set(skip) | set(wanted))
     if record.tracking.run_id is None:  # the logged run.json was written before the run id was known
         record = record.with_tracking(run_id=run_id)
@@ -210,7 +227,7 @@ def _missing_alias(store: Any, ref: str, name: str) -> RunRefError:
 # --------------------------------------------------------------------------- baselines
 
 def resolve_baseline(ref: str, uri: str | None, base_dir: Path, *, results_dir: Path | None = None,
-                     eval_set_hash: str | None = None) -> Baseline:
+                     eval_set_hash: str | None = None, uri_option: str = "--tracking-uri") -> Baseline:
     """--genai-baseline REF (or compare.baseline) as a Baseline with per-case results: any reference `resolve`
     takes (a relative folder is relative to `base_dir`, the config's folder), or `previous` (the newest complete
     run of `eval_set_hash` in `results_dir`). An alias that does not exist yet, or no previous run, is no baseline
@@ -221,7 +238,8 @@ def resolve_baseline(ref: str, uri: str | None, base_dir: Path, *, results_dir: 
             raise BaselineError("'previous' needs the results folder and the eval set of this run")
         return previous_run(results_dir, eval_set_hash)
     try:
-        found = resolve(ref, uri=uri, base_dir=base_dir, results_dir=results_dir, with_results=True)
+        found = resolve(ref, uri=uri, base_dir=base_dir, results_dir=results_dir, with_results=True,
+                        uri_option=uri_option)
     except NoSuchAlias as exc:
         return Baseline(ref, REGISTERED_MODEL, note=exc.note)
     except RunLogError as exc:

@@ -117,12 +117,16 @@ def from_name(name: str) -> Any:
     return obj
 
 
-def _warm(uri: str | None) -> None:
+def warm_up(uri: str | None) -> None:
     """Everything `log_run_dir` imports and opens, paid now: MLflow, the store (engine, schema check), the trace
-    writer's table models, the dataset and prompt APIs."""
+    writer's table models, the dataset and prompt APIs, the tracer provider's processors (`mlflow.set_tracking_uri`
+    imports them) and the request headers (the first HTTP request does)."""
     with mlflow_client.quiet():
         import mlflow.data  # noqa: F401
         import mlflow.genai  # noqa: F401
+        import mlflow.tracing.processor.base_mlflow  # noqa: F401
+        import mlflow.tracing.processor.otel  # noqa: F401
+        import mlflow.tracking.request_header.registry  # noqa: F401
         from mlflow.tracing.client import TracingClient
 
         client = mlflow_client.client(uri)
@@ -142,7 +146,7 @@ def main(stdin: IO[str] = sys.stdin) -> None:
         return
     uri = json.loads(first).get("uri")
     try:
-        _warm(uri)
+        warm_up(uri)
     except Exception:
         pass  # the log request will meet the same problem and report it
 

@@ -1,0 +1,172 @@
+"""Faults of a run: the pipeline's factory, a model behind an HTTP API (the stub server), the pipeline's answers,
+and the process dying, hanging or being stopped mid-run (signals, crashes, a full disk)."""
+
+from __future__ import annotations
+
+from faults.project import IDS
+from faults.spec import (ALL, GOOD_PROMPT, RUN, Clear, Fault, Survives, backtracking_regex, both, build, cfg, died_at,
+                         env, llm_stub, plan, torn_line, with_prompt)
+
+# the pipeline's factory
+BUILD = [
+    Fault("factory-module-missing", "pipeline: a module that does not exist",
+          cfg(pipeline="no_such_module_xyz:factory"),
+          Clear(("genai.yaml:3: pipeline: cannot load the factory 'no_such_module_xyz:factory': "
+                 "ModuleNotFoundError: No module named 'no_such_module_xyz'",))),
+    Fault("factory-attr-missing", "pipeline: a factory the module does not have",
+          cfg(pipeline="fault_pipeline:fcatory"),
+          Clear(("pipeline: cannot load the factory 'fault_pipeline:fcatory': AttributeError",))),
+    Fault("factory-raises", "the factory raises", build("raise"),
+          Clear(("building the pipeline 'fault_pipeline:factory' failed: RuntimeError: cannot load weights",),
+                user_trace="fault_pipeline.py")),
+    Fault("factory-returns-none", "the factory returns None", build("none"),
+          Clear(("pipeline: the factory 'fault_pipeline:factory' returned NoneType, not a callable taking a case",))),
+    Fault("factory-returns-str", "the factory returns a str", build("not-callable"),
+          Clear(("pipeline: the factory 'fault_pipeline:factory' returned str, not a callable",))),
+    Fault("factory-hangs", "the factory never returns (eval.build_timeout_s: 1)",
+          both(build("hang"), cfg(eval__build_timeout_s=1)),
+          Clear(("did not finish within eval.build_timeout_s = 1 s",)), via="subproc", slow=True),
+    Fault("pipeline-options-for-a-builtin", "pipeline.options given to builtin:llm, which takes none",
+          cfg(pipeline={"factory": "builtin:llm", "options": {"temperature": 0.2}}),
+          Clear(("pipeline.options.temperature: unknown key", "('builtin:llm' takes no options)"))),
+    Fault("pipeline-artifact-missing", "pipeline.artifacts names a file that is not there",
+          cfg(pipeline={"factory": "fault_pipeline:factory", "artifacts": ["data/index.bin"]}),
+          Clear(("pipeline.artifacts.0: 'data/index.bin' does not exist",))),
+    Fault("pipeline-artifact-outside", "pipeline.artifacts reaches outside the config's folder",
+          cfg(pipeline={"factory": "fault_pipeline:factory", "artifacts": ["../secrets.txt"]}),
+          Clear(("pipeline.artifacts.0: '../secrets.txt' must be a path relative to the config's folder",))),
+    Fault("missing-env-for-provider", "llm.api_key: ${VAR} unset, a provider about to be called",
+          both(with_prompt(GOOD_PROMPT), cfg(pipeline="builtin:llm", llm={"provider": "openai_compatible",
+                                                                           "base_url": "http://127.0.0.1:9/v1",
+                                                                           "api_key": "${FAULTS_NOPE_API_KEY}",
+                                                                           "model_id": "m"})),
+          Clear(("llm.api_key: environment variable FAULTS_NOPE_API_KEY is not set",))),
+]
+
+# a model behind an HTTP API (builtin:llm on the stub server)
+PROVIDER = [
+    Fault("provider-flaky", "the server answers 500, 503, then drops a connection, then recovers (retried)",
+          llm_stub(failures=("500", "503", "drop")), Survives(ALL, ret=0)),
+    Fault("provider-always-500", "every request answered 500", llm_stub(failures=("500",) * 50, llm={"max_retries": 1}),
+          Survives(ALL, errors={c: "500" for c in IDS})),
+    Fault("provider-wrong-key", "the API key is refused (401): the key never shown",
+          llm_stub(api_key="the-right-key", key="sk-wrong-faults-abcdefghij0123"),
+          Survives(ALL, errors={c: "401" for c in IDS}, hides=("sk-wrong-faults-abcdefghij0123",))),
+    Fault("provider-down", "nothing listens at llm.base_url",
+          llm_stub(base_url="http://127.0.0.1:9/v1", llm={"max_retries": 0}),
+          Survives(ALL, errors={c: "127.0.0.1:9" for c in IDS})),
+    Fault("prompt-undefined-variable", "the template reads {{ questoin }}",
+          llm_stub(prompt="id: qa\nversion: 1\ntemplate: 'Q: {{ questoin }}'\n"),
+          Clear(("template variable 'questoin' is undefined; did you mean 'question'?",))),
+    Fault("prompt-sandbox-escape", "the template reaches for Python internals ({{ ''.__class__.__mro__ }})",
+          llm_stub(prompt="id: qa\nversion: 1\ntemplate: \"{{ ''.__class__.__mro__[1].__subclasses__() }} "
+                          "{{ question }}\"\n"),
+          Clear(("prompt.id: prompt qa@1",
+                 "failed to render: access to attribute '__class__' of 'str' object is unsafe"))),
+]
+
+# the pipeline's answers: each a case's own problem, every other case kept
+ANSWERS = [
+    Fault("case-raises", "c3 raises", plan(c3="raise"),
+          Survives(ALL, errors={"c3": "RuntimeError: the model server said no to c3"})),
+    Fault("case-returns-none", "c2 returns None", plan(c2="none"),
+          Survives(ALL, errors={"c2": "TypeError: the pipeline returned NoneType"})),
+    Fault("case-returns-int", "c2 returns 42", plan(c2="int"),
+          Survives(ALL, errors={"c2": "the pipeline returned int"})),
+    Fault("case-returns-bytes", "c2 returns non-UTF-8 bytes", plan(c2="bytes"),
+          Survives(ALL, errors={"c2": "the pipeline returned bytes"})),
+    Fault("case-answer-text-bytes", "Answer(text=b'\\xff\\xfe')", plan(c2="text-bytes"),
+          Survives(ALL, errors={"c2": "Answer.text must be a str, got bytes"})),
+    Fault("case-lone-surrogate", "an answer holding a lone surrogate (not encodable as UTF-8): U+FFFD in its place",
+          plan(c2="surrogate"), Survives(ALL, ret=0, answers={"c2": "answerc2 \ufffd lone surrogate"})),
+    Fault("case-huge-answer", "a 1 MB answer", plan(c4="huge"), Survives(ALL, ret=0)),
+    Fault("case-nan-latency", "Answer(latency_ms=nan)", plan(c1="nan-latency"),
+          Survives(ALL, errors={"c1": "Answer.latency_ms must be a finite number"})),
+    Fault("case-float-tokens", "Usage(2.5, 1)", plan(c5="float-tokens"),
+          Survives(ALL, errors={"c5": "Answer.usage.input_tokens (tokens_input) must be an int >= 0, got 2.5"})),
+    Fault("case-contexts-not-a-list", "Answer(contexts=5)", plan(c2="bad-contexts"),
+          Survives(ALL, errors={"c2": "TypeError: Answer.contexts must be a list of str (the texts given to the "
+                                      "model), got int"})),
+    Fault("case-control-chars", "NUL, escape codes, BEL and a right-to-left override in an answer",
+          plan(c2="control-chars"), Survives(ALL, ret=0)),
+    Fault("hook-score-not-a-number", "a conftest's pytest_genai_case_scores returns {'judge': 'high'}",
+          lambda p: (p.root / "conftest.py").write_text(
+              "def pytest_genai_case_scores(case, answer, result):\n    return {'judge': 'high'}\n"),
+          Survives(ALL, errors={c: "pytest_genai_case_scores returned 'judge': 'high', not a number" for c in IDS})),
+    Fault("case-timings-not-numbers", "Answer(timings={'llm_ms': 'slow', 'other': None}): dropped, as negative ones",
+          plan(c2="bad-timings"), Survives(ALL, ret=0)),
+    Fault("case-cyclic-metadata", "metadata that contains itself: that case's error", plan(c3="cyclic-metadata"),
+          Survives(ALL, errors={"c3": "ValueError: Answer.metadata contains itself: metadata['loop']['self']"})),
+    Fault("case-secret-in-answer", "an answer holding an API key: blocked, masked everywhere", plan(c2="secret"),
+          Survives(ALL, ret=0, hides=("sk-proj-abcdefghij0123456789abcd",), answers={"c2": "I can't share that."})),
+    Fault("case-recursion", "RecursionError in c2", plan(c2="recursion"),
+          Survives(ALL, errors={"c2": "RecursionError"})),
+    Fault("case-memory-error", "MemoryError in c4", plan(c4="memory"),
+          Survives(ALL, errors={"c4": "MemoryError: could not allocate the KV cache"})),
+    Fault("case-sys-exit", "sys.exit(3) in c3", plan(c3="sysexit"),
+          Survives(ALL, errors={"c3": "SystemExit: 3 raised by the pipeline"})),
+    Fault("case-garbage-on-stdout", "c2 writes non-UTF-8 bytes and escape codes to fd 1 and 2",
+          plan(c2="garbage-stdout"), Survives(ALL, ret=0)),
+    Fault("case-chdir", "c1 changes the working directory to /", plan(c1="chdir"), Survives(ALL, ret=0), via="subproc"),
+    Fault("case-keyboard-interrupt", "KeyboardInterrupt raised in c3", plan(c3="keyboard"),
+          Survives(("c1", "c2"), status="interrupted", ret=2), via="subproc"),
+]
+
+# the process dies or is told to stop mid-run
+DEATHS = [
+    Fault("process-os-exit", "os._exit(7) in c4", plan(c4="exit"),
+          Survives(("c1", "c2", "c3"), status="interrupted", ret=7), via="subproc", slow=True),
+    Fault("process-segfault", "a segfault (ctypes.string_at(0)) in c3", plan(c3="segv"),
+          Survives(("c1", "c2"), status="interrupted", ret=-11), via="subproc", slow=True),
+    Fault("process-sigkill", "SIGKILL to itself in c3 (the OOM killer)", plan(c3="kill"),
+          Survives(("c1", "c2"), status="interrupted", ret=-9), via="subproc", slow=True),
+    Fault("process-sigterm", "SIGTERM to itself in c4 (a CI cancel)", plan(c4="term"),
+          Survives(("c1", "c2", "c3"), status="interrupted", ret=2), via="subproc", slow=True),
+    Fault("process-sigint", "SIGINT to itself in c2 (Ctrl-C)", plan(c2="int-signal"),
+          Survives(("c1",), status="interrupted", ret=2), via="subproc", slow=True),
+    Fault("case-hangs-with-timeout", "c2 never returns (eval.case_timeout_s: 1)",
+          both(plan(c2="hang"), cfg(eval__case_timeout_s=1)),
+          Survives(ALL, errors={"c2": "TimeoutError: case c2 did not finish within eval.case_timeout_s = 1 s"}),
+          via="subproc", slow=True),
+    Fault("evalset-catastrophic-regex", "c2's expect.regex '^(a+)+$' against 'aaa...ab' (exponential backtracking), "
+          "eval.case_timeout_s: 1", both(backtracking_regex, cfg(eval__case_timeout_s=1)),
+          Survives(("c1", "c2", "c3"), errors={"c2": "TimeoutError: case c2 did not finish"}), via="subproc", slow=True,
+          timeout=20, xfail=(
+              "the session hangs: re.search runs in C holding the GIL (evalset.check_expect, called by "
+              "scoring.run_case), so the main thread waiting out eval.case_timeout_s never runs again; only "
+              "eval.isolate: process bounds it (the next row)")),
+    Fault("evalset-catastrophic-regex-isolated", "the same regex with eval.isolate: process: the child is killed at "
+          "eval.case_timeout_s", both(backtracking_regex, cfg(eval__case_timeout_s=1, eval__isolate="process")),
+          Survives(("c1", "c2", "c3"), errors={"c2": "TimeoutError: case c2 did not finish"}), via="subproc", slow=True,
+          timeout=30),
+    Fault("xdist-worker-dies", "-n 2, the worker running c3 calls os._exit: the other cases kept, c3 an error",
+          plan(c3="exit"), Survives(ALL, errors={"c3": "crashed"}), via="subproc", slow=True, args=("-n", "2")),
+    Fault("pool-raise-and-hang", "--genai-concurrency 4: c2 raises, c3 never returns (eval.case_timeout_s: 1)",
+          both(plan(c2="raise", c3="hang"), env(FAULT_CONCURRENT="1"), cfg(eval__case_timeout_s=1)),
+          Survives(ALL, errors={"c2": "RuntimeError", "c3": "TimeoutError: case c3 did not finish"}), via="subproc",
+          slow=True, args=("--genai-concurrency", "4")),
+    Fault("case-hangs-holding-the-gil", "c2 never returns from C code that holds the GIL (eval.case_timeout_s: 1)",
+          both(plan(c2="gil-hang"), cfg(eval__case_timeout_s=1)),
+          Survives(ALL, errors={"c2": "TimeoutError: case c2 did not finish"}), via="subproc", slow=True, timeout=20,
+          xfail=("the session hangs, and Ctrl-C cannot stop it: threads.call_with_timeout waits on the main thread, "
+                 "which never gets the GIL back from a call that holds it (a regex, a C extension); eval.isolate: "
+                 "process bounds it (isolated-gil-hang)")),
+    Fault("isolated-gil-hang", "the same with eval.isolate: process: the case's child is killed at the limit",
+          both(plan(c2="gil-hang"), cfg(eval__case_timeout_s=1, eval__isolate="process")),
+          Survives(ALL, errors={"c2": "TimeoutError: case c2 did not finish"}), via="subproc", slow=True, timeout=30),
+    Fault("isolated-segfault", "eval.isolate: process, a segfault in c2 and os._exit in c4",
+          both(plan(c2="segv", c4="exit"), cfg(eval__isolate="process")),
+          Survives(ALL, errors={"c2": "killed by SIGSEGV", "c4": "exited with code 7"}), via="subproc", slow=True),
+    Fault("isolated-sigkill", "eval.isolate: process, SIGKILL in c3",
+          both(plan(c3="kill"), cfg(eval__isolate="process")),
+          Survives(ALL, errors={"c3": "killed by SIGKILL"}), via="subproc", slow=True),
+    Fault("disk-full", "the disk fills up while c3's 1 MB answer is written (RLIMIT_FSIZE 256 KB)",
+          plan(c3="big-answer"),
+          Survives(("c1", "c2"), status="interrupted", names=("File too large",), at_least=True), via="subproc-fsize",
+          slow=True),
+    Fault("resume-after-a-crash", "--genai-resume of a run whose session died at c3 (os._exit)",
+          died_at("c3"), Survives(ALL, ret=0, names=("resuming",)), via="subproc", slow=True,
+          args=("--genai-resume", RUN)),
+    Fault("resume-after-a-torn-line", "--genai-resume of a run that died mid-write (its last line cut short)",
+          both(died_at("c3"), torn_line), Survives(ALL, ret=0), via="subproc", slow=True, args=("--genai-resume", RUN)),
+]

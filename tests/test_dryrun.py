@@ -1,0 +1,159 @@
+"""`--genai-dry-run` and `budget:`: the estimate before any model call, against the OpenAI-compatible stub (which
+counts words, as `llm.tokenizer: words` does) and a custom pipeline that must never be called; the budget refusing
+a run before any call; and after a run the estimate against the actual figures (record, terminal, metrics)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Project
+from pytest_genai.testing.openai_stub import OpenAIStub
+
+KEY = "sk-dry-0123456789abcdef"
+CASES = [{"id": f"q{i:02d}", "question": f"What is the value of item number {i}?", "answers": [f"item{i} value"],
+          "context": f"item{i} value is here, among " + "filler words " * (i % 5)} for i in range(30)]
+PRICING = {"input_per_1k_tokens": 0.5, "output_per_1k_tokens": 1.5}
+
+
+@pytest.fixture
+def api(project: Project, stub: OpenAIStub, monkeypatch: pytest.MonkeyPatch) -> Project:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    project.use_stub(stub.base_url, CASES, temperature=0.0, max_retries=0, tokenizer="words", pricing=PRICING)
+    project.config["gates"] = {"error_rate": "== 0"}
+    project.config["tracking"]["enabled"] = False
+    project.write_config()
+    return project
+
+
+def figures(out: str) -> dict[str, str]:
+    line = next(ln for ln in out.splitlines() if ln.startswith("dry run: total: "))
+    return dict(re.findall(r"(calls|input tokens|output tokens|cost USD|wall time) ([^,]+(?:,\d{3})*)", line))
+
+
+def test_a_dry_run_counts_every_prompt_calls_nothing_and_records_nothing(api: Project, stub: OpenAIStub) -> None:
+    result = api.run("--genai-config", "genai.yaml", "--genai-dry-run")
+    out = result.stdout.str()
+    assert result.ret == 0, out
+    assert stub.request_count == 0 and api.run_dirs() == []  # no call, no run folder
+    f = figures(out)
+    assert f["calls"] == "30" and f["output tokens"] == "0–480"  # no baseline: up to max_tokens 16 a call
+    assert "wall time n/a (no baseline run)" in out and "counted by words" in out
+    dry_in = int(f["input tokens"].replace(",", ""))
+
+    assert api.run("--genai-config", "genai.yaml").ret == 0  # the real run: the baseline of the next dry run
+    actual = api.summary()["metrics"]
+    assert stub.request_count == 30
+    assert dry_in == actual["tokens_input_total"]  # the stub counts words: the same prompts, the same count
+
+    again = api.run("--genai-config", "genai.yaml", "--genai-dry-run", "-k", "q0 or q1")  # a selection: its cases
+    out = again.stdout.str()
+    assert again.ret == 0 and stub.request_count == 30, out
+    f = figures(out)
+    assert f["calls"] == "20" and "expected: output tokens" in out and "wall time ~" in out  # q00-q09, q10-q19
+    assert "qa.jsonl: calls 20" in out
+
+
+def test_budget_refuses_a_run_before_any_call_and_warns_on_the_high_estimate(api: Project, stub: OpenAIStub) -> None:
+    api.config["budget"] = {"max_usd_per_run": 0.0001}  # the input alone costs more
+    api.write_config()
+    result = api.run("--genai-config", "genai.yaml")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "BUDGET EXCEEDED, the run does not start: budget.max_usd_per_run $0.0001: the low estimate" in out
+    assert stub.request_count == 0 and api.run_dirs() == []
+    dry = api.run("--genai-config", "genai.yaml", "--genai-dry-run")  # the dry run says so too, exit 1
+    assert dry.ret == 1 and "BUDGET EXCEEDED" in dry.stdout.str() and stub.request_count == 0
+
+    api.config["budget"] = {"max_tokens_per_run": 1000}  # above the input (570), below input + 16 tokens a call (1,050)
+    api.write_config()
+    result = api.run("--genai-config", "genai.yaml")
+    out = result.stdout.str()
+    assert result.ret == 0, out
+    assert "budget: budget.max_tokens_per_run 1,000: the high estimate of the run's tokens" in out
+    record = api.summary()
+    est, m = record["estimate"], record["metrics"]
+    assert est["input_tokens"] == m["tokens_input_total"] and m["tokens_input_estimate_rel_error"] == 0.0
+    assert "cost_estimate_rel_error" not in m  # no baseline: no expected cost to hold against the actual one
+    assert "estimate (before any call) vs actual: cost $" in out
+
+    api.config["budget"] = {"max_usd_per_run": 5.0}  # now with the previous run as the baseline: expected figures
+    api.write_config()
+    assert api.run("--genai-config", "genai.yaml", "--genai-baseline", str(api.run_dirs()[-1])).ret == 0
+    m = api.summary()["metrics"]
+    assert abs(m["cost_estimate_rel_error"]) <= 0.10  # within ±10% of the actual cost
+    assert api.summary()["estimate"]["baseline"].startswith("run folder")
+
+
+NEVER = '''
+def factory(config):
+    def pipeline(case):
+        raise AssertionError("a dry run called the pipeline")
+    return pipeline
+'''
+
+
+def test_a_custom_pipeline_is_not_called_and_its_prompt_template_is_counted(project: Project) -> None:
+    project.pytester.makepyfile(never_pipeline=NEVER)
+    project.write_prompt(template="Context: {{ context }}\\nQuestion: {{ question }}")
+    project.config.update({"pipeline": "never_pipeline:factory", "prompt": {"id": "qa", "version": 1},
+                           "llm": {"provider": "openai_compatible", "model_id": "m", "base_url": "http://127.0.0.1:9",
+                                   "tokenizer": "approx", "max_tokens": 10, "pricing": PRICING}})
+    project.write_config()
+    result = project.run("--genai-config", "genai.yaml", "--genai-dry-run")
+    out = result.stdout.str()
+    assert result.ret == 0, out
+    f = figures(out)
+    # approx: 3 + per message 3 + ceil(chars / 4); the template renders one user message per case
+    expected = sum(3 + 3 + -(-len(f"Context: {c['context']}\nQuestion: {c['question']}") // 4)
+                   for c in json.loads("[" + ",".join((project.path / "evals/qa.jsonl").read_text().splitlines()) + "]"))
+    assert int(f["input tokens"].replace(",", "")) == expected
+    assert "the prompt template rendered with each case (a custom pipeline is not called)" in out
+
+
+def test_a_bad_tokenizer_setting_is_one_clear_error(api: Project, tmp_path: Path) -> None:
+    api.config["llm"]["tokenizer"] = "model"  # only for hf_local
+    api.write_config()
+    result = api.run("--genai-config", "genai.yaml", "--genai-dry-run")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "llm.tokenizer" in out and "only for llm.provider hf_local" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_the_bundled_example_estimate_is_within_ten_percent(tmp_path: Path) -> None:
+    """SmolLM2 + MiniLM on the CPU: its own tokenizer counts the RAG prompts exactly, the previous run's mean output
+    gives the expected cost; eight cases (-k) keep it short."""
+    import subprocess
+    import sys
+
+    from pytest_genai.testing.example_project import copy_example
+
+    root = copy_example(tmp_path)
+    cfg = root / "genai.yaml"
+    text = cfg.read_text() + "\nbudget:\n  max_tokens_per_run: 100000000\n"
+    cfg.write_text(text)
+    base = [sys.executable, "-m", "pytest", "--genai-config", "genai.yaml", "eval_sets", "-p", "no:cacheprovider",
+            "-k", "capital or water or moon or tallest"]
+    env_off = {"GENAI_TRACKING": "0"}
+    first = subprocess.run(base, cwd=root, capture_output=True, text=True, env={**_env(), **env_off})
+    assert first.returncode in (0, 1), first.stdout[-3000:]
+    dry = subprocess.run(base + ["--genai-dry-run"], cwd=root, capture_output=True, text=True, env=_env())
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    assert "counted by the model's tokenizer" in dry.stdout
+    second = subprocess.run(base, cwd=root, capture_output=True, text=True, env=_env())
+    assert second.returncode in (0, 1), second.stdout[-3000:]
+    runs = sorted((root / ".pytest-genai" / "runs").iterdir(), key=lambda d: d.stat().st_mtime_ns)
+    m = json.loads((runs[-1] / "run.json").read_text())["metrics"]
+    assert m["tokens_input_estimate_rel_error"] == 0.0
+    assert abs(m["cost_estimate_rel_error"]) <= 0.10 or m["cost_total_usd"] == 0
+
+
+def _env() -> dict[str, Any]:
+    import os
+
+    return {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
