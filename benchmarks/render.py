@@ -227,6 +227,12 @@ ROWS: tuple[Row, ...] = (
                    f"tokenizer, loaded once), median of {r['rounds']}"),
         lambda r: f"{r['dry_run_api_s']:.2f} s / {r['dry_run_local_s']:.2f} s",
         lambda r: _met(r["dry_run_api_s"] < 5) + ("" if r["dry_run_local_s"] < 5 else " (API); **not met** (SmolLM2)")),
+    Row("journal", "the journal (every finished case on disk as it finishes): its cost per case, measured (no target)",
+        "`bench_journal.py`: `Journal.append` of 10,000 example-sized cases (JSON line, one write(2), the fsync "
+        "thread running) and `close`, against serializing the same cases alone",
+        lambda r: (f"**{r['journal_per_case_ms'] * 1000:.0f} µs per case** in all, of which "
+                   f"{r['journal_write_per_case_ms'] * 1000:.0f} µs writing; {r['cases']:,} cases in {r['journal_s']:.2f} s"),
+        lambda r: f"{r['journal_per_case_ms'] * 1000:.0f} µs per case", lambda r: "measured"),
     Row("isolate", "`eval.isolate: process`: its cost per case, measured (no target)",
         "`bench_isolate.py`: a zero-latency custom pipeline with `eval.isolate: none` vs `process` (tracking off), at "
         "two sizes, interleaved rounds; per case = the slope of the difference, fixed = its intercept",

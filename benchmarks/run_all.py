@@ -14,6 +14,7 @@ import bench_dryrun  # noqa: E402
 import bench_harvest  # noqa: E402
 import bench_install  # noqa: E402
 import bench_isolate  # noqa: E402
+import bench_journal  # noqa: E402
 import bench_mlflow_logging  # noqa: E402
 import bench_merge  # noqa: E402
 import bench_model_load  # noqa: E402
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "startup": bench_startup.main,
     "case_overhead": bench_case_overhead.main,
     "isolate": bench_isolate.main,
+    "journal": bench_journal.main,
     "mlflow_logging": bench_mlflow_logging.main,
     "show": bench_show.main,
     "model_load": bench_model_load.main,
