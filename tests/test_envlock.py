@@ -585,3 +585,21 @@ def test_a_local_folder_install_is_the_projects_own_code_never_pinned_nor_unlock
     wheel = Installed("w", "1.0", {"url": "file:///wheels/w-1.0-py3-none-any.whl", "archive_info": {}})
     assert editable.local_folder and folder.local_folder and not wheel.local_folder
     assert not Installed("x", "1.0").local_folder
+
+
+def test_a_vendored_copy_on_sys_path_is_not_an_installed_package() -> None:
+    """setuptools >= 71 puts its `_vendor` folder on sys.path when imported: its jaraco.* & co. are not installed
+    packages (they made the env differ from its own lock once any test had imported setuptools)."""
+    import subprocess
+    import sys
+
+    code = ("import importlib.metadata as m, setuptools\n"
+            "from pytest_genai.tracking.envlock import installed_details\n"
+            "dists = list(m.distributions())\n"
+            "real = {d.metadata['Name'].lower() for d in dists if '_vendor' not in str(d.locate_file(''))}\n"
+            "vendored = {d.metadata['Name'].lower() for d in dists if '_vendor' in str(d.locate_file(''))} - real\n"
+            "print(len(vendored), sorted(vendored & set(installed_details())))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    if int(out[0]) == 0:
+        pytest.skip("this setuptools vendors nothing onto sys.path")
+    assert out[1].strip() == "[]"

@@ -119,10 +119,21 @@ def installed_details() -> dict[str, Installed]:
     """Normalised name -> what is importable; the first on sys.path wins, as for imports."""
     out: dict[str, Installed] = {}
     for dist in metadata.distributions():
+        if _vendored(dist):
+            continue
         name, version, egg_info = _name_version(dist)
         if name and normalize(name) not in out:
             out[normalize(name)] = Installed(name, version, _direct_url(dist), egg_info and _in_source_tree(dist))
     return out
+
+
+def _vendored(dist: metadata.Distribution) -> bool:
+    """A copy another package carries inside itself (setuptools >= 71 puts its `_vendor` folder on sys.path when it
+    is imported, so jaraco.*, autocommand... show up as distributions): not installed, not in any lock."""
+    try:
+        return "_vendor" in Path(str(dist.locate_file(""))).parts
+    except Exception:  # noqa: BLE001 - a distribution that cannot say where it is: keep it
+        return False
 
 
 def _name_version(dist: metadata.Distribution) -> tuple[str | None, str, bool]:
