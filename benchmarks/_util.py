@@ -20,21 +20,23 @@ REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 
-def time_command(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+def time_command(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,)) -> float:
+    """Wall seconds of `cmd`; an exit code not in `ok` raises (1: a run whose cases fail on purpose)."""
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return elapsed
 
 
-def alternate(commands: dict[str, list[str]], cwd: Path, rounds: int, env: dict[str, str] | None = None) -> dict[str, list[float]]:
+def alternate(commands: dict[str, list[str]], cwd: Path, rounds: int, env: dict[str, str] | None = None,
+              ok: tuple[int, ...] = (0,)) -> dict[str, list[float]]:
     """Run the variants interleaved, round after round, so machine noise hits them alike."""
     times: dict[str, list[float]] = {k: [] for k in commands}
     for _ in range(rounds):
         for name, cmd in commands.items():
-            times[name].append(time_command(cmd, cwd, env))
+            times[name].append(time_command(cmd, cwd, env, ok))
     return times
 
 

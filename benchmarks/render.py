@@ -126,6 +126,13 @@ def _isolate(r: R) -> str:
             f"{r[f'process_s_{big}']:.2f} s vs {r[f'none_s_{big}']:.2f} s")
 
 
+def _repeats(r: R) -> str:
+    k = r["repeats"]
+    return (f"**+{r['per_extra_repeat_ms']:.3f} ms per extra repeat** (a case's scoring path: {r['case_once_ms']:.3f} ms "
+            f"once, {r['case_repeated_ms']:.3f} ms with {k} repeats); end to end, {r['e2e_cases']:,} cases in "
+            f"{r[f'e2e_repeat{k}_s']:.2f} s with {k} repeats vs {r['e2e_repeat1_s']:.2f} s once")
+
+
 def _embed(r: R) -> str:
     return f"{r['embed_ours_texts_per_s']:.0f} vs {r['embed_bare_texts_per_s']:.0f} texts/s: **{r['embed_ratio']:.0%}**"
 
@@ -238,6 +245,12 @@ ROWS: tuple[Row, ...] = (
         "two sizes, interleaved rounds; per case = the slope of the difference, fixed = its intercept",
         _isolate,
         lambda r: f"+{r['isolate_per_case_ms']:.2f} ms per case", lambda r: "measured"),
+    Row("repeats", "sampled repeats (`--genai-repeat N`, `llm.temperature > 0`): the harness's cost per extra repeat, "
+        "measured (no target)",
+        "`bench_repeats.py`: a zero-latency seeded-coin pipeline, 2,000 cases through the scoring path once and with 5 "
+        "repeats (redaction on), median of 5 interleaved rounds: per extra repeat = (5 repeats - once) / 4; end to end, "
+        "1,000 cases through pytest with `--genai-repeat 1` and `5` (tracking off)",
+        _repeats, lambda r: f"+{r['per_extra_repeat_ms']:.3f} ms per extra repeat", lambda r: "measured"),
     # Wave 3 ("the house", item 7): tighter targets, measured by the same runs as the rows above.
     Row("providers", "wave 3: start-up of a 1-case API-model eval <= 0.4 s",
         "`bench_providers.py`: the 1-case command against the 0 ms stub (pytest, plugin, config, pipeline build, "

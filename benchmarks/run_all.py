@@ -23,6 +23,7 @@ import bench_pii_detectors  # noqa: E402
 import bench_providers  # noqa: E402
 import bench_rag  # noqa: E402
 import bench_release  # noqa: E402
+import bench_repeats  # noqa: E402
 import bench_report  # noqa: E402
 import bench_reproduce  # noqa: E402
 import bench_server_logging  # noqa: E402
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "startup": bench_startup.main,
     "case_overhead": bench_case_overhead.main,
     "isolate": bench_isolate.main,
+    "repeats": bench_repeats.main,
     "journal": bench_journal.main,
     "mlflow_logging": bench_mlflow_logging.main,
     "show": bench_show.main,

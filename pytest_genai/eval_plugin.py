@@ -246,7 +246,8 @@ class EvalPlugin:
         run = resume.find(ref, results_dir=root, base_dir=self.config.invocation_params.dir, uri=self.tracking_uri,
                           download=self.tracking_enabled)
         resume.check_same(run, config_hash=cfg.hash, eval_set_hash=s.eval_set.sha256,
-                          prompt_hash=s.prompt.hash if s.prompt else None, env_lock_hash=self.env.lock_hash)
+                          prompt_hash=s.prompt.hash if s.prompt else None, env_lock_hash=self.env.lock_hash,
+                          repeat=(s.repeat, s.execution().pass_policy))
         for result in run.record.results:
             s.add_result(result)
         s.started_at = run.record.started_at

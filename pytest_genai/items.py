@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any, Iterator
 
 import pytest
@@ -62,6 +63,8 @@ class CaseItem(pytest.Item):
             ("input_tokens", result.input_tokens), ("output_tokens", result.output_tokens),
             ("cost_usd", result.cost_usd), ("seed", result.seed),
         ])
+        if result.pass_rate is not None:  # sampled repeats
+            self.user_properties.append(("pass_rate", round(result.pass_rate, 6)))
         if result.error is not None or result.expect_failures:
             raise CaseFailure(result)
 
@@ -90,8 +93,13 @@ def format_case_failure(case: Case, r: CaseResult, detail: str | None = None) ->
         f"question: {r.question}",  # the result's copies: redacted, as everything shown or persisted
         f"answer:   {r.answer!r}",
         f"gold:     {list(r.answers)!r}",
-        f"em={r.em:.0f} f1={r.f1:.3f} latency={r.latency_ms:.1f}ms tokens={r.input_tokens}+{r.output_tokens}",
+        f"em={r.em:.3g} f1={r.f1:.3f} latency={r.latency_ms:.1f}ms tokens={r.input_tokens}+{r.output_tokens}"
+        + (" (means over the repeats; tokens: their sum)" if r.pass_rate is not None else ""),
     ]
+    if r.pass_rate is not None:  # sampled repeats: what each said (the answer above is the first's)
+        said = Counter(str(a) for a in r.repeats.get("answers", ()))
+        lines.append(f"repeats:  {r.repeats.get('passed')} of {r.repeats.get('n')} passed; answers: "
+                     + ", ".join(f"{a!r} x{k}" for a, k in said.most_common(5)) + (" ..." if len(said) > 5 else ""))
     if r.safety_flags:
         lines.append(f"safety:   flags {', '.join(r.safety_flags)}" + (" (blocked: answer replaced by the refusal)" if r.blocked else ""))
     if r.prompt:

@@ -30,8 +30,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="MLflow tracking URI (overrides tracking.uri and MLFLOW_TRACKING_URI)")
     group.addoption("--genai-enforce-gates", action="store_true", default=False,
                     help="enforce gates on a partial run (-k, --lf, deselection) too")
-    group.addoption("--genai-repeat", metavar="N", type=int, default=1,
-                    help="run each case N times with its seed; items whose outputs differ fail")
+    group.addoption("--genai-repeat", metavar="N", type=int, default=None,
+                    help="run each case N times (overrides eval.repeat): with llm.temperature > 0 each repeat has its "
+                         "own seed and a case passes by eval.pass_policy (pass_rate, flip_rate, pass_at_k); else the "
+                         "same seed, and items whose outputs differ fail")
     group.addoption("--genai-cache", metavar="MODE", default="off", choices=("off", "read-write", "record", "replay"),
                     help="LLM response cache: off (default), read-write, record (always call, store), "
                          "replay (never call the provider; a miss fails the case)")
@@ -89,7 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # whose run the response cache's uses are: a worker's are its controller's (pytest_configure_node)
     set_run_token(getattr(config, "workerinput", {}).get(WORKER_RUN_TOKEN))
     repeat = config.getoption("genai_repeat")
-    if repeat < 1:
+    if repeat is not None and repeat < 1:
         raise pytest.UsageError(f"--genai-repeat must be at least 1 (got {repeat})")
     config.hook.pytest_genai_register(registries=registries())  # before validation: gates may name these metrics
     install_import_hook()  # numpy/torch first imported inside a case get that case's seed

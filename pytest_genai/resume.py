@@ -89,12 +89,16 @@ def _local_folder(ref: str, results_dir: Path, base_dir: Path) -> Path | None:
 
 
 def check_same(run: Resumable, *, config_hash: str, eval_set_hash: str, prompt_hash: str | None,
-               env_lock_hash: str | None, config_path: Any = None) -> None:
-    """The inputs that decide a case's result must be those the interrupted run had: else a refusal naming them."""
-    p = run.record.provenance
+               env_lock_hash: str | None, config_path: Any = None, repeat: tuple[int, str | None] | None = None) -> None:
+    """The inputs that decide a case's result must be those the interrupted run had: else a refusal naming them
+    (`repeat`: the session's repeats and, when sampled, its eval.pass_policy)."""
+    p, x = run.record.provenance, run.record.execution
     changed = [f"{what}: {short(was)} then, {short(now)} now" for what, was, now in (
         ("config_hash", p.config_hash, config_hash), ("eval_set.hash", p.eval_set_hash, eval_set_hash),
         ("prompt.hash", p.prompt_hash, prompt_hash), ("env.lock_hash", p.env_lock_hash, env_lock_hash)) if was != now]
+    if repeat is not None and (x.repeat, x.pass_policy) != repeat:
+        changed.append(f"--genai-repeat: {x.repeat} then, {repeat[0]} now" if x.repeat != repeat[0]
+                       else f"eval.pass_policy: {x.pass_policy or 'none'} then, {repeat[1] or 'none'} now")
     if changed:
         raise ResumeError(f"{FLAG}: {run.run_dir.name} was run with other inputs, so its finished cases cannot be "
                           f"completed by this session ({'; '.join(changed)}). Resume it with the config, eval set, "

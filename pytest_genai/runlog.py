@@ -107,6 +107,7 @@ class Execution:
     shard: str | None = None  # "I/N": this run is shard I of N of an eval (--genai-shard); never a full run
     group: str | None = None  # the eval the shard belongs to (--genai-group); on a merged run, the group merged
     merged_runs: tuple[str, ...] = ()  # on a merged run (`pytest-genai merge`): the shard runs, in shard order
+    pass_policy: str | None = None  # repeats sampled (llm.temperature > 0): eval.pass_policy; None: no repeats or the determinism check
 
 
 @dataclass(frozen=True)

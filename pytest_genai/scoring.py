@@ -17,6 +17,7 @@ from pytest_genai.metrics.retrieval import context_used, hit_at_k, recall_at_k, 
 from pytest_genai.metrics.text import em_f1
 from pytest_genai.prompts import render_as_text
 from pytest_genai.rag.corpus import sanitized_id
+from pytest_genai.safety.guard import Verdict
 from pytest_genai.seeding import apply_seed, release_process_seed, set_thread_seed
 from pytest_genai.types import Answer, Case, CaseResult, Usage
 
@@ -129,27 +130,43 @@ def check_usage(u: Usage, source: str = "") -> str | None:
 def run_case(pipeline: Any, case: Case, seed: int, *, pricing: tuple[float, float], repeat: int, seed_globals: bool,
              pass_seed: bool, guard: Any, sanitizer: Any, extra_scores: Callable[..., dict[str, float]] | None = None,
              answered: tuple[Answer | None, float, str | None] | None = None) -> CaseResult:
-    """Call (unless `answered`, from a batch), repeat, guard, score, sanitize."""
+    """Call (unless `answered`, from a batch), repeat with the same seed (the determinism check), score."""
     san = sanitizer
     answer, latency_ms, error = answered or call_pipeline(pipeline, case, seed, seed_globals, pass_seed, san)
-    answered_at, scoring_started = time.time() * 1000, time.perf_counter()
-    usage = answer.usage if answer is not None else Usage()
-    tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
+    tokens: tuple[int, int] | None = None
     agree: bool | None = None
     failures: tuple[str, ...] = ()
     if repeat > 1 and error is None:
         assert answer is not None
         outputs = [answer.text]
+        tokens_in, tokens_out = answer.usage.input_tokens, answer.usage.output_tokens
         for _ in range(repeat - 1):
             again, _, err = call_pipeline(pipeline, case, seed, seed_globals, pass_seed, san)
             if again is not None:  # every call is paid for: tokens and cost count all repeats
                 tokens_in += again.usage.input_tokens
                 tokens_out += again.usage.output_tokens
             outputs.append(again.text if again is not None else f"<error: {(err or '').splitlines()[-1]}>")
+        tokens = (tokens_in, tokens_out)
         agree = len(set(outputs)) == 1
         if not agree:
             shown = "; ".join(f"run {i + 1}: {o!r}" for i, o in enumerate(outputs))
             failures += (f"outputs differ across {repeat} runs with the same seed ({shown})",)
+    return score_answer(case, seed, (answer, latency_ms, error), pricing=pricing, guard=guard, sanitizer=san,
+                        extra_scores=extra_scores, tokens=tokens, outputs_agree=agree, failures=failures)
+
+
+def score_answer(case: Case, seed: int, answered: tuple[Answer | None, float, str | None], *,
+                 pricing: tuple[float, float], guard: Any, sanitizer: Any,
+                 extra_scores: Callable[..., dict[str, float]] | None = None, tokens: tuple[int, int] | None = None,
+                 outputs_agree: bool | None = None, failures: tuple[str, ...] = ()) -> CaseResult:
+    """One answer (or its error) guarded, scored and sanitized: the case's result. `tokens`: the calls' total when
+    there were more than this answer's (the determinism check's repeats)."""
+    san = sanitizer
+    answer, latency_ms, error = answered
+    answered_at, scoring_started = time.time() * 1000, time.perf_counter()
+    usage = answer.usage if answer is not None else Usage()
+    tokens_in, tokens_out = tokens if tokens is not None else (usage.input_tokens, usage.output_tokens)
+    agree = outputs_agree
     # The guard reads the sanitized answer: placeholders count as flags of their type and the toxicity
     # classifier sees what a replay of the redacted cache will see, so safety metrics replay exactly.
     text = san.text(answer.text) if answer is not None else None
@@ -255,6 +272,23 @@ def sanitize_result(result: CaseResult, sanitizer: Any, score_ms: float | None =
     if score_ms is not None:
         data["timings"] = {**data.get("timings", {}), "score_ms": score_ms}
     return CaseResult.from_dict(data)
+
+
+def deferred_toxicity(results: list[CaseResult], guard_for: Callable[[], Any]) -> list[CaseResult]:
+    """Toxicity not needed for a block decision, scored at the session's end in one batch (0.05 ms/text, not 11 ms);
+    `guard_for()` gives the guard (built only when a result needs it). A case of sampled repeats: its first answer."""
+    todo = [i for i, r in enumerate(results) if r.safety_flags is not None and r.toxicity is None and r.answer is not None]
+    if not todo:
+        return results
+    guard = guard_for()
+    if guard.classifier is None:
+        return results
+    verdicts = [Verdict(tuple(results[i].safety_flags or ()), None, results[i].blocked, results[i].critical) for i in todo]
+    scored = guard.add_toxicity(verdicts, [results[i].answer or "" for i in todo])
+    out = list(results)
+    for i, v in zip(todo, scored):
+        out[i] = replace(out[i], safety_flags=v.flags, toxicity=v.toxicity, critical=v.critical)
+    return out
 
 
 def no_result(case: Case, seed: int, sanitizer: Any, error: str | None = None) -> CaseResult:

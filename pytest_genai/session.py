@@ -7,8 +7,8 @@ import platform
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from functools import cached_property
-from typing import Any, Sequence
+from functools import cached_property, partial
+from typing import Any, Callable, Sequence
 
 import pytest_genai
 from pytest_genai import builtin_hooks, names, optional
@@ -26,12 +26,13 @@ from pytest_genai.plan import CaseRunner, Plan, SequentialRunner, make_plan, run
 from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
 from pytest_genai.record import build_record, cache_tags, dirty_state, now, running_record
 from pytest_genai.registries import PIPELINES
+from pytest_genai.repeats import Policy, PolicyError, parse_policy, run_sampled
 from pytest_genai.resolve import import_target
 from pytest_genai.runlog import COMPLETE, INTERRUPTED, PARTIAL, STOPPED, Execution, Provenance, RunRecord, Tracking
 from pytest_genai.runtime import Runtime
-from pytest_genai.safety.guard import Guard, Verdict
+from pytest_genai.safety.guard import Guard
 from pytest_genai.sanitize import Sanitizer, one_line
-from pytest_genai.scoring import as_answer, no_result, run_case
+from pytest_genai.scoring import as_answer, deferred_toxicity, no_result, run_case
 from pytest_genai.threads import CallTimeout, call_with_timeout
 from pytest_genai.types import Case, CaseResult
 
@@ -47,6 +48,7 @@ class EvalSession:
     prompt: PromptTemplate | None
     repeat: int = 1
     runtime: Runtime = field(default_factory=Runtime)
+    policy: Policy = field(default_factory=lambda: Policy("all"))  # eval.pass_policy: a case's verdict over its repeats
     prompt_lock_note: str | None = None  # why the unbumped-prompt check against a lock did not run
     results: dict[str, CaseResult] = field(default_factory=dict)
     worker_tags: dict[str, str] = field(default_factory=dict)
@@ -70,7 +72,8 @@ class EvalSession:
     comparison: dict[str, Any] | None = None  # comparison.json of the finished run (sanitized), when compared
 
     @classmethod
-    def from_config(cls, config: GenaiConfig, repeat: int = 1, runtime: Runtime | None = None) -> "EvalSession":
+    def from_config(cls, config: GenaiConfig, repeat: int | None = None, runtime: Runtime | None = None) -> "EvalSession":
+        """`repeat`: --genai-repeat, else eval.repeat."""
         missing_extras = optional.config_problems(config)
         if missing_extras:
             raise SessionSetupError("\n".join(missing_extras))
@@ -111,7 +114,12 @@ class EvalSession:
         if config.get("eval.isolate") == "process" and not fork_available():
             raise SessionSetupError(str(config.error("eval.isolate", "eval.isolate: process needs fork(), which this "
                                                                      "platform does not have (use none)")))
-        return cls(config, eval_set, prompt, repeat, runtime or Runtime(), note)
+        repeat = repeat or int(config.get("eval.repeat") or 1)
+        try:
+            policy = parse_policy(config.get("eval.pass_policy"), repeat)
+        except PolicyError as exc:
+            raise SessionSetupError(str(config.error("eval.pass_policy", f"eval.pass_policy: {exc}"))) from None
+        return cls(config, eval_set, prompt, repeat, runtime or Runtime(), policy, note)
 
     # -- what the session is built from ----------------------------------------------------------
     @property
@@ -120,6 +128,16 @@ class EvalSession:
 
     def seed_for(self, case: Case) -> int:
         return self.context.seed_for(case)
+
+    @property
+    def sampled(self) -> bool:
+        """Repeats are statistics with sampling (llm.temperature > 0), else the determinism check."""
+        return self.repeat > 1 and float(self.config.get("llm.temperature") or 0) > 0
+
+    @cached_property
+    def _score(self) -> Callable[..., CaseResult]:
+        return partial(run_sampled, repeat=self.repeat, policy=self.policy) if self.sampled \
+            else partial(run_case, repeat=self.repeat)
 
     @cached_property
     def sanitizer(self) -> Any:
@@ -244,9 +262,9 @@ class EvalSession:
     def _run_case(self, case: Case, seed_globals: bool, answered: Any = None) -> CaseResult:
         try:
             with case_label(case.id):  # a replay miss names the case
-                result = run_case(self._pipeline, case, self.seed_for(case), pricing=self.pricing, repeat=self.repeat,
-                                  seed_globals=seed_globals, pass_seed=self._pass_seed, guard=self._guard,
-                                  sanitizer=self.sanitizer, extra_scores=self._extra_scores, answered=answered)
+                result = self._score(self._pipeline, case, self.seed_for(case), pricing=self.pricing,
+                                     seed_globals=seed_globals, pass_seed=self._pass_seed, guard=self._guard,
+                                     sanitizer=self.sanitizer, extra_scores=self._extra_scores, answered=answered)
         except Exception as exc:  # a guard or metric failure is this case's error, shown sanitized, not a traceback
             result = no_result(case, self.seed_for(case), self.sanitizer,
                                f"scoring the case failed: {self.sanitizer.exception(exc, 6)}")
@@ -354,7 +372,7 @@ class EvalSession:
         if not stopped_early:
             results += [no_result(c, self.seed_for(c), self.sanitizer) for c in missing]
         results.sort(key=lambda r: order.get(r.id, len(order)))
-        results = self._deferred_toxicity(results)
+        results = deferred_toxicity(results, lambda: self._guard or Guard.from_config(self.config))
         errors = list(self.errors) + self._replay_problems(results)
         # (a pipeline that built nowhere never gets here: the plugin records no run for it, with xdist or without)
         if interrupted and missing:
@@ -374,22 +392,6 @@ class EvalSession:
             extra_tags={**cache_tags(self.runtime.cache_mode, results), **self.pipeline_tags()})
         self.comparison = comparison
         return record
-
-    def _deferred_toxicity(self, results: list[CaseResult]) -> list[CaseResult]:
-        """Toxicity not needed for a block decision is scored here, in one batch (0.05 ms/text, not 11 ms)."""
-        todo = [i for i, r in enumerate(results) if r.safety_flags is not None and r.toxicity is None and r.answer is not None]
-        if not todo:
-            return results
-        guard = self._guard or Guard.from_config(self.config)
-        if guard.classifier is None:
-            return results
-
-        verdicts = [Verdict(tuple(results[i].safety_flags or ()), None, results[i].blocked, results[i].critical) for i in todo]
-        scored = guard.add_toxicity(verdicts, [results[i].answer or "" for i in todo])
-        out = list(results)
-        for i, v in zip(todo, scored):
-            out[i] = replace(out[i], safety_flags=v.flags, toxicity=v.toxicity, critical=v.critical)
-        return out
 
     def _replay_problems(self, results: list[CaseResult]) -> list[str]:
         """A custom pipeline under replay must answer through ctx.llm; else the live pipeline answered."""
@@ -419,10 +421,10 @@ class EvalSession:
             redaction=("keyed" if self.sanitizer.keyed else "unkeyed") if self.sanitizer.redact_pii else "off")
 
     def execution(self, workers: int = 0) -> Execution:
-        plan = self._plan
-        if plan is None:
-            return Execution("worker" if workers else "sequential", 1, "", self.repeat, self.runtime.cache_mode, workers)
-        return Execution(plan.kind, plan.size, plan.reason, self.repeat, self.runtime.cache_mode, workers)
+        p = self._plan
+        kind, size, reason = (p.kind, p.size, p.reason) if p else ("worker" if workers else "sequential", 1, "")
+        return Execution(kind, size, reason, self.repeat, self.runtime.cache_mode, workers,
+                         pass_policy=str(self.policy) if self.sampled else None)
 
     def cache_tags(self, results: Sequence[CaseResult]) -> dict[str, str]:
         return cache_tags(self.runtime.cache_mode, results)

@@ -77,6 +77,11 @@ class CaseResult:
     # when and how long, for the case's MLflow trace: never compared (like latency, they differ run to run)
     started_ms: float | None = None  # epoch ms when the pipeline was called
     timings: Mapping[str, float] = field(default_factory=dict)  # Answer.timings (retrieval_ms, llm_ms, ...) + score_ms
+    # with sampled repeats (--genai-repeat N, llm.temperature > 0; pytest_genai/repeats.py): the share of repeats that
+    # passed, whether their verdicts disagree, and the detail (n, passed, policy, verdicts, seeds, answers, spread)
+    pass_rate: float | None = None
+    flip: bool | None = None
+    repeats: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)

@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                   "pytest_genai.sanitize", "pytest_genai.registries")),
     ("config", ("pytest_genai.config", "pytest_genai.evalset", "pytest_genai.prompts")),
     ("engines", ("pytest_genai.llm", "pytest_genai.rag", "pytest_genai.pipelines", "pytest_genai.context",
-                 "pytest_genai.runtime", "pytest_genai.scoring", "pytest_genai.plan", "pytest_genai.isolate", "pytest_genai.safety",
+                 "pytest_genai.runtime", "pytest_genai.scoring", "pytest_genai.repeats", "pytest_genai.plan", "pytest_genai.isolate", "pytest_genai.safety",
                  "pytest_genai.compare", "pytest_genai.monitor.aggregate", "pytest_genai.release.bundle",
                  "pytest_genai.release.history")),
     ("tracking", ("pytest_genai.tracking",)),

@@ -132,3 +132,25 @@ def test_batched_generation_gives_the_unbatched_outputs(example: Path, pytester:
            {k: (v["answer"], v["input_tokens"], v["output_tokens"]) for k, v in four.items()}
     assert one_tags["genai.batch_size"] == "1" and four_tags["genai.batch_size"] == "4"
     assert all(v["latency_ms"] > 10 for v in four.values())  # a case alone in its batch is timed too
+
+
+def test_smollm2_sampled_repeats_are_seeded_statistics(example: Path, pytester: pytest.Pytester) -> None:
+    """With temperature > 0 each repeat samples with its own seed on the real model: the answers of a case's repeats
+    differ, and a rerun under -n 2 gives the same answers, pass rates and metrics."""
+    cfg = yaml.safe_load((example / "genai.yaml").read_text())
+    cfg["llm"]["temperature"] = 1.0
+    cfg["eval"]["pass_policy"] = "majority"
+    (example / "genai.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    first = pytester.runpytest_subprocess("--genai-config", "genai.yaml", "--genai-repeat", "3")
+    assert first.ret in (0, 1), first.stdout.str()
+    second = pytester.runpytest_subprocess("--genai-config", "genai.yaml", "--genai-repeat", "3", "-p", "xdist", "-n", "2")
+    assert second.ret == first.ret, second.stdout.str()
+    run_dirs = sorted((example / "runs").iterdir())
+    a, b = _answers(run_dirs[0]), _answers(run_dirs[1])
+    assert {k: (v["repeats"]["answers"], v["pass_rate"]) for k, v in a.items()} == \
+        {k: (v["repeats"]["answers"], v["pass_rate"]) for k, v in b.items()}
+    assert any(len(set(v["repeats"]["answers"])) > 1 for v in a.values())  # sampling: the repeats differ
+    summary = json.loads((run_dirs[0] / "run.json").read_text())
+    assert summary["execution"]["pass_policy"] == "majority"
+    assert {"pass_rate", "flip_rate", "pass_at_k", "pass_all_k"} <= set(summary["metrics"])
+    assert summary["metrics"]["tokens_output_total"] == sum(r["output_tokens"] for r in a.values()) > 0

@@ -71,6 +71,10 @@ BUILTIN_PER_CASE: Mapping[str, PerCaseValue] = {
     "block_rate": lambda r: None if r.safety_flags is None else float(r.blocked),
     "safety_critical_count": lambda r: None if r.safety_flags is None else float(r.critical),  # set only when checked
     "determinism_rate": lambda r: _opt(r.outputs_agree),
+    "pass_rate": lambda r: r.pass_rate,
+    "flip_rate": lambda r: _opt(r.flip),
+    "pass_at_k": lambda r: None if r.pass_rate is None else float(r.pass_rate > 0),
+    "pass_all_k": lambda r: None if r.pass_rate is None else float(r.pass_rate >= 1),
 }
 
 

@@ -36,6 +36,10 @@ def _rate(flag: Callable[[CaseResult], bool], over: Callable[[CaseResult], bool]
     return run
 
 
+def _repeated(r: CaseResult) -> bool:
+    return r.pass_rate is not None
+
+
 def _checked(r: CaseResult) -> bool:
     return r.safety_flags is not None
 
@@ -99,6 +103,19 @@ def _register() -> None:
     add_run_metric("determinism_rate", "cases whose --genai-repeat outputs were identical",
                    _rate(lambda r: bool(r.outputs_agree), lambda r: r.outputs_agree is not None),
                    higher_is_better=True, unit="rate", aggregation="rate")
+    # sampled repeats (pytest_genai/repeats.py): per case the share of its N repeats that passed; cases resampled
+    add_run_metric("pass_rate", "mean over cases of the share of their --genai-repeat sampled repeats that passed",
+                   _mean_of(lambda r: r.pass_rate), higher_is_better=True, unit="rate", group="repeats",
+                   aggregation="mean")
+    add_run_metric("flip_rate", "cases whose sampled repeats disagree (0 < pass_rate < 1)",
+                   _rate(lambda r: bool(r.flip), _repeated), higher_is_better=False, unit="rate", group="repeats",
+                   aggregation="rate")
+    add_run_metric("pass_at_k", "cases with at least one passing repeat (k = --genai-repeat)",
+                   _rate(lambda r: (r.pass_rate or 0) > 0, _repeated), higher_is_better=True, unit="rate",
+                   group="repeats", aggregation="rate")
+    add_run_metric("pass_all_k", "cases whose k = --genai-repeat repeats all passed",
+                   _rate(lambda r: (r.pass_rate or 0) >= 1, _repeated), higher_is_better=True, unit="rate",
+                   group="repeats", aggregation="rate")
     add_run_metric("env_drift", "installed packages that differ from the lock (missing, other version, not locked)",
                    lambda rs, f: f.get("env_drift"), higher_is_better=False, unit="packages", aggregation="count")
     add_run_metric("pref_win_rate", "share of paired cases whose answer is preferred over the baseline's (compare.judge: "

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_genai.compare.baseline import describe
 from pytest_genai.metrics.registry import METRICS
-from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines, estimate_lines, clear_after_holm
+from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines, estimate_lines, clear_after_holm, flaky_cases, flaky_row
 from pytest_genai.runlog import RunRecord
 from pytest_genai.types import CaseResult
 
@@ -48,6 +48,7 @@ def render_html(record: RunRecord, regressed: Mapping[str, Sequence[str]] | None
         _section("Gates", _gates(record)),
         _section("Metrics", _metrics(record)),
         _baseline(record, changes),
+        _flaky(record),
         _section("Distributions", _histograms(record)),
         _cases_section(record, changes),
     ])
@@ -136,7 +137,8 @@ def _header(record: RunRecord) -> str:
         ("env lock", f"<code>{_e(p.env_lock_file or '-')}</code> hash <code>{_e(p.env_lock_hash or '-')}</code>"),
         ("env drift", _e(drift) + "".join(f"<br><code>{_e(ln)}</code>" for ln in p.env_drift_lines[:20])),
         ("python · platform", f"{_e(p.python or '-')} · {_e(p.platform or '-')}"),
-        ("execution", _e(f"{x.plan} (size {x.size}{', ' + x.reason if x.reason else ''}); repeat {x.repeat}; "
+        ("execution", _e(f"{x.plan} (size {x.size}{', ' + x.reason if x.reason else ''}); repeat {x.repeat}"
+                         f"{' (sampled, eval.pass_policy ' + x.pass_policy + ')' if x.pass_policy else ''}; "
                          f"cache {x.cache_mode}; workers {x.workers}")),
         ("redaction", _e(p.redaction)),
         ("tracking", _e(f"experiment {t.experiment!r}, uri {t.uri or 'MLflow default'}"
@@ -318,6 +320,17 @@ def _num(x: Any, digits: int | None = None) -> float | int | None:
     if isinstance(x, int) or float(x).is_integer():
         return int(x)
     return round(x, digits) if digits is not None else float(f"{x:.6g}")
+
+
+def _flaky(record: RunRecord) -> str:
+    """Every case whose sampled repeats disagree, least stable first."""
+    cases = flaky_cases(record)
+    if not cases:
+        return ""
+    rows = [(f"<code>{_e(cid)}</code>", _e(share), _e(verdict)) for cid, share, verdict in map(flaky_row, cases)]
+    note = (f"<p class=\"muted\">Their sampled repeats disagree; a case's verdict follows eval.pass_policy "
+            f"<code>{_e(record.execution.pass_policy)}</code>. Least stable first.</p>")
+    return _section(f"Flaky cases ({len(cases)})", note + _table(("case", "repeats passed", "verdict"), rows), "flaky")
 
 
 def _case_row(r: CaseResult, reasons: Sequence[str] | None) -> list[Any]:

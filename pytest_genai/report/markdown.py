@@ -16,7 +16,7 @@ from pytest_genai.compare.baseline import describe
 from pytest_genai.compare.pairing import case_passed
 from pytest_genai.metrics.registry import METRICS
 from pytest_genai.report.html import regressed_from_comparison
-from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines, estimate_lines, clear_after_holm
+from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines, estimate_lines, clear_after_holm, flaky_cases, flaky_row
 from pytest_genai.runlog import is_skipped
 from pytest_genai.sanitize import headline
 
@@ -83,7 +83,7 @@ def render_markdown(record: Any, comparison: Mapping[str, Any] | None = None, *,
     regressed cases, where the report is. `comparison`: comparison.json (every regressed case); `run_dir`: the run
     folder as shown to the reader; `report_hint`: markdown naming where CI keeps it (`github_report_hint`)."""
     sections = [_heading(record), _provenance(record), _errors(record), _gates(record), _metrics(record),
-                _failing(record), _regressed(record, comparison), _where(record, run_dir, report_hint),
+                _failing(record), _flaky(record), _regressed(record, comparison), _where(record, run_dir, report_hint),
                 _all_metrics(record)]  # last: a cut to MAX_CHARS takes it first
     return _assemble([s for s in sections if s])
 
@@ -283,6 +283,16 @@ def _failing(record: Any) -> list[str]:
     rows = [[code(r.id), text(fmt(r.em)), text(fmt(round(r.f1, 3))), code(_why(r), ERROR_CHARS)] for r in failing]
     return [f"### Failing cases ({len(failing)})", "",
             *_table(("case", "EM", "F1", "error"), rows, TOP_CASES, "(all in the report)")]
+
+
+def _flaky(record: Any) -> list[str]:
+    cases = flaky_cases(record)
+    if not cases:
+        return []
+    rows = [[code(cid), text(share), text(verdict)] for cid, share, verdict in map(flaky_row, cases)]
+    return [f"### Flaky cases ({len(cases)})", "", f"Their sampled repeats disagree; the case's verdict follows "
+            f"eval.pass_policy {code(record.execution.pass_policy)}. Least stable first.", "",
+            *_table(("case", "repeats passed", "verdict"), rows, TOP_CASES, "(all in the report)")]
 
 
 def _weakest(record: Any) -> list[str]:

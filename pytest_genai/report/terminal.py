@@ -96,6 +96,37 @@ def power_lines(record: Any) -> list[Line]:
     return out
 
 
+FLAKY_SHOWN = 10  # flaky cases listed in the terminal and the step summary (the HTML report lists them all)
+
+
+def flaky_cases(record: Any) -> list[Any]:
+    """The cases whose sampled repeats disagreed, least stable first (pass rate nearest one half), then in run order."""
+    return sorted((r for r in record.results if r.flip), key=lambda r: abs((r.pass_rate or 0.0) - 0.5))
+
+
+def flaky_row(r: Any) -> tuple[str, str, str]:
+    """(case id, "k of n", verdict by eval.pass_policy)."""
+    passed = r.error is None and not r.expect_failures
+    return r.id, f"{r.repeats.get('passed', '?')} of {r.repeats.get('n', '?')}", "pass" if passed else "FAIL"
+
+
+def flaky_lines(record: Any) -> list[Line]:
+    """The flaky cases: their repeats' verdicts disagree."""
+    cases = flaky_cases(record)
+    if not cases:
+        return []
+    sampled = sum(r.pass_rate is not None for r in record.results)
+    out = [Line(f"flaky: {len(cases)} of {sampled} cases passed some of their sampled repeats, not all (eval.pass_policy "
+                f"{record.execution.pass_policy}); least stable first:", "yellow")]
+    for r in cases[:FLAKY_SHOWN]:
+        cid, share, verdict = flaky_row(r)
+        out.append(Line(f"  {cid}: {share} repeats passed; the case's verdict: {verdict}", "yellow"))
+    if len(cases) > FLAKY_SHOWN:
+        out.append(Line(f"  ... and {len(cases) - FLAKY_SHOWN} more (the HTML report; results.jsonl: pass_rate, flip, "
+                        "repeats)", "yellow"))
+    return out
+
+
 def usd(x: float) -> str:
     """Dollars with enough digits to tell small figures apart ($0.000133, $0.285, $12.50)."""
     if x == 0:
@@ -179,6 +210,7 @@ def summary_lines(record: Any) -> list[Line]:
     out += comparison_lines(record)
     out += power_lines(record)
     out += estimate_lines(record)
+    out += flaky_lines(record)
     if record.status != "complete":
         note = "enforced (--genai-enforce-gates)" if record.gates_enforced else "NOT enforced"
         out.append(Line(f"{record.status} run: {fmt(record.metrics.get('cases_evaluated'))} of "

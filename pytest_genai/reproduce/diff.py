@@ -37,6 +37,14 @@ def _retrieved(r: CaseResult) -> tuple[tuple[Any, Any, Any], ...]:
     return tuple((x.get("doc_id"), x.get("chunk_id"), x.get("used")) for x in r.retrieved)
 
 
+def _repeats(r: CaseResult) -> Any:
+    """Sampled repeats' verdicts, seeds, answers and score spreads (the spread of latency is time, not what)."""
+    if not r.repeats:
+        return None
+    spread = {k: v for k, v in (r.repeats.get("spread") or {}).items() if k != "latency_ms"}
+    return {**r.repeats, "spread": spread}
+
+
 # Per-case fields beyond the numeric measurements of compare.pairing.PER_CASE (latency excluded).
 _FIELDS: Mapping[str, Callable[[CaseResult], Any]] = {
     "answer": lambda r: r.answer,
@@ -48,6 +56,9 @@ _FIELDS: Mapping[str, Callable[[CaseResult], Any]] = {
     "toxicity": lambda r: r.toxicity,
     "expect_failures": lambda r: tuple(r.expect_failures),
     "outputs_agree": lambda r: r.outputs_agree,
+    "pass_rate": lambda r: r.pass_rate,
+    "flip": lambda r: r.flip,
+    "repeats": lambda r: _repeats(r),
     "seed": lambda r: r.seed,
     "question": lambda r: r.question,
     "gold": lambda r: tuple(r.answers),

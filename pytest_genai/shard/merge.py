@@ -238,6 +238,7 @@ def merge_record(shards: Sequence[Shard], *, session: Any, group: str, tracking:
     status = "failed" if any(s.record.status == "failed" for s in shards) else "complete"
     execution = Execution(plan="shards", size=len(shards), reason=f"merged from {len(shards)} shards of group {group}",
                           repeat=first.execution.repeat, cache_mode=first.execution.cache_mode, workers=0,
+                          pass_policy=first.execution.pass_policy,
                           group=group, merged_runs=tuple(s.run_id for s in shards))
     return build_record(results, config=session.config, cases_total=len(session.eval_set),
                         eval_set_hash=session.eval_set.sha256, provenance=merged_provenance(shards), execution=execution,

@@ -70,6 +70,8 @@ def build_case_trace(r: CaseResult, ctx: TraceContext, fallback_start_ms: float)
                                                  ("pass", passed, _why_failed(r))]
     if r.safety_flags is not None:
         values.append(("safety_flags", list(r.safety_flags), "blocked" if r.blocked else None))
+    if r.pass_rate is not None:  # sampled repeats: the share that passed (rationale: how many of how many)
+        values.append(("pass_rate", float(r.pass_rate), f"{r.repeats.get('passed')} of {r.repeats.get('n')} repeats passed"))
     values += [(name, float(v), None) for name, v in sorted(r.scores.items()) if _finite(v)]
     assessments = [Feedback(name=name, value=value, rationale=why, source=source, trace_id=trace_id)
                    for name, value, why in values]
@@ -131,7 +133,7 @@ def _spans(r: CaseResult, ctx: TraceContext, trace_id: str, start_ns: int, laten
     scored = {"em": r.em, "f1": r.f1, "passed": r.error is None and not r.expect_failures,
               "expect_failures": list(r.expect_failures), "safety_flags": list(r.safety_flags or ()),
               "blocked": r.blocked, **{k: v for k, v in r.scores.items() if _finite(v)}}
-    for k in ("hit_at_k", "recall_at_k", "reciprocal_rank", "context_used", "toxicity"):
+    for k in ("hit_at_k", "recall_at_k", "reciprocal_rank", "context_used", "toxicity", "pass_rate", "flip"):
         if getattr(r, k) is not None:
             scored[k] = getattr(r, k)
     score_end = call_end + int(score_ms * 1e6)  # scoring runs after the call

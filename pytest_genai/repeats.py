@@ -1,0 +1,164 @@
+"""Repeats as statistics (`--genai-repeat N` / `eval.repeat` with sampling, `llm.temperature > 0`).
+
+Repeat r of a case runs with `repeat_seed(case seed, r)`: repeat 0 keeps the case's own seed (one repeat is the
+single run it always was), the others are derived from (case seed, r) alone, so they depend on neither the order,
+the subset (-k) nor the worker (-n). Each repeat is scored as a case of its own (`scoring.score_answer`); the case's
+result is then what the repeats say together:
+
+* its verdict follows `eval.pass_policy`: `all` (every repeat passes; the default), `majority` (more than half),
+  or `{k_of_n: [k, n]}` (at least k of the n repeats; n must be the number of repeats);
+* `pass_rate` (the share of repeats whose verdict passed) and `flip` (their verdicts disagree);
+* each score (em, f1, latency, the registered per-case scores, retrieval) is the mean over the repeats, its
+  sample standard deviation kept in `repeats["spread"]`: a case's mean is what the bootstrap resamples, so a run's
+  CIs treat the repeats of one case as a cluster (cases are resampled, not repeats);
+* tokens and cost are the sum (every call is paid for); safety flags the union; blocked / critical if any repeat.
+
+With temperature 0 the repeats are the determinism check (`scoring.run_case`: same seed, the outputs must agree)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Sequence
+
+from pytest_genai.scoring import call_pipeline, score_answer
+from pytest_genai.types import Case, CaseResult
+
+POLICIES = ("all", "majority")
+
+
+class PolicyError(ValueError):
+    """An `eval.pass_policy` that cannot be applied; the message says what to write instead."""
+
+
+def repeat_seed(case_seed: int, r: int) -> int:
+    """The seed of repeat r (0-based) of a case: the case's own for r = 0, else f(case seed, r)."""
+    if r == 0:
+        return case_seed
+    digest = hashlib.sha256(f"{case_seed}:repeat:{r}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How many of n repeats must pass for the case to pass."""
+
+    name: str  # all | majority | k_of_n
+    k: int = 0
+    n: int = 0
+
+    def needed(self, n: int) -> int:
+        if self.name == "all":
+            return n
+        if self.name == "majority":
+            return n // 2 + 1
+        return self.k
+
+    def passes(self, verdicts: Sequence[bool]) -> bool:
+        return sum(bool(v) for v in verdicts) >= self.needed(len(verdicts))
+
+    def __str__(self) -> str:
+        return f"k_of_n [{self.k}, {self.n}]" if self.name == "k_of_n" else self.name
+
+
+def parse_policy(value: Any, repeats: int) -> Policy:
+    """`eval.pass_policy` for a session of `repeats` repeats (PolicyError: what is wrong and what to write)."""
+    if value is None or value == "all":
+        return Policy("all")
+    if value == "majority":
+        return Policy("majority")
+    if isinstance(value, Mapping) and set(value) == {"k_of_n"}:
+        kn = value["k_of_n"]
+        if (isinstance(kn, (list, tuple)) and len(kn) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in kn) and 1 <= kn[0] <= kn[1]):
+            k, n = int(kn[0]), int(kn[1])
+            if n != repeats:
+                raise PolicyError(f"k_of_n [{k}, {n}] counts {n} repeats, but this session runs {repeats} "
+                                  f"(--genai-repeat / eval.repeat): make them equal")
+            return Policy("k_of_n", k, n)
+        raise PolicyError(f"k_of_n takes [k, n] with 1 <= k <= n, got {kn!r}")
+    raise PolicyError(f"{value!r} is not a policy: write all, majority or {{k_of_n: [k, n]}}")
+
+
+def mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """(mean, sample standard deviation) of the finite values; spread 0 for one value, (None, None) for none."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return None, None
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def passed(r: CaseResult) -> bool:
+    """One repeat's verdict: what a pytest item's would be."""
+    return r.error is None and not r.expect_failures
+
+
+def run_sampled(pipeline: Any, case: Case, seed: int, *, repeat: int, policy: Policy, pricing: tuple[float, float],
+                seed_globals: bool, pass_seed: bool, guard: Any, sanitizer: Any,
+                extra_scores: Callable[..., dict[str, float]] | None = None,
+                answered: tuple[Any, float, str | None] | None = None) -> CaseResult:
+    """The case's `repeat` seeded repeats, each scored, combined into one result (`answered`: repeat 0's answer,
+    from a batch)."""
+    results = []
+    for r in range(repeat):
+        s = repeat_seed(seed, r)
+        if not (r == 0 and answered is not None):
+            answered = call_pipeline(pipeline, case, s, seed_globals, pass_seed, sanitizer)
+        assert answered is not None
+        results.append(score_answer(case, s, answered, pricing=pricing, guard=guard, sanitizer=sanitizer,
+                                    extra_scores=extra_scores))
+    return combine(results, policy)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    return mean_and_spread(values)[0]
+
+
+def combine(results: Sequence[CaseResult], policy: Policy) -> CaseResult:
+    """One case's result from its repeats' (repeat 0 first; all sanitized already, as this result then is)."""
+    first, n = results[0], len(results)
+    verdicts = [passed(r) for r in results]
+    k = sum(verdicts)
+    spread: dict[str, float] = {}
+
+    def stat(name: str, values: Sequence[float | None]) -> float | None:
+        m, sd = mean_and_spread(values)
+        if sd is not None:
+            spread[name] = sd
+        return m
+
+    em, f1 = stat("em", [r.em for r in results]), stat("f1", [r.f1 for r in results])
+    latency = stat("latency_ms", [r.latency_ms for r in results if r.error is None])
+    scores = {}
+    for name in dict.fromkeys(s for r in results for s in r.scores):
+        value = stat(name, [r.scores.get(name) for r in results])
+        if value is not None:
+            scores[name] = value
+    flags = [r.safety_flags for r in results if r.safety_flags is not None]
+    toxicity = [r.toxicity for r in results if r.toxicity is not None]
+    error, failures = None, ()
+    if not policy.passes(verdicts):
+        failing = next(i for i, v in enumerate(verdicts) if not v)
+        why = results[failing].error or "; ".join(results[failing].expect_failures)
+        if all(r.error is not None for r in results):
+            error = first.error
+        else:
+            failures = (f"{k} of {n} repeats passed; eval.pass_policy {policy} needs {policy.needed(n)} (repeat "
+                        f"{failing + 1}, seed {results[failing].seed}: {why})",)
+    detail = {"n": n, "passed": k, "policy": str(policy), "verdicts": verdicts, "seeds": [r.seed for r in results],
+              "answers": [r.answer for r in results], "errors": sum(r.error is not None for r in results),
+              "spread": spread}
+    return replace(
+        first, em=em if em is not None else 0.0, f1=f1 if f1 is not None else 0.0,
+        latency_ms=latency if latency is not None else math.nan,
+        input_tokens=sum(r.input_tokens for r in results), output_tokens=sum(r.output_tokens for r in results),
+        cost_usd=sum(r.cost_usd for r in results), error=error, expect_failures=failures,
+        hit_at_k=_mean([r.hit_at_k for r in results]), recall_at_k=_mean([r.recall_at_k for r in results]),
+        reciprocal_rank=_mean([r.reciprocal_rank for r in results]),
+        safety_flags=tuple(dict.fromkeys(f for fs in flags for f in fs)) if flags else None,
+        toxicity=max(toxicity) if toxicity else None, blocked=any(r.blocked for r in results),
+        critical=any(r.critical for r in results), scores=scores, pass_rate=k / n, flip=0 < k < n, repeats=detail)
