@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from _pytest.pathlib import bestrelpath
 
-from pytest_genai import dryrun, publish, resume, startup
+from pytest_genai import dryrun, publish, repeats, resume, startup
 from pytest_genai.compare.measure import CompareOptions
 from pytest_genai.config import ConfigError
 from pytest_genai.interrupts import Interrupts
@@ -180,6 +180,8 @@ class EvalPlugin:
         ]
         if self.workers:
             lines.append("genai: execution plan: pytest-xdist workers, each running its share one case at a time")
+        if (note := repeats.header(s.config, s.repeat, s.policy)) is not None:
+            lines.append(note)
         if self.resumed is not None:
             lines.append(f"genai: resuming {self.resumed.run_dir.name}: {len(self.resumed.finished)} of "
                          f"{len(s.eval_set)} cases finished there; running the others into the same run folder")

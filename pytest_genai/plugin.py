@@ -85,6 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_genai.eval_plugin import EvalPlugin
     from pytest_genai.llm.store import set_run_token
     from pytest_genai.registries import registries
+    from pytest_genai.repeats import session_policy
     from pytest_genai.seeding import install_import_hook
     from pytest_genai.session import EvalSession, SessionSetupError
 
@@ -98,6 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         genai_config = load_config(config.invocation_params.dir / path)
         state = EvalSession.from_config(genai_config, repeat=repeat, runtime=_runtime(config, genai_config))
+        session_policy(genai_config, state.repeat)  # a k_of_n for another N, a gate on flip_rate with nothing sampled
     except (ConfigError, SessionSetupError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state

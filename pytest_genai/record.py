@@ -37,7 +37,8 @@ def build_record(results: Sequence[CaseResult], *, config: GenaiConfig, cases_to
     metrics = aggregate(list(results), facts)
     options = compare or CompareOptions.from_config(config)
     measured = measure(results, metrics, config.get("gates") or {}, seed=provenance.seed, options=options,
-                       baseline=baseline, eval_set_hash=eval_set_hash, runtime=runtime, sanitizer=sanitizer)
+                       baseline=baseline, eval_set_hash=eval_set_hash, runtime=runtime, sanitizer=sanitizer,
+                       repeats=(execution.repeat, execution.pass_policy))
     comparison = None if measured.comparison is None else sanitizer.obj(measured.comparison)
     record = RunRecord(schema_version=SCHEMA_VERSION, status=status, started_at=started_at, ended_at=now(),
                        provenance=provenance, params=config.params(), metrics=dict(measured.metrics),

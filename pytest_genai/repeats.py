@@ -19,17 +19,49 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Sequence
 
+from pytest_genai.policy import Policy, PolicyError, parse_policy
+from pytest_genai.sanitize import one_line
 from pytest_genai.scoring import call_pipeline, score_answer
 from pytest_genai.types import Case, CaseResult
 
-POLICIES = ("all", "majority")
+REPEAT_METRICS = ("pass_rate", "flip_rate", "pass_at_k", "pass_all_k")  # run metrics of sampled repeats only
 
 
-class PolicyError(ValueError):
-    """An `eval.pass_policy` that cannot be applied; the message says what to write instead."""
+def sampling(config: Any) -> bool:
+    """Repeats are statistics with sampling (llm.temperature > 0), else the determinism check."""
+    return float(config.get("llm.temperature") or 0) > 0
+
+
+def session_policy(config: Any, repeat: int) -> Policy:
+    """eval.pass_policy for a session of `repeat` repeats (its k_of_n counts them), and no gate on a metric the session
+    cannot compute: checked before any call, a ConfigError naming the key."""
+    try:
+        policy = parse_policy(config.get("eval.pass_policy"), repeat)
+    except PolicyError as exc:
+        raise config.error("eval.pass_policy", str(exc)) from None
+    gated = [m for m in REPEAT_METRICS if m in (config.get("gates") or {})]
+    if gated and not (repeat > 1 and sampling(config)):
+        why = "runs each case once" if repeat == 1 else \
+            f"samples nothing (llm.temperature 0: its {repeat} repeats are the determinism check)"
+        raise config.error(f"gates.{gated[0]}", f"{gated[0]} is measured over sampled repeats, and this session {why}: "
+                                                "run with --genai-repeat N (N > 1, or eval.repeat) and llm.temperature > 0, "
+                                                "or drop the gate")
+    return policy
+
+
+def header(config: Any, repeat: int, policy: Policy) -> str | None:
+    """The session header's line on repeats (None: one run a case)."""
+    if repeat == 1:
+        return None
+    if sampling(config):
+        return (f"genai: repeats: {repeat} a case, each with its own seed (llm.temperature "
+                f"{float(config.get('llm.temperature')):g}); a case passes by eval.pass_policy {policy}")
+    ignored = "; eval.pass_policy does not apply" if config.get("eval.pass_policy") is not None else ""
+    return (f"genai: repeats: {repeat} a case with the case's seed (llm.temperature 0: the determinism check, outputs "
+            f"must agree){ignored}")
 
 
 def repeat_seed(case_seed: int, r: int) -> int:
@@ -38,47 +70,6 @@ def repeat_seed(case_seed: int, r: int) -> int:
         return case_seed
     digest = hashlib.sha256(f"{case_seed}:repeat:{r}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How many of n repeats must pass for the case to pass."""
-
-    name: str  # all | majority | k_of_n
-    k: int = 0
-    n: int = 0
-
-    def needed(self, n: int) -> int:
-        if self.name == "all":
-            return n
-        if self.name == "majority":
-            return n // 2 + 1
-        return self.k
-
-    def passes(self, verdicts: Sequence[bool]) -> bool:
-        return sum(bool(v) for v in verdicts) >= self.needed(len(verdicts))
-
-    def __str__(self) -> str:
-        return f"k_of_n [{self.k}, {self.n}]" if self.name == "k_of_n" else self.name
-
-
-def parse_policy(value: Any, repeats: int) -> Policy:
-    """`eval.pass_policy` for a session of `repeats` repeats (PolicyError: what is wrong and what to write)."""
-    if value is None or value == "all":
-        return Policy("all")
-    if value == "majority":
-        return Policy("majority")
-    if isinstance(value, Mapping) and set(value) == {"k_of_n"}:
-        kn = value["k_of_n"]
-        if (isinstance(kn, (list, tuple)) and len(kn) == 2
-                and all(isinstance(x, int) and not isinstance(x, bool) for x in kn) and 1 <= kn[0] <= kn[1]):
-            k, n = int(kn[0]), int(kn[1])
-            if n != repeats:
-                raise PolicyError(f"k_of_n [{k}, {n}] counts {n} repeats, but this session runs {repeats} "
-                                  f"(--genai-repeat / eval.repeat): make them equal")
-            return Policy("k_of_n", k, n)
-        raise PolicyError(f"k_of_n takes [k, n] with 1 <= k <= n, got {kn!r}")
-    raise PolicyError(f"{value!r} is not a policy: write all, majority or {{k_of_n: [k, n]}}")
 
 
 def mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -118,8 +109,14 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return mean_and_spread(values)[0]
 
 
+# Errors of the harness, not outcomes of the model: a repeat with one puts its case in error (a replay's miss).
+NOT_OUTCOMES = ("pytest_genai.llm.cache.CacheMiss: ",)
+
+
 def combine(results: Sequence[CaseResult], policy: Policy) -> CaseResult:
-    """One case's result from its repeats' (repeat 0 first; all sanitized already, as this result then is)."""
+    """One case's result from its repeats' (repeat 0 first; all sanitized already, as this result then is). Its
+    latency is one call's, the first that answered (the percentiles stay over calls, comparable with a run without
+    repeats; every repeat's is in `repeats.latencies_ms`); the errors count in error_rate as a share of calls."""
     first, n = results[0], len(results)
     verdicts = [passed(r) for r in results]
     k = sum(verdicts)
@@ -132,7 +129,8 @@ def combine(results: Sequence[CaseResult], policy: Policy) -> CaseResult:
         return m
 
     em, f1 = stat("em", [r.em for r in results]), stat("f1", [r.f1 for r in results])
-    latency = stat("latency_ms", [r.latency_ms for r in results if r.error is None])
+    latencies = [r.latency_ms for r in results if r.error is None]
+    stat("latency_ms", latencies)
     scores = {}
     for name in dict.fromkeys(s for r in results for s in r.scores):
         value = stat(name, [r.scores.get(name) for r in results])
@@ -141,20 +139,24 @@ def combine(results: Sequence[CaseResult], policy: Policy) -> CaseResult:
     flags = [r.safety_flags for r in results if r.safety_flags is not None]
     toxicity = [r.toxicity for r in results if r.toxicity is not None]
     error, failures = None, ()
-    if not policy.passes(verdicts):
+    harness = next((r.error for r in results if r.error and any(e in r.error for e in NOT_OUTCOMES)), None)
+    if harness is not None:  # not what the model did: the case is in error, whatever the other repeats did
+        error = harness
+    elif not policy.passes(verdicts):
         failing = next(i for i, v in enumerate(verdicts) if not v)
-        why = results[failing].error or "; ".join(results[failing].expect_failures)
+        why = one_line(results[failing].error or "") or "; ".join(results[failing].expect_failures)
         if all(r.error is not None for r in results):
             error = first.error
         else:
             failures = (f"{k} of {n} repeats passed; eval.pass_policy {policy} needs {policy.needed(n)} (repeat "
                         f"{failing + 1}, seed {results[failing].seed}: {why})",)
+    errors = [one_line(r.error) for r in results if r.error is not None]
     detail = {"n": n, "passed": k, "policy": str(policy), "verdicts": verdicts, "seeds": [r.seed for r in results],
-              "answers": [r.answer for r in results], "errors": sum(r.error is not None for r in results),
-              "spread": spread}
+              "answers": [r.answer for r in results], "latencies_ms": latencies, "errors": len(errors),
+              "first_error": errors[0] if errors else None, "spread": spread}
     return replace(
         first, em=em if em is not None else 0.0, f1=f1 if f1 is not None else 0.0,
-        latency_ms=latency if latency is not None else math.nan,
+        latency_ms=latencies[0] if latencies else math.nan,
         input_tokens=sum(r.input_tokens for r in results), output_tokens=sum(r.output_tokens for r in results),
         cost_usd=sum(r.cost_usd for r in results), error=error, expect_failures=failures,
         hit_at_k=_mean([r.hit_at_k for r in results]), recall_at_k=_mean([r.recall_at_k for r in results]),

@@ -171,6 +171,8 @@ class BaselineSummary:
     improved_count: int = 0
     regressed: tuple[CaseChangeSummary, ...] = ()  # most severe first, at most TOP_CHANGES
     improved: tuple[CaseChangeSummary, ...] = ()
+    repeat: int | None = None  # the baseline's repeats a case and (sampled) eval.pass_policy: k-dependent metrics
+    pass_policy: str | None = None  # (flip_rate, pass_at_k, pass_all_k) are compared only when both are the same
 
     @property
     def available(self) -> bool:

@@ -26,7 +26,8 @@ from pytest_genai.plan import CaseRunner, Plan, SequentialRunner, make_plan, run
 from pytest_genai.prompts import PromptError, PromptTemplate, load_prompt, read_lock, unbumped_edit_message
 from pytest_genai.record import build_record, cache_tags, dirty_state, now, running_record
 from pytest_genai.registries import PIPELINES
-from pytest_genai.repeats import Policy, PolicyError, parse_policy, run_sampled
+from pytest_genai.policy import Policy, PolicyError, parse_policy
+from pytest_genai.repeats import run_sampled, sampling
 from pytest_genai.resolve import import_target
 from pytest_genai.runlog import COMPLETE, INTERRUPTED, PARTIAL, STOPPED, Execution, Provenance, RunRecord, Tracking
 from pytest_genai.runtime import Runtime
@@ -114,12 +115,12 @@ class EvalSession:
         if config.get("eval.isolate") == "process" and not fork_available():
             raise SessionSetupError(str(config.error("eval.isolate", "eval.isolate: process needs fork(), which this "
                                                                      "platform does not have (use none)")))
-        repeat = repeat or int(config.get("eval.repeat") or 1)
-        try:
-            policy = parse_policy(config.get("eval.pass_policy"), repeat)
+        try:  # the repeats it is for are checked by the plugin (session_policy); merge reads what the shards ran
+            policy = parse_policy(config.get("eval.pass_policy"))
         except PolicyError as exc:
-            raise SessionSetupError(str(config.error("eval.pass_policy", f"eval.pass_policy: {exc}"))) from None
-        return cls(config, eval_set, prompt, repeat, runtime or Runtime(), policy, note)
+            raise SessionSetupError(str(config.error("eval.pass_policy", str(exc)))) from None
+        return cls(config, eval_set, prompt, repeat or int(config.get("eval.repeat") or 1), runtime or Runtime(), policy,
+                   note)
 
     # -- what the session is built from ----------------------------------------------------------
     @property
@@ -132,7 +133,7 @@ class EvalSession:
     @property
     def sampled(self) -> bool:
         """Repeats are statistics with sampling (llm.temperature > 0), else the determinism check."""
-        return self.repeat > 1 and float(self.config.get("llm.temperature") or 0) > 0
+        return self.repeat > 1 and sampling(self.config)
 
     @cached_property
     def _score(self) -> Callable[..., CaseResult]:

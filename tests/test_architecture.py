@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "pytest_genai.compare.names")),
     ("measures", ("pytest_genai", "pytest_genai.metrics", "pytest_genai.gates", "pytest_genai.safety.pii",
                   "pytest_genai.safety.pii_detectors", "pytest_genai.safety.pii_secrets",
-                  "pytest_genai.sanitize", "pytest_genai.registries")),
+                  "pytest_genai.sanitize", "pytest_genai.registries", "pytest_genai.policy")),
     ("config", ("pytest_genai.config", "pytest_genai.evalset", "pytest_genai.prompts")),
     ("engines", ("pytest_genai.llm", "pytest_genai.rag", "pytest_genai.pipelines", "pytest_genai.context",
                  "pytest_genai.runtime", "pytest_genai.scoring", "pytest_genai.repeats", "pytest_genai.plan", "pytest_genai.isolate", "pytest_genai.safety",

@@ -150,3 +150,41 @@ def test_the_bundled_example_estimate_is_within_ten_percent(tmp_path: Path) -> N
     assert abs(expected_out - actual_out) <= 0.10 * actual_out  # the previous run's mean output: within ±10%
     if m.get("cost_total_usd"):
         assert abs(m["cost_estimate_rel_error"]) <= 0.10
+
+
+@pytest.mark.slow
+def test_the_template_count_without_transformers_equals_the_tokenizer_s(tmp_path: Path) -> None:
+    """The dry run counts a local model's prompts without importing transformers (tokenizer.json through `tokenizers`,
+    the chat template through jinja2): on 500 varied chats it gives exactly what the model's own tokenizer encodes,
+    and a tokenizer class of a model's own (which may rebuild the pipeline) is left to transformers."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from pytest_genai.config import load_config
+    from pytest_genai.llm.hf_local import load_model, tokenizer_folder, weights_sha256
+    from pytest_genai.llm.tokens import chat_token_count, template_counter
+
+    (tmp_path / "genai.yaml").write_text("version: 1\npipeline: builtin:llm\neval: {set: e.jsonl}\n"
+                                         "llm: {provider: hf_local, model_id: smollm2-135m-instruct}\n")
+    config = load_config(tmp_path / "genai.yaml")
+    weights, folder = tokenizer_folder(config)
+    if folder is None:  # the converted copy is made on first load
+        load_model(weights, weights_sha256(weights))
+        weights, folder = tokenizer_folder(config)
+    assert folder is not None
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    fast = template_counter(folder)
+    saved_class = json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"]
+    if fast is None:  # transformers 5.0 saves a GGUF's Llama tokenizer under CodeLlamaTokenizer: not as saved
+        assert saved_class not in ("TokenizersBackend", "PreTrainedTokenizerFast")
+        pytest.skip(f"this transformers saves the tokenizer as {saved_class}: counted by transformers")
+    rng = random.Random(3)
+    words = ["Item", "ledger", "value", "é", "日本", "  ", "\n", "<|im_start|>", "Passage:", "Question?", "😀", "\t"]
+    for _ in range(500):
+        chat = [{"role": "system", "content": " ".join(rng.choice(words) for _ in range(rng.randint(0, 12)))}] \
+            if rng.random() < 0.6 else []
+        chat += [{"role": rng.choice(["user", "assistant"]),
+                  "content": "".join(rng.choice(words) + rng.choice([" ", "", "\n"]) for _ in range(rng.randint(1, 30)))}
+                 for _ in range(rng.randint(1, 3))]
+        assert fast(chat) == chat_token_count(tokenizer, chat), chat

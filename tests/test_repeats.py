@@ -13,7 +13,8 @@ import pytest
 from scipy.stats import binom
 
 from conftest import Project
-from pytest_genai.repeats import Policy, PolicyError, combine, mean_and_spread, parse_policy, repeat_seed
+from pytest_genai.policy import Policy, PolicyError, parse_policy
+from pytest_genai.repeats import combine, mean_and_spread, repeat_seed
 from pytest_genai.testing.openai_stub import WORDS, OpenAIStub
 from pytest_genai.types import CaseResult
 
@@ -149,7 +150,9 @@ def test_eval_repeat_in_the_config_and_a_gate_on_flip_rate(sampler: Project) -> 
 
 @pytest.mark.parametrize("policy, repeat, message", [
     ({"k_of_n": [2, 3]}, 5, "eval.pass_policy: k_of_n [2, 3] counts 3 repeats, but this session runs 5"),
-    ({"k_of_n": [4, 3]}, 3, "k_of_n takes [k, n] with 1 <= k <= n"),
+    ({"k_of_n": [4, 3]}, 3, "k_of_n takes [k, n], two whole numbers with 1 <= k <= n"),
+    ("majorty", 3, "'majorty' is not a policy — did you mean 'majority'?"),
+    ({"k_of_n": [0, 3]}, 3, "k_of_n takes [k, n], two whole numbers with 1 <= k <= n (like [2, 3]), got [0, 3]"),
 ])
 def test_a_policy_that_cannot_apply_is_a_usage_error_naming_the_line(sampler: Project, policy: Any, repeat: int,
                                                                     message: str) -> None:
@@ -159,6 +162,7 @@ def test_a_policy_that_cannot_apply_is_a_usage_error_naming_the_line(sampler: Pr
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert message in err and "genai.yaml:" in err and "Traceback" not in err
+    assert "eval.pass_policy: eval.pass_policy" not in err and "is not valid under any of the given schemas" not in err
 
 
 def test_an_unknown_policy_is_refused_by_the_schema(sampler: Project) -> None:
@@ -229,6 +233,95 @@ def test_resume_refuses_another_number_of_repeats_or_policy(sampler: Project) ->
         check_same(run, **same, repeat=(3, "all"))
 
 
+ERRING = '''
+import random
+
+def factory(config):
+    def pipeline(case, seed):
+        draw = random.Random(seed).random()
+        if draw < 0.4:
+            raise TimeoutError("the model took too long")
+        return "yes"
+    return pipeline
+'''
+
+
+def test_an_error_in_some_repeats_counts_in_error_rate(sampler: Project) -> None:
+    """A case whose policy passes despite an errored repeat still counts it: error_rate is the share of calls."""
+    sampler.pytester.makepyfile(erring_pipe=ERRING)
+    sampler.config["pipeline"] = "erring_pipe:factory"
+    sampler.config["gates"] = {"error_rate": "== 0"}
+    sampler.write_config()
+    result = sampler.run("--genai-config", "genai.yaml", "--genai-repeat", "4")
+    rows = sampler.last_results()
+    calls = sum(r["repeats"]["n"] for r in rows)
+    errored = sum(r["repeats"]["errors"] for r in rows)
+    assert 0 < errored < calls
+    assert sampler.summary()["metrics"]["error_rate"] == pytest.approx(errored / calls)  # n is the same for every case
+    assert result.ret == 1 and "GATES FAILED: error_rate=" in result.stdout.str()
+    hidden = [r for r in rows if r["error"] is None and r["repeats"]["errors"]]
+    assert hidden and all(r["repeats"]["first_error"].startswith("TimeoutError: the model took too long") for r in hidden)
+    assert all("Traceback" not in f for r in rows for f in r["expect_failures"])  # one line, not a trace
+
+
+def test_the_start_refuses_a_repeat_gate_the_session_cannot_compute_and_the_header_says_what_repeats_do(
+        sampler: Project) -> None:
+    sampler.config["gates"] = {"flip_rate": "<= 0.1"}
+    sampler.write_config()
+    once = sampler.run("--genai-config", "genai.yaml")
+    assert once.ret == pytest.ExitCode.USAGE_ERROR and sampler.run_dirs() == []  # nothing ran
+    err = once.stderr.str()
+    assert "gates.flip_rate" in err and "this session runs each case once" in err and "genai.yaml:" in err
+    sampler.config["llm"]["temperature"] = 0
+    sampler.write_config()
+    greedy = sampler.run("--genai-config", "genai.yaml", "--genai-repeat", "3")
+    assert greedy.ret == pytest.ExitCode.USAGE_ERROR and "the determinism check" in greedy.stderr.str()
+    sampler.config["gates"] = {}
+    sampler.write_config()
+    out = sampler.run("--genai-config", "genai.yaml", "--genai-repeat", "3").stdout.str()
+    assert "genai: repeats: 3 a case with the case's seed (llm.temperature 0: the determinism check, outputs must " \
+           "agree); eval.pass_policy does not apply" in out
+    sampler.config["llm"]["temperature"] = 0.7
+    sampler.write_config()
+    out = sampler.run("--genai-config", "genai.yaml", "--genai-repeat", "3").stdout.str()
+    assert "genai: repeats: 3 a case, each with its own seed (llm.temperature 0.7); a case passes by eval.pass_policy " \
+           "majority" in out
+    tags = sampler.summary()["tags"]
+    assert tags["genai.repeat"] == "3" and tags["genai.pass_policy"] == "majority"
+
+
+def test_a_baseline_with_other_repeats_is_compared_without_the_metrics_that_depend_on_them(sampler: Project) -> None:
+    sampler.run("--genai-config", "genai.yaml", "--genai-repeat", "3")
+    base = sampler.run_dirs()[-1]
+    alike = sampler.run("--genai-config", "genai.yaml", "--genai-repeat", "3", "--genai-baseline", str(base))
+    assert "pass_at_k" in sampler.summary()["baseline"]["deltas"] and "repeats: the baseline ran" not in alike.stdout.str()
+    other = sampler.run("--genai-config", "genai.yaml", "--genai-repeat", "5", "--genai-baseline", str(base))
+    b = sampler.summary()["baseline"]
+    assert b["repeat"] == 3 and "pass_rate" in b["deltas"]  # the chance a single run passes: comparable
+    assert not {"flip_rate", "pass_at_k", "pass_all_k"} & set(b["deltas"])
+    assert ("repeats: the baseline ran 3 repeats a case (sampled, eval.pass_policy majority), this run 5 repeats a case"
+            in other.stdout.str())
+
+
+def test_a_replay_miss_on_a_repeat_is_the_case_s_error(project: Project, stub: OpenAIStub,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cassette recorded with 2 repeats replayed with 3: the third repeat's miss is no outcome of the model."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    cases = [{"id": f"q{i}", "question": f"What is item {i}?", "answers": [f"item{i}"], "context": f"item{i} value"}
+             for i in range(3)]
+    project.use_stub(stub.base_url, cases, temperature=0.7, max_retries=0)
+    project.config["gates"] = {}
+    project.write_config()
+    args = ("--genai-config", "genai.yaml", "--genai-cassette", "cassette.jsonl")
+    project.run(*args, "--genai-repeat", "2", "--genai-cache", "record")
+    stub.stop()
+    (project.path / ".pytest-genai" / "cache.sqlite3").unlink()
+    result = project.run(*args, "--genai-repeat", "3", "--genai-cache", "replay")
+    rows = project.last_results()
+    assert result.ret == 1 and all(r["error"] and "CacheMiss" in r["error"] for r in rows)
+    assert project.summary()["metrics"]["error_rate"] == 1.0
+
+
 # -- the plain functions -----------------------------------------------------------------------------------------
 
 def test_repeat_seeds_depend_on_the_case_seed_and_r_only() -> None:
@@ -259,7 +352,8 @@ def test_combine_means_spreads_sums_and_the_verdict() -> None:
           _result(2, em=1.0, flags=("PHONE",), scores={"judge": 1.0})]
     out = combine(rs, Policy("majority"))
     assert out.em == pytest.approx(2 / 3) and out.repeats["spread"]["em"] == pytest.approx(mean_and_spread([1, 0, 1])[1])
-    assert out.latency_ms == pytest.approx(101.0) and out.input_tokens == 30 and out.cost_usd == pytest.approx(1.5)
+    assert out.latency_ms == 100.0 and out.repeats["latencies_ms"] == [100.0, 101.0, 102.0]  # one call's: the first
+    assert out.input_tokens == 30 and out.cost_usd == pytest.approx(1.5)
     assert out.pass_rate == pytest.approx(2 / 3) and out.flip is True and out.expect_failures == ()
     assert out.safety_flags == ("EMAIL", "PHONE") and out.scores == {"judge": 0.75}
     assert out.answer == "answer 0" and out.seed == 1000 and out.repeats["seeds"] == [1000, 1001, 1002]

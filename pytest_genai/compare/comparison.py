@@ -13,7 +13,7 @@ import numpy as np
 from pytest_genai.compare.judge import F1Judge, JudgeError
 from pytest_genai.compare.names import stat_name
 from pytest_genai.compare.pairing import CaseChange, ComparisonError, case_deltas, case_passed, pair_cases, regressions
-from pytest_genai.metrics.builtin import PII_TYPES
+from pytest_genai.metrics.builtin import PII_TYPES, error_share
 from pytest_genai.metrics.registry import METRICS, Metric
 from pytest_genai.stats.bootstrap import (
     Statistic,
@@ -60,7 +60,7 @@ BUILTIN_PER_CASE: Mapping[str, PerCaseValue] = {
     "tokens_output_total": lambda r: r.output_tokens,
     "cost_total_usd": _cost,  # one function: metrics with the same per-case value share one array
     "cost_per_question_usd": _cost,
-    "error_rate": lambda r: float(r.error is not None),
+    "error_rate": error_share,
     "hit_at_k": lambda r: r.hit_at_k,
     "recall_at_k": lambda r: r.recall_at_k,
     "mrr": lambda r: r.reciprocal_rank,

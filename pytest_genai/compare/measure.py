@@ -52,9 +52,15 @@ class Measured:
     tags: Mapping[str, str] = field(default_factory=dict)  # with a comparison: which judge decided pref_win_rate
 
 
+# Depend on the number of repeats (and the policy, through the verdicts): compared only between runs alike.
+BY_REPEATS = ("flip_rate", "pass_at_k", "pass_all_k")
+
+
 def _summary(baseline: Any, comp: Any = None) -> BaselineSummary:
+    x = baseline.record.execution if baseline.record is not None else None
     common = dict(ref=baseline.ref, source=baseline.source, run_id=baseline.run_id,
-                  model_version=baseline.model_version, note=baseline.note)
+                  model_version=baseline.model_version, note=baseline.note,
+                  repeat=x.repeat if x is not None else None, pass_policy=x.pass_policy if x is not None else None)
     if comp is None:
         return BaselineSummary(**common)
 
@@ -73,12 +79,13 @@ def _summary(baseline: Any, comp: Any = None) -> BaselineSummary:
 
 def measure(results: Sequence[CaseResult], metrics: Mapping[str, float], gates_cfg: Mapping[str, Any], *, seed: int,
             options: CompareOptions, baseline: Any = None, eval_set_hash: str = "", runtime: Any = None,
-            sanitizer: Any = None) -> Measured:
+            sanitizer: Any = None, repeats: tuple[int, str | None] | None = None) -> Measured:
     """CIs over this run's cases; with a resolved baseline the paired comparison (baseline results restricted to
     this run's cases when this run is a subset: -k, --lf); then the gates on values, CIs and paired deltas.
     An LLM judge (options.judge) calls its model through `runtime`'s response cache (the session's Runtime;
-    None: no cache, live calls) with the session's `sanitizer`."""
-    from pytest_genai.compare.comparison import compare_runs, comparison_metrics, run_cis
+    None: no cache, live calls) with the session's `sanitizer`. `repeats`: this run's (repeats a case, sampled
+    eval.pass_policy): against a baseline that ran others, the metrics of BY_REPEATS are not compared."""
+    from pytest_genai.compare.comparison import bootstrappable, compare_runs, comparison_metrics, run_cis
 
     out = dict(metrics)
     cis = dict(run_cis(results, seed, options.resamples, options.confidence)) if results else {}
@@ -86,8 +93,11 @@ def measure(results: Sequence[CaseResult], metrics: Mapping[str, float], gates_c
     if baseline is not None and baseline.record is not None and results:
         ids = {r.id for r in results}
         base = [r for r in baseline.record.results if r.id in ids or options.intersect]
+        x = baseline.record.execution
+        alike = repeats is None or (x.repeat, x.pass_policy) == repeats
         try:
-            comp = compare_runs(results, base, seed=seed, resamples=options.resamples, confidence=options.confidence,
+            comp = compare_runs(results, base, metrics=None if alike else [m for m in bootstrappable() if m not in BY_REPEATS],
+                                seed=seed, resamples=options.resamples, confidence=options.confidence,
                                 intersect=options.intersect, f1_drop=options.f1_drop, baseline_id=baseline.run_id,
                                 baseline_source=baseline.ref, candidate_eval_set_hash=eval_set_hash,
                                 baseline_eval_set_hash=baseline.record.provenance.eval_set_hash or None,

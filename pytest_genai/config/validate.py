@@ -15,6 +15,7 @@ from pytest_genai.config.views import view_problems
 from pytest_genai.config.yaml_lines import Lines, line_of
 from pytest_genai.gates import FORMS, gate_problem
 from pytest_genai.metrics.registry import METRICS
+from pytest_genai.policy import policy_problem
 from pytest_genai.registries import PROVIDERS
 
 # Canonical sections whose features have not landed yet: named as such instead of "unknown key".
@@ -81,6 +82,8 @@ def schema_problems(data: Any, lines: Lines) -> list[Problem]:
 
 
 def _message(err: Any) -> str:
+    if list(err.absolute_path) == ["eval", "pass_policy"]:
+        return policy_problem(err.instance)
     if err.absolute_path and err.absolute_path[0] == "gates" and len(err.absolute_path) > 1:
         return f"{err.instance!r} is not a gate; write it (or a list of them) like {FORMS}"
     if list(err.absolute_path) == ["compare", "confidence"] and err.validator != "type":

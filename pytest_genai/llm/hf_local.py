@@ -49,16 +49,21 @@ def weights_sha256(path: Path) -> str:
 
 def conversion_key(sha256: str) -> str:
     """Names a GGUF file's converted copy: the file's hash and the versions that did the conversion
-    (dequantisation and the saved format belong to transformers and gguf)."""
-    import transformers
+    (dequantisation and the saved format belong to transformers and gguf). The versions are read from the installed
+    distributions: naming the copy does not import transformers (seconds), so the dry run can find it without."""
+    from importlib.metadata import version
 
     try:
-        from importlib.metadata import version
+        ours = version("transformers")
+    except Exception:  # noqa: BLE001 - not an installed distribution (a source checkout): its own word
+        import transformers
 
+        ours = transformers.__version__
+    try:
         gguf = version("gguf")
     except Exception:  # not installed: the conversion itself will say so
         gguf = "none"
-    return hashlib.sha256(f"{sha256}\0transformers={transformers.__version__}\0gguf={gguf}".encode()).hexdigest()
+    return hashlib.sha256(f"{sha256}\0transformers={ours}\0gguf={gguf}".encode()).hexdigest()
 
 
 @dataclass
@@ -209,22 +214,28 @@ def load_model(weights: Path, sha256: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def tokenizer_folder(config: Any) -> tuple[Path, Path | None]:
+    """(the weights, the folder holding their tokenizer files: the model folder, or a GGUF's converted copy when
+    there is one, else None) of the configured model."""
+    try:
+        weights = resolve_weights(config.get("llm.model_id"), config.base_dir)
+    except LLMError as exc:
+        raise config.error("llm.model_id", str(exc)) from None
+    if weights.is_dir():
+        return weights, weights
+    cached = cache_root() / "models" / conversion_key(weights_sha256(weights))
+    return weights, cached if (cached / "tokenizer_config.json").is_file() else None
+
+
 def load_tokenizer(config: Any) -> Any:
     """The configured model's tokenizer alone, without its weights (the dry run counts tokens with it): from the
     model folder, the GGUF's converted copy when there is one, else read from the GGUF file."""
-    model_id = config.get("llm.model_id")
-    try:
-        weights = resolve_weights(model_id, config.base_dir)
-    except LLMError as exc:
-        raise config.error("llm.model_id", str(exc)) from None
+    weights, folder = tokenizer_folder(config)
     quiet_transformers()
     from transformers import AutoTokenizer
 
-    if weights.is_dir():
-        return AutoTokenizer.from_pretrained(str(weights), local_files_only=True)
-    cached = cache_root() / "models" / conversion_key(weights_sha256(weights))
-    if (cached / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
+    if folder is not None:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     return AutoTokenizer.from_pretrained(str(weights.parent), gguf_file=weights.name)
 
 

@@ -13,6 +13,7 @@ Tokenizers load offline (local files only), once."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -47,6 +48,54 @@ def chat_token_count(tokenizer: Any, messages: Sequence[Message]) -> int:
     return len(tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"])
 
 
+# Tokenizer classes that encode with tokenizer.json as saved (transformers 5's generic backend, 4's fast one); a
+# model's own class may rebuild the pre-tokenizer from its vocabulary (transformers 5.0 does for a GGUF's Llama).
+AS_SAVED = ("TokenizersBackend", "PreTrainedTokenizerFast")
+SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def template_counter(folder: Path) -> Counter | None:
+    """The chat-template count of `chat_token_count` without transformers (its import and a tokenizer load take
+    seconds; this takes a tenth of one): tokenizer.json through `tokenizers`, the chat template rendered as
+    transformers renders it (a sandboxed jinja2 with trim_blocks, lstrip_blocks and loop controls, the special tokens
+    and `raise_exception` in scope) and encoded as it encodes it (no special tokens added: the template has them).
+    None when the folder has no tokenizer.json or no chat template, its tokenizer class is a model's own (not in
+    AS_SAVED), or the template needs more: then transformers counts."""
+    tokenizer_file, config_file, template_file = (folder / "tokenizer.json", folder / "tokenizer_config.json",
+                                                  folder / "chat_template.jinja")
+    if not tokenizer_file.is_file() or not config_file.is_file():
+        return None
+    try:
+        settings = json.loads(config_file.read_text("utf-8"))
+        if settings.get("tokenizer_class") not in AS_SAVED:  # a model's own class may rebuild the pipeline
+            return None
+        source = template_file.read_text("utf-8") if template_file.is_file() else settings.get("chat_template")
+        if not isinstance(source, str) or not source:
+            return None
+        from jinja2.exceptions import TemplateError
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        from tokenizers import Tokenizer
+
+        def raise_exception(message: str) -> None:
+            raise TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.globals["raise_exception"] = raise_exception
+        template = env.from_string(source)
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    except Exception:  # noqa: BLE001 - anything unusual (a {% generation %} tag, an old tokenizers): transformers
+        return None
+    specials = {k: (v.get("content") if isinstance(v, dict) else v) for k, v in settings.items() if k in SPECIAL_TOKENS}
+
+    def count(messages: Sequence[Message]) -> int:
+        text = template.render(messages=list(messages), add_generation_prompt=True, tools=None, documents=None,
+                               **specials)
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return count
+
+
 def tokenizer_setting(config: Any) -> str:
     """`llm.tokenizer`, or its default for the provider."""
     value = config.get("llm.tokenizer")
@@ -73,13 +122,21 @@ def counter_for(config: Any) -> tuple[str, Counter]:
         if config.get("llm.provider") != "hf_local":
             raise config.error("llm.tokenizer", "`model` counts with a local model's own tokenizer: only for "
                                                 "llm.provider hf_local (use approx, words or a tokenizer folder)")
-        from pytest_genai.llm.hf_local import load_tokenizer
+        from pytest_genai.llm.hf_local import load_tokenizer, tokenizer_folder
 
+        name = f"the model's tokenizer ({config.get('llm.model_id')})"
+        folder = tokenizer_folder(config)[1]
+        fast = template_counter(folder) if folder is not None else None
+        if fast is not None:
+            return name, fast
         tokenizer = load_tokenizer(config)
-        return f"the model's tokenizer ({config.get('llm.model_id')})", lambda m: chat_token_count(tokenizer, m)
+        return name, lambda m: chat_token_count(tokenizer, m)
     path = config.resolve_path("llm.tokenizer")
     if path is None or not Path(path).is_dir():
         raise config.error("llm.tokenizer", f"{setting!r} is neither model, approx, words nor a tokenizer folder")
+    fast = template_counter(Path(path))
+    if fast is not None:
+        return counter_name(config), fast
     from pytest_genai.llm.hf_local import quiet_transformers
 
     quiet_transformers()

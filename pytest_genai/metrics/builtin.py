@@ -36,6 +36,13 @@ def _rate(flag: Callable[[CaseResult], bool], over: Callable[[CaseResult], bool]
     return run
 
 
+def error_share(r: CaseResult) -> float:
+    """A case's part of error_rate: 1 when it errored; with sampled repeats, the share of them that errored."""
+    n = r.repeats.get("n") if r.repeats else None
+    share = float(r.repeats.get("errors") or 0) / n if n else 0.0
+    return max(float(r.error is not None), share)
+
+
 def _repeated(r: CaseResult) -> bool:
     return r.pass_rate is not None
 
@@ -73,9 +80,9 @@ def _register() -> None:
     add_run_metric("cost_per_question_usd", "cost_total_usd / cases_evaluated",
                    lambda rs, f: sum(r.cost_usd for r in rs) / len(rs) if rs else None,
                    higher_is_better=False, unit="usd", group="cost", aggregation="mean")
-    add_run_metric("error_rate", "share of cases whose pipeline or scoring failed",
-                   _rate(lambda r: r.error is not None, lambda r: True), higher_is_better=False, unit="rate",
-                   aggregation="rate")
+    add_run_metric("error_rate", "share of cases whose pipeline or scoring failed (with sampled repeats, each case "
+                   "counts the share of its repeats that failed)", _mean_of(error_share), higher_is_better=False,
+                   unit="rate", aggregation="rate")
     add_run_metric("hit_at_k", "a gold document is among the top rag.retriever_k (cases with gold_doc_ids)",
                    _mean_of(lambda r: r.hit_at_k), higher_is_better=True, group="retrieval", aggregation="mean")
     add_run_metric("recall_at_k", "share of gold documents in the top rag.retriever_k",

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_genai.compare.baseline import describe
 from pytest_genai.metrics.registry import METRICS
-from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines, estimate_lines, clear_after_holm, flaky_cases, flaky_row
+from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines, estimate_lines, clear_after_holm, flaky_cases, flaky_row, repeats_note
 from pytest_genai.runlog import RunRecord
 from pytest_genai.types import CaseResult
 
@@ -33,7 +33,7 @@ PAGE_ALL_UP_TO = 500  # smaller runs show every case on one page; larger ones 25
 # names from the `fields` list it is given, so the two cannot drift apart.
 FIELDS = ("id", "question", "answer", "gold", "em", "f1", "latency_ms", "input_tokens", "output_tokens", "cost_usd",
           "error", "prompt", "retrieved", "safety_flags", "blocked", "critical", "toxicity", "expect_failures",
-          "regressed", "hit_at_k", "reciprocal_rank", "cached")
+          "regressed", "hit_at_k", "reciprocal_rank", "cached", "repeats")
 RETRIEVED_FIELDS = ("rank", "chunk_id", "doc_id", "score", "used")
 
 
@@ -210,7 +210,7 @@ def _metrics(record: RunRecord) -> str:
     if with_p:
         note += (f"<p class=\"muted\">p (Holm): the paired delta's two-sided bootstrap p, and in brackets Holm-adjusted "
                  f"over the {len(b.p_values)} metrics compared (one family).</p>")
-    note += "".join(f"<p class=\"warn\">{_e(line.text)}</p>" for line in power_lines(record))
+    note += "".join(f"<p class=\"warn\">{_e(line.text)}</p>" for line in power_lines(record) + repeats_note(record))
     note += "".join(f"<p class=\"muted\">{_e(line.text)}</p>" for line in estimate_lines(record))
     return _table(head, rows, "metrics") + note
 
@@ -340,7 +340,9 @@ def _case_row(r: CaseResult, reasons: Sequence[str] | None) -> list[Any]:
             r.input_tokens, r.output_tokens, _num(r.cost_usd), r.error, r.prompt, retrieved,
             None if r.safety_flags is None else list(r.safety_flags), int(r.blocked), int(r.critical),
             _num(r.toxicity, 4), list(r.expect_failures), None if reasons is None else list(reasons),
-            _num(r.hit_at_k, 4), _num(r.reciprocal_rank, 4), None if r.cached is None else int(r.cached)]
+            _num(r.hit_at_k, 4), _num(r.reciprocal_rank, 4), None if r.cached is None else int(r.cached),
+            None if r.pass_rate is None else [r.repeats.get("passed"), r.repeats.get("n"),
+                                              [a if a is None else str(a) for a in r.repeats.get("answers", ())]]]
 
 
 def _cases_json(results: Sequence[CaseResult], changes: Mapping[str, Sequence[str]]) -> str:

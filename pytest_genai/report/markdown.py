@@ -16,7 +16,7 @@ from pytest_genai.compare.baseline import describe
 from pytest_genai.compare.pairing import case_passed
 from pytest_genai.metrics.registry import METRICS
 from pytest_genai.report.html import regressed_from_comparison
-from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines, estimate_lines, clear_after_holm, flaky_cases, flaky_row
+from pytest_genai.report.terminal import ci_text, delta_text, fmt, gate_verdict, is_stat, metric_order, p_text, power_lines, estimate_lines, clear_after_holm, flaky_cases, flaky_row, repeats_note
 from pytest_genai.runlog import is_skipped
 from pytest_genai.sanitize import headline
 
@@ -237,7 +237,7 @@ def _metrics(record: Any) -> list[str]:
     if view.with_p:
         out += ["", f"p (Holm): the paired delta's two-sided bootstrap p, and in brackets Holm-adjusted over the "
                     f"{len(record.baseline.p_values)} metrics compared (one family)."]
-    out += [f"⚠️ {text(line.text, 400)}" for line in power_lines(record)]
+    out += [f"⚠️ {text(line.text, 400)}" for line in power_lines(record) + repeats_note(record)]
     out += ["", text(line.text, 400)] if (line := next(iter(estimate_lines(record)), None)) else []
     return out
 

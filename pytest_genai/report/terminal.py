@@ -110,6 +110,19 @@ def flaky_row(r: Any) -> tuple[str, str, str]:
     return r.id, f"{r.repeats.get('passed', '?')} of {r.repeats.get('n', '?')}", "pass" if passed else "FAIL"
 
 
+def repeats_note(record: Any) -> list[Line]:
+    """A baseline that repeated otherwise: what its comparison leaves out."""
+    b, x = getattr(record, "baseline", None), record.execution
+    if b is None or not b.available or b.repeat is None or (b.repeat, b.pass_policy) == (x.repeat, x.pass_policy):
+        return []
+
+    def ran(n: int, policy: str | None) -> str:
+        return f"{n} repeat{'s' if n != 1 else ''} a case" + (f" (sampled, eval.pass_policy {policy})" if policy else "")
+    return [Line(f"repeats: the baseline ran {ran(b.repeat, b.pass_policy)}, this run {ran(x.repeat, x.pass_policy)}: "
+                 "flip_rate, pass_at_k and pass_all_k are not compared (they depend on the number of repeats), and "
+                 "case verdicts follow each run's own", "yellow")]
+
+
 def flaky_lines(record: Any) -> list[Line]:
     """The flaky cases: their repeats' verdicts disagree."""
     cases = flaky_cases(record)
@@ -210,6 +223,7 @@ def summary_lines(record: Any) -> list[Line]:
     out += comparison_lines(record)
     out += power_lines(record)
     out += estimate_lines(record)
+    out += repeats_note(record)
     out += flaky_lines(record)
     if record.status != "complete":
         note = "enforced (--genai-enforce-gates)" if record.gates_enforced else "NOT enforced"

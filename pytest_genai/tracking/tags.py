@@ -36,7 +36,10 @@ def run_tags(record: Any) -> dict[str, str]:
         "genai.plan": x.plan,
         "genai.concurrency": str(x.size if x.plan == "pool" else 1),
         "genai.batch_size": str(x.size if x.plan == "batches" else 1),
+        names.TAG_REPEAT: str(x.repeat),
     }
+    if getattr(x, "pass_policy", None):
+        tags[names.TAG_PASS_POLICY] = x.pass_policy
     shard, group = getattr(x, "shard", None), getattr(x, "group", None)
     if shard:  # one shard of an eval: never mistaken for a full run (promotion and baselines read genai.kind/status)
         tags[names.TAG_KIND] = "shard"

@@ -172,13 +172,16 @@
     if (c[F.hit_at_k] !== null) measured += " · hit@k " + num(c[F.hit_at_k]);
     if (c[F.reciprocal_rank] !== null) measured += " · RR " + num(c[F.reciprocal_rank]);
     if (c[F.cached] !== null) measured += c[F.cached] ? " · cached" : " · not cached";
+    var rep = c[F.repeats];  // sampled repeats: [passed, n, each repeat's answer]
     var rs = c[F.retrieved] || [];
     td.appendChild(dl([
       ["case", c[F.id]],
       ["question", el("pre", c[F.question])],
       ["answer", c[F.answer] === null ? "(no answer)" : el("pre", c[F.answer], "answer")],
       ["gold answers", list(c[F.gold] || [])],
-      ["measured", measured],
+      ["measured", measured + (rep ? " (means over the repeats; tokens and cost: their sum)" : "")],
+      ["repeats", rep ? rep[0] + " of " + rep[1] + " passed" : null],
+      ["repeat answers", rep ? list(rep[2].map(function (a) { return a === null ? "(no answer)" : a; })) : null],
       ["error", c[F.error] === null ? null : el("pre", c[F.error], "fail")],
       ["expect failures", (c[F.expect_failures] || []).length ? list(c[F.expect_failures]) : null],
       ["regressed", c[F.regressed] ? c[F.regressed].join("; ") : null],
