@@ -154,3 +154,25 @@ def test_smollm2_sampled_repeats_are_seeded_statistics(example: Path, pytester: 
     assert summary["execution"]["pass_policy"] == "majority"
     assert {"pass_rate", "flip_rate", "pass_at_k", "pass_all_k"} <= set(summary["metrics"])
     assert summary["metrics"]["tokens_output_total"] == sum(r["output_tokens"] for r in a.values()) > 0
+
+
+def test_the_converted_tokenizer_reads_its_tokenizer_json_as_saved_with_the_model_s_eos(tmp_path: Path) -> None:
+    """Whatever class a transformers version wrote into the GGUF's converted copy (5.0-5.5: CodeLlamaTokenizer, which
+    5.3-5.5 rebuild into one that reads spaces as <unk>), hf_local encodes with its tokenizer.json as saved, and stops
+    and counts output on the EOS of the model's generation config (before 5.18 the conversion took the BOS for it)."""
+    from tokenizers import Tokenizer
+
+    from pytest_genai.llm.hf_local import conversion_key, load_model, resolve_weights, weights_sha256
+    from pytest_genai.cache_dir import cache_root
+
+    weights = resolve_weights("smollm2-135m-instruct", tmp_path)
+    sha = weights_sha256(weights)
+    _, tokenizer = load_model(weights, sha)
+    folder = cache_root() / "models" / conversion_key(sha)
+    raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    for text in ("Item value ledger", "a  b\n\tc", "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n", "naïve 日本 😀"):
+        assert tokenizer(text, add_special_tokens=False)["input_ids"] == raw.encode(text, add_special_tokens=False).ids
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert tokenizer.eos_token_id == generation["eos_token_id"] == 2 and tokenizer.pad_token_id is not None
+    _, again = load_model(weights, sha)  # the reload, as every later run
+    assert again("a  b\nc", add_special_tokens=False)["input_ids"] == raw.encode("a  b\nc", add_special_tokens=False).ids

@@ -84,6 +84,8 @@ def schema_problems(data: Any, lines: Lines) -> list[Problem]:
 def _message(err: Any) -> str:
     if list(err.absolute_path) == ["eval", "pass_policy"]:
         return policy_problem(err.instance)
+    if list(err.absolute_path) == ["budget"] and err.validator == "minProperties":
+        return "sets no limit: give max_usd_per_run and/or max_tokens_per_run, or remove the section"
     if err.absolute_path and err.absolute_path[0] == "gates" and len(err.absolute_path) > 1:
         return f"{err.instance!r} is not a gate; write it (or a list of them) like {FORMS}"
     if list(err.absolute_path) == ["compare", "confidence"] and err.validator != "type":

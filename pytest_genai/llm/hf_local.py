@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -190,7 +191,7 @@ def load_model(weights: Path, sha256: str) -> tuple[Any, Any]:
     key = conversion_key(sha256)
     cached = cache_root() / "models" / key
     if (cached / "config.json").is_file():
-        return _load_dir(cached)
+        return _load_dir(cached, converted=True)
     import torch
 
     model = AutoModelForCausalLM.from_pretrained(str(weights.parent), gguf_file=weights.name, dtype=torch.float32)
@@ -211,7 +212,9 @@ def load_model(weights: Path, sha256: str) -> tuple[Any, Any]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     model.eval()
-    return model, tokenizer
+    if (cached / "tokenizer.json").is_file():  # the first run gets the tokenizer every later run reloads
+        return model, converted_tokenizer(cached)
+    return model, with_generation_tokens(tokenizer, model.generation_config.to_dict())
 
 
 def tokenizer_folder(config: Any) -> tuple[Path, Path | None]:
@@ -234,15 +237,42 @@ def load_tokenizer(config: Any) -> Any:
     quiet_transformers()
     from transformers import AutoTokenizer
 
+    if folder is not None and folder != weights:
+        return converted_tokenizer(folder)
     if folder is not None:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     return AutoTokenizer.from_pretrained(str(weights.parent), gguf_file=weights.name)
 
 
-def _load_dir(path: Path) -> tuple[Any, Any]:
+def converted_tokenizer(folder: Path) -> Any:
+    """A GGUF's converted copy's tokenizer: its tokenizer.json as saved, whatever class the conversion wrote
+    (transformers 5.0-5.5 save a GGUF Llama's as CodeLlamaTokenizer, which 5.3-5.5 rebuild into one that reads every
+    space as <unk>), with the EOS and pad of the model's generation config (before 5.18 the conversion takes the
+    GGUF's BOS for the EOS, which miscounts a batch's output tokens)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    try:
+        generation = json.loads((folder / "generation_config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return tokenizer
+    return with_generation_tokens(tokenizer, generation)
+
+
+def with_generation_tokens(tokenizer: Any, generation: dict[str, Any]) -> Any:
+    """The tokenizer's EOS (and a missing pad) set to the model's generation config's, which generation stops on."""
+    eos, pad = generation.get("eos_token_id"), generation.get("pad_token_id")
+    if isinstance(eos, int) and not isinstance(eos, bool) and tokenizer.eos_token_id != eos:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
+    if tokenizer.pad_token_id is None and isinstance(pad, int) and not isinstance(pad, bool):
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad)
+    return tokenizer
+
+
+def _load_dir(path: Path, converted: bool = False) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    tokenizer = converted_tokenizer(path) if converted else AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model.eval()
     return model, tokenizer

@@ -54,20 +54,21 @@ AS_SAVED = ("TokenizersBackend", "PreTrainedTokenizerFast")
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
-def template_counter(folder: Path) -> Counter | None:
+def template_counter(folder: Path, any_class: bool = False) -> Counter | None:
     """The chat-template count of `chat_token_count` without transformers (its import and a tokenizer load take
     seconds; this takes a tenth of one): tokenizer.json through `tokenizers`, the chat template rendered as
     transformers renders it (a sandboxed jinja2 with trim_blocks, lstrip_blocks and loop controls, the special tokens
     and `raise_exception` in scope) and encoded as it encodes it (no special tokens added: the template has them).
     None when the folder has no tokenizer.json or no chat template, its tokenizer class is a model's own (not in
-    AS_SAVED), or the template needs more: then transformers counts."""
+    AS_SAVED; `any_class`: a GGUF's converted copy, which hf_local reads as saved whatever its class), or the template
+    needs more: then transformers counts."""
     tokenizer_file, config_file, template_file = (folder / "tokenizer.json", folder / "tokenizer_config.json",
                                                   folder / "chat_template.jinja")
     if not tokenizer_file.is_file() or not config_file.is_file():
         return None
     try:
         settings = json.loads(config_file.read_text("utf-8"))
-        if settings.get("tokenizer_class") not in AS_SAVED:  # a model's own class may rebuild the pipeline
+        if not any_class and settings.get("tokenizer_class") not in AS_SAVED:  # a model's own may rebuild it
             return None
         source = template_file.read_text("utf-8") if template_file.is_file() else settings.get("chat_template")
         if not isinstance(source, str) or not source:
@@ -125,8 +126,8 @@ def counter_for(config: Any) -> tuple[str, Counter]:
         from pytest_genai.llm.hf_local import load_tokenizer, tokenizer_folder
 
         name = f"the model's tokenizer ({config.get('llm.model_id')})"
-        folder = tokenizer_folder(config)[1]
-        fast = template_counter(folder) if folder is not None else None
+        weights, folder = tokenizer_folder(config)
+        fast = template_counter(folder, any_class=folder != weights) if folder is not None else None
         if fast is not None:
             return name, fast
         tokenizer = load_tokenizer(config)
