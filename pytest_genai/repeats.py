@@ -8,9 +8,9 @@ result is then what the repeats say together:
 * its verdict follows `eval.pass_policy`: `all` (every repeat passes; the default), `majority` (more than half),
   or `{k_of_n: [k, n]}` (at least k of the n repeats; n must be the number of repeats);
 * `pass_rate` (the share of repeats whose verdict passed) and `flip` (their verdicts disagree);
-* each score (em, f1, latency, the registered per-case scores, retrieval) is the mean over the repeats, its
-  sample standard deviation kept in `repeats["spread"]`: a case's mean is what the bootstrap resamples, so a run's
-  CIs treat the repeats of one case as a cluster (cases are resampled, not repeats);
+* each score (em, f1, the registered per-case scores, retrieval) is the mean over the repeats, its sample standard
+  deviation kept in `repeats["spread"]`: a case's mean is what the bootstrap resamples, so a run's CIs treat the
+  repeats of one case as a cluster (cases are resampled, not repeats); latency is one call's (see `combine`);
 * tokens and cost are the sum (every call is paid for); safety flags the union; blocked / critical if any repeat.
 
 With temperature 0 the repeats are the determinism check (`scoring.run_case`: same seed, the outputs must agree)."""
@@ -22,6 +22,7 @@ import math
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
+from pytest_genai.compare.pairing import case_passed
 from pytest_genai.policy import Policy, PolicyError, parse_policy
 from pytest_genai.sanitize import one_line
 from pytest_genai.scoring import call_pipeline, score_answer
@@ -83,11 +84,6 @@ def mean_and_spread(values: Sequence[float | None]) -> tuple[float | None, float
     return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def passed(r: CaseResult) -> bool:
-    """One repeat's verdict: what a pytest item's would be."""
-    return r.error is None and not r.expect_failures
-
-
 def run_sampled(pipeline: Any, case: Case, seed: int, *, repeat: int, policy: Policy, pricing: tuple[float, float],
                 seed_globals: bool, pass_seed: bool, guard: Any, sanitizer: Any,
                 extra_scores: Callable[..., dict[str, float]] | None = None,
@@ -118,7 +114,7 @@ def combine(results: Sequence[CaseResult], policy: Policy) -> CaseResult:
     latency is one call's, the first that answered (the percentiles stay over calls, comparable with a run without
     repeats; every repeat's is in `repeats.latencies_ms`); the errors count in error_rate as a share of calls."""
     first, n = results[0], len(results)
-    verdicts = [passed(r) for r in results]
+    verdicts = [case_passed(r) for r in results]  # each repeat's, as its item's would be
     k = sum(verdicts)
     spread: dict[str, float] = {}
 

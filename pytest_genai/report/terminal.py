@@ -10,6 +10,7 @@ from typing import Any, Iterable, NamedTuple
 
 from pytest_genai.compare.baseline import describe
 from pytest_genai.compare.names import KINDS
+from pytest_genai.compare.pairing import case_passed
 from pytest_genai.metrics.registry import METRICS
 from pytest_genai.runlog import INTERRUPTED, RUNNING, is_skipped
 
@@ -106,8 +107,7 @@ def flaky_cases(record: Any) -> list[Any]:
 
 def flaky_row(r: Any) -> tuple[str, str, str]:
     """(case id, "k of n", verdict by eval.pass_policy)."""
-    passed = r.error is None and not r.expect_failures
-    return r.id, f"{r.repeats.get('passed', '?')} of {r.repeats.get('n', '?')}", "pass" if passed else "FAIL"
+    return r.id, f"{r.repeats.get('passed', '?')} of {r.repeats.get('n', '?')}", "pass" if case_passed(r) else "FAIL"
 
 
 def repeats_note(record: Any) -> list[Line]:
