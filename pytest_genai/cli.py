@@ -13,6 +13,7 @@ from typing import Callable
 from pytest_genai import __version__, lock_cmd, models_cmd, publish, runs_cmd, scaffold
 from pytest_genai.config import ConfigError, load_config
 from pytest_genai.harvest import cli as harvest_cli
+from pytest_genai.llm.tokens import check_tokenizer
 from pytest_genai.monitor import cli as monitor_cli
 from pytest_genai.prompts import PromptError, load_prompt, read_lock, unbumped_edit_message, write_lock
 from pytest_genai.registries import load_conftest
@@ -161,6 +162,7 @@ def _session(config_path: str):  # type: ignore[no-untyped-def]
 
 def _validate(args: argparse.Namespace) -> int:
     s = _session(args.config)
+    check_tokenizer(s.config)  # what the dry run and budget: count with
     print(f"ok: {args.config}: config_hash {s.config.hash}; {len(s.eval_set)} cases (sha256 {s.eval_set.sha256});"
           + (f" prompt {s.prompt.ref} ({s.prompt.hash})" if s.prompt else ""))
     return 0

@@ -51,3 +51,19 @@ def test_lock_prompts_refuses_an_unbumped_edit(tmp_path: Path, capsys: pytest.Ca
 def test_upload_rejects_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["upload", str(tmp_path)]) == 2
     assert "not a pytest-genai run folder" in capsys.readouterr().err
+
+
+def test_validate_checks_the_tokenizer_the_dry_run_counts_with(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = make(tmp_path)
+    base = cfg.read_text()
+    cfg.write_text(base + "llm:\n  tokenizer: tokenizers/missing\n")
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "genai.yaml:" in err and "llm.tokenizer: 'tokenizers/missing' is neither model, approx, words nor a tokenizer " \
+                                    "folder" in err
+    cfg.write_text(base + "llm:\n  provider: openai_compatible\n  model_id: m\n  base_url: http://127.0.0.1:9\n"
+                          "  tokenizer: model\n")
+    assert main(["validate", str(cfg)]) == 2 and "only for llm.provider hf_local" in capsys.readouterr().err
+    (tmp_path / "tokenizers" / "mine").mkdir(parents=True)
+    cfg.write_text(base + "llm:\n  tokenizer: tokenizers/mine\n")
+    assert main(["validate", str(cfg)]) == 0

@@ -112,6 +112,20 @@ def counter_name(config: Any) -> str:
             "model": f"the model's tokenizer ({config.get('llm.model_id')})"}.get(setting, f"the tokenizer folder {setting}")
 
 
+def check_tokenizer(config: Any) -> None:
+    """`llm.tokenizer` as far as it can be checked without loading anything (`pytest-genai validate`): `model` only
+    for hf_local, a folder that exists. A ConfigError naming the key."""
+    setting = tokenizer_setting(config)
+    if setting == "model" and config.get("llm.provider") != "hf_local":
+        raise config.error("llm.tokenizer", "`model` counts with a local model's own tokenizer: only for "
+                                            "llm.provider hf_local (use approx, words or a tokenizer folder)")
+    if setting not in BUILTIN_COUNTERS:
+        path = config.resolve_path("llm.tokenizer")
+        if path is None or not Path(path).is_dir():
+            raise config.error("llm.tokenizer", f"{setting!r} is neither model, approx, words nor a tokenizer folder "
+                                                f"(no folder {path})")
+
+
 def counter_for(config: Any) -> tuple[str, Counter]:
     """(what counts, how): see the module doc. A tokenizer that cannot be loaded is the config's error."""
     setting = tokenizer_setting(config)
@@ -119,10 +133,8 @@ def counter_for(config: Any) -> tuple[str, Counter]:
         return "approximation (4 characters a token)", approx_tokens
     if setting == "words":
         return "words", word_tokens
+    check_tokenizer(config)
     if setting == "model":
-        if config.get("llm.provider") != "hf_local":
-            raise config.error("llm.tokenizer", "`model` counts with a local model's own tokenizer: only for "
-                                                "llm.provider hf_local (use approx, words or a tokenizer folder)")
         from pytest_genai.llm.hf_local import load_tokenizer, tokenizer_folder
 
         name = f"the model's tokenizer ({config.get('llm.model_id')})"
@@ -133,8 +145,7 @@ def counter_for(config: Any) -> tuple[str, Counter]:
         tokenizer = load_tokenizer(config)
         return name, lambda m: chat_token_count(tokenizer, m)
     path = config.resolve_path("llm.tokenizer")
-    if path is None or not Path(path).is_dir():
-        raise config.error("llm.tokenizer", f"{setting!r} is neither model, approx, words nor a tokenizer folder")
+    assert path is not None  # check_tokenizer: a folder
     fast = template_counter(Path(path))
     if fast is not None:
         return counter_name(config), fast
