@@ -21,6 +21,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from pytest_genai import names
+from test_durability import Eval as DurableEval
 from pytest_genai.tracking.owner import ALIVE, ELSEWHERE, GONE, owner_state, owner_tags, process_start, settle
 
 BIN = Path(sys.executable).parent
@@ -34,11 +35,12 @@ def factory(config):
 '''
 
 
-class Eval:
-    """An eval project logging to a sqlite store, run by `python -m pytest` in its own process group."""
+class Eval(DurableEval):
+    """An eval project logging to a sqlite store, run by `python -m pytest` in its own process group (env, start,
+    pytest, cli and run_dirs: test_durability's)."""
 
     def __init__(self, root: Path, uri: str, n: int) -> None:
-        self.root, self.uri = root, uri
+        self.root, self.uri, self.before = root, uri, set()
         (root / "evals").mkdir(parents=True)
         (root / "evals" / "qa.jsonl").write_text("".join(json.dumps(
             {"id": f"c{i:03d}", "question": f"question {i}?", "answers": [f"answer{i}"],
@@ -49,28 +51,6 @@ class Eval:
             "gates": {"em": ">= 0.9"}, "tracking": {"uri": uri, "experiment": "dangling", "results_dir": "runs"},
             "env": {"lock_file": "none.lock"}}))
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
-        env.update(PYTHONPATH=str(self.root), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", **extra)
-        return env
-
-    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "pytest", "--genai-config", "genai.yaml", "-p", "no:cacheprovider",
-                                 "-p", "no:randomly", *args], cwd=self.root, env=self.env(**env), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def pytest(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pytest", "--genai-config", "genai.yaml", "-p", "no:cacheprovider",
-                               "-p", "no:randomly", *args], cwd=self.root, env=self.env(), text=True,
-                              capture_output=True, timeout=300)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "pytest-genai"), *args], cwd=self.root, env=self.env(), text=True,
-                              capture_output=True, timeout=120)
-
-    def run_dirs(self) -> list[Path]:
-        root = self.root / "runs"
-        return sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.name) if root.is_dir() else []
 
 
 def kill_while_logging(proc: subprocess.Popen[str], db: Path, *, group: bool, known: set[str] = frozenset()) -> str:
