@@ -31,19 +31,23 @@ eval: setup
 
 # The quick suite (the edit-test loop, minutes): everything but the tests marked `slow` (pyproject's markers: real
 # SmolLM2/MiniLM runs and the bundled examples, the PostgreSQL + MLflow server, `mlflow models serve`, pip installs
-# and wheel builds). `test-slow` runs exactly those; CI (.ci/run) runs both.
+# and wheel builds). `test-slow` runs exactly those; CI (.ci/run) runs both. A worker that dies fails the run at once
+# (XDIST: xdist 3.8's replacement worker under --dist loadgroup can wait forever), and a test still running after
+# pyproject's faulthandler_timeout dumps every thread's stack and ends its worker, so a hang is a red run, not a
+# CI timeout.
+XDIST = -n 2 --dist loadgroup --max-worker-restart 0
 test: setup
-	$(BIN)/python -m pytest tests -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup
-	$(BIN)/python -m pytest tests -n 2 --dist loadgroup -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests $(XDIST) -m slow $(PYTEST_ARGS)
 
 # The whole suite again on the lowest version of every direct requirement (scripts/floors.sh: .venv-floors), the
 # slow tests included (real models, the server, the docs site: that is where the floors matter), but for
 # tests/test_install.py: it installs the wheel with the lock's versions whatever venv runs it.
 test-floors: setup
 	sh scripts/floors.sh
-	.venv-floors/bin/python -m pytest tests -n 2 --dist loadgroup --ignore=tests/test_install.py $(FLOORS_OPEN) $(PYTEST_ARGS)
+	.venv-floors/bin/python -m pytest tests $(XDIST) --ignore=tests/test_install.py $(FLOORS_OPEN) $(PYTEST_ARGS)
 
 # Open findings on the floors (to be fixed, not hidden: CHANGELOG and the issue's note name them): batched greedy
 # generation counts one more output token than unbatched under transformers 5.0; `reproduce` reports the floors env

@@ -353,10 +353,11 @@ class EvalPlugin:
             return
         if self.env is None or self._dry_run():
             return
-        if not self.selected and not self.state.results:
+        ran = bool(self.state.results or self.state.finished)  # a pool's finished cases, reported to pytest or not
+        if not self.selected and not ran:
             return  # no case was selected (or collection failed): there is no eval run to record
-        if not self.state.results and exitstatus in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
-                                                     pytest.ExitCode.INTERRUPTED):
+        if not ran and exitstatus in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
+                                      pytest.ExitCode.INTERRUPTED):
             return  # the session stopped before any case ran (pipeline did not build, collection errors)
         unbuilt = [r.error for r in self.state.results.values() if (r.error or "").startswith(BUILD_FAILED)]
         if unbuilt and len(unbuilt) == len(self.state.results):  # xdist: as without it, no eval ran, none is recorded

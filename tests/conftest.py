@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import sysconfig
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import _pytest.pytester as _pytester
 import pytest
 import yaml
 
@@ -20,6 +23,36 @@ pytest_plugins = ["pytester", "server_fixture"]
 # pytester points HOME at a temporary folder: sessions under test find the model weights that `make setup` fetched
 # (`pytest-genai install-models`) where they are, whatever cache folder a test gives them.
 os.environ.setdefault("PYTEST_GENAI_MODELS_DIR", str(models_root()))
+
+# pytester restores `sys.modules` when a test that uses it (or an in-process session) ends, dropping every module
+# imported meanwhile. Installed libraries are not made to be imported twice in one process: a later test in the same
+# xdist worker re-ran torch's C initialisation (a SystemError with a garbled message, then a segfault in the garbage
+# collector or at the next `import torch`, after which xdist's replacement worker hung the CI run until its time ran
+# out), re-registered torch's operator libraries ("Only a single TORCH_LIBRARY can be used..."), or was refused by
+# numpy, scipy and sklearn ("cannot load module more than once per process"). So the snapshot keeps what lives in
+# site-packages, as any real process does; this project's modules and the tests' own are still dropped.
+SITE_PACKAGES = tuple(dict.fromkeys(os.path.join(sysconfig.get_paths()[k], "") for k in ("purelib", "platlib")))
+
+
+def installed_library(name: str) -> bool:
+    """`sys.modules[name]` is an installed third-party module or package (its file or its path under
+    site-packages), not this project's (installed editable, or not)."""
+    module = sys.modules.get(name)
+    if module is None or name.partition(".")[0] == "pytest_genai":
+        return False
+    where = getattr(module, "__file__", None)
+    if not isinstance(where, str):  # a namespace package: where its parts are
+        path = getattr(module, "__path__", None)
+        where = next(iter(path), None) if isinstance(path, list) or type(path).__name__ == "_NamespacePath" else None
+    return isinstance(where, str) and where.startswith(SITE_PACKAGES)
+
+
+class _KeepingSnapshot(_pytester.SysModulesSnapshot):
+    def __init__(self, preserve: Callable[[str], bool] | None = None) -> None:
+        super().__init__(preserve=lambda name: installed_library(name) or bool(preserve and preserve(name)))
+
+
+_pytester.SysModulesSnapshot = _KeepingSnapshot  # type: ignore[misc]  # pytester takes its snapshots by this name
 
 
 @pytest.fixture(autouse=True)

@@ -212,9 +212,10 @@ class FaultProject:
 
     # -- running --------------------------------------------------------------------------------
     def pytest_inprocess(self, *args: str) -> Ran:
-        """A session in this process. A row whose session imports MLflow runs in a subprocess instead: pytester drops
-        the modules a session imported, and MLflow's import, dropped so, leaves importlib.metadata finding no
-        distribution in this process (the pytest11 entry points of every later session are lost)."""
+        """A session in this process. A row whose session imports MLflow runs in a subprocess: when pytester dropped
+        the modules a session imported, MLflow's, dropped so, left importlib.metadata finding no distribution in this
+        process (the pytest11 entry points of every later session lost). conftest now keeps installed libraries;
+        the check stays, so a session that breaks this process's metadata is named, not felt three tests later."""
         self.write_config()
         result = self.pytester.runpytest_inprocess("--genai-config", "genai.yaml", "-p", "no:cacheprovider", *args)
         assert any(True for _ in importlib.metadata.entry_points(group="pytest11")), (
