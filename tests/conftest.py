@@ -40,11 +40,9 @@ def installed_library(name: str) -> bool:
     module = sys.modules.get(name)
     if module is None or name.partition(".")[0] == "pytest_genai":
         return False
-    where = getattr(module, "__file__", None)
-    if not isinstance(where, str):  # a namespace package: where its parts are
-        path = getattr(module, "__path__", None)
-        where = next(iter(path), None) if isinstance(path, list) or type(path).__name__ == "_NamespacePath" else None
-    return isinstance(where, str) and where.startswith(SITE_PACKAGES)
+    spec = getattr(module, "__spec__", None)  # a namespace package has no file, only where its parts are
+    where = [getattr(module, "__file__", None), *(getattr(spec, "submodule_search_locations", None) or ())]
+    return any(isinstance(w, str) and w.startswith(SITE_PACKAGES) for w in where)
 
 
 class _KeepingSnapshot(_pytester.SysModulesSnapshot):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import installed_library
+from conftest import SITE_PACKAGES, installed_library
 
 # torch's first import of this module registers an operator library, which a second import refuses (CI saw it)
 TORCH_MODULE = "torch.distributed._functional_collectives"
@@ -27,9 +27,24 @@ def test_an_installed_library_imported_by_an_in_process_session_is_kept_for_the_
     assert sys.modules.get(TORCH_MODULE) is kept
 
 
-def test_the_project_s_own_and_the_tests_modules_are_still_dropped(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(user_module_xyz="VALUE = 1\n",
-                        test_user="import user_module_xyz\n\ndef test_it():\n    assert user_module_xyz.VALUE == 1\n")
-    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+def test_a_session_keeps_a_site_packages_module_and_drops_its_own(pytester: pytest.Pytester) -> None:
+    """The same, whatever this worker imported before: a module that appears in site-packages during an in-process
+    session is kept; the session's own modules (a user's module, its test file) are dropped."""
+    fake = "genai_harness_installed_xyz"
+    pytester.makepyfile(user_module_xyz="VALUE = 1\n", test_user=f"""
+import sys, types
+import user_module_xyz
+
+def test_it():
+    m = types.ModuleType({fake!r})
+    m.__file__ = {SITE_PACKAGES[0]!r} + {fake!r} + ".py"
+    sys.modules[m.__name__] = m
+    assert user_module_xyz.VALUE == 1
+""")
+    try:
+        pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+        assert fake in sys.modules
+    finally:
+        sys.modules.pop(fake, None)
     assert "user_module_xyz" not in sys.modules and "test_user" not in sys.modules
     assert not installed_library("pytest_genai") and installed_library("pytest") and installed_library("yaml")
