@@ -73,7 +73,8 @@ class Eval:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER")}
-        env.update(PYTHONPATH=str(self.root), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", **extra)
+        env.update(PYTHONPATH=str(self.root), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONFAULTHANDLER="1",
+                   **extra)
         return env
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
@@ -114,8 +115,27 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
     try:
         return proc.communicate(timeout=timeout)[0]
     except subprocess.TimeoutExpired:
+        stacks = dump_stacks(proc)
+        raise AssertionError(f"the session did not end within {timeout} s: {stacks[-12000:]}") from None
+
+
+def dump_stacks(proc: subprocess.Popen[str]) -> str:
+    """A session that hangs says where: each Python process of its group in turn gets SIGABRT, on which faulthandler
+    (PYTHONFAULTHANDLER, Eval.env) prints its threads' stacks; then the group is killed."""
+    group = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+    for line in reversed(group.splitlines()):  # the workers, then the controller
+        if "python" in line:
+            try:
+                os.kill(int(line.split()[0]), signal.SIGABRT)
+            except ProcessLookupError:
+                pass
+            time.sleep(0.5)  # one at a time: the dumps share the pipe
+    try:
+        out = proc.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(f"the session did not end within {timeout} s: {proc.communicate()[0][-3000:]}") from None
+        out = proc.communicate()[0]
+    return f"{group}\n{out}"
 
 
 def results_of(run_dir: Path) -> list[dict[str, Any]]:
