@@ -43,7 +43,7 @@ def is_worker(config: pytest.Config) -> bool:
 
 
 class EvalPlugin:
-    def __init__(self, config: pytest.Config, session: EvalSession) -> None:
+    def __init__(self, config: pytest.Config, session: EvalSession, outermost: bool = False) -> None:
         self.config = config
         self.state = session
         self.eval_path = session.eval_set.path.resolve()
@@ -59,7 +59,7 @@ class EvalPlugin:
         self.baseline: Any = None  # compare.baseline.Baseline, resolved at session start (controller only)
         self.journal: Journal | None = None  # the run folder from the first finished case on (controller only)
         self.journal_error: str | None = None  # why there is none (the run folder is then written at the end)
-        self.interrupts = Interrupts()  # SIGTERM as Ctrl-C; a second interrupt does not cost the record
+        self.interrupts = Interrupts(outermost)  # SIGTERM as Ctrl-C; a second one does not cost the record
         self.resumed: resume.Resumable | None = None  # --genai-resume: the interrupted run this session completes
         self.estimate: Any = None  # runlog.CostEstimate made before any call (budget:, dryrun_plugin.py)
         self._journal_lock = threading.Lock()  # cases finish on pool threads and are reported on the main one
@@ -339,6 +339,7 @@ class EvalPlugin:
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or self.interrupts.interrupted
         if interrupted:
             session.exitstatus = pytest.ExitCode.INTERRUPTED
+        self.interrupts.session_interrupted = interrupted
         self.interrupts.hold()  # until the run folder holds the final record
         try:
             self._finish(session, exitstatus, interrupted)
@@ -432,6 +433,8 @@ class EvalPlugin:
                 self.warm.close()
         finally:
             self.interrupts.restore()
+        if not is_worker(config):  # an interrupted session's process is to end: ExitWatchdog
+            self.interrupts.closed(self.published.run_dir if self.published is not None else None)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.env is None or self._dry_run():

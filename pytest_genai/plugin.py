@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pytest_genai.interrupts import session_closed, session_opened
 from pytest_genai.state import STATE_KEY
 
 WORKER_RUN_TOKEN = "genai_cache_run"  # workerinput key: the controller's response-cache run token
@@ -78,6 +79,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    outermost = session_opened()  # False for a session run inside another one's process (pytester)
     path = config.getoption("genai_config", None)
     if not path:
         return
@@ -103,12 +105,16 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ConfigError, SessionSetupError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
-    config.pluginmanager.register(EvalPlugin(config, state), "genai-eval")
+    config.pluginmanager.register(EvalPlugin(config, state, outermost=outermost), "genai-eval")
     dry = bool(config.getoption("genai_dry_run"))
     if dry or genai_config.get("budget"):  # the estimate before any call: printed (dry run), or held to budget:
         from pytest_genai.dryrun_plugin import DryRunPlugin
 
         config.pluginmanager.register(DryRunPlugin(config, state, dry=dry), "genai-dry-run")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session_closed()
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -24,12 +24,15 @@ from pytest_genai.runlog import INTERRUPTED, RUNNING, read_run
 N = 20
 BIN = Path(sys.executable).parent
 
-# Answers with the context's first word after GENAI_CASE_S; the case GENAI_DIE_AT dies as GENAI_DIE_HOW says.
+# Answers with the context's first word after GENAI_CASE_S; the case GENAI_DIE_AT dies as GENAI_DIE_HOW says;
+# GENAI_LEAK names a non-daemon thread the factory leaves running (a client library's worker that never ends).
 PIPELINE = '''
-import ctypes, os, signal, time
+import ctypes, os, signal, threading, time
 from pytest_genai import Answer, Usage
 
 def factory(config):
+    if os.environ.get("GENAI_LEAK"):
+        threading.Thread(target=time.sleep, args=(3600,), name=os.environ["GENAI_LEAK"]).start()
     die_at, how = os.environ.get("GENAI_DIE_AT"), os.environ.get("GENAI_DIE_HOW")
     dying = dict(x.split(":") for x in os.environ.get("GENAI_DIE", "").split(",") if x)  # case:how, case:how
     delay = float(os.environ.get("GENAI_CASE_S", "0.02"))
