@@ -163,8 +163,8 @@ class ExitWatchdog:
         deadline = time.monotonic() + self.grace_s
         main = threading.main_thread()
         while not self.off.wait(POLL_S):
-            if main.is_alive() and not _inside_pytest(main):
-                self.disarm()  # the caller went on with its own work: not a process on its way out
+            if main.is_alive() and _caller_went_on(main):
+                self.disarm()  # not a process on its way out
             elif time.monotonic() >= deadline:
                 self._end()
         os.close(self._stderr)
@@ -185,10 +185,17 @@ class ExitWatchdog:
         os._exit(self.code)
 
 
-def _inside_pytest(thread: threading.Thread) -> bool:
+def _caller_went_on(thread: threading.Thread) -> bool:
+    """The thread runs code of its own, outside pytest. A process on its way out runs threading's `_shutdown`
+    (joining threads, an executor's among them) or no Python code at all."""
     frame = sys._current_frames().get(thread.ident or -1)
+    if frame is None:
+        return False
     while frame is not None:
-        if any(part in frame.f_code.co_filename for part in PYTEST_PARTS):
-            return True
+        code = frame.f_code
+        if any(part in code.co_filename for part in PYTEST_PARTS):
+            return False
+        if code.co_name == "_shutdown" and os.path.basename(code.co_filename) == "threading.py":
+            return False
         frame = frame.f_back
-    return False
+    return True

@@ -25,14 +25,18 @@ N = 20
 BIN = Path(sys.executable).parent
 
 # Answers with the context's first word after GENAI_CASE_S; the case GENAI_DIE_AT dies as GENAI_DIE_HOW says;
-# GENAI_LEAK names a non-daemon thread the factory leaves running (a client library's worker that never ends).
+# GENAI_LEAK names a non-daemon thread the factory leaves running (a client library's worker that never ends), or
+# with GENAI_LEAK_POOL an executor's thread with a call that never returns (joined when Python exits).
 PIPELINE = '''
 import ctypes, os, signal, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pytest_genai import Answer, Usage
 
 def factory(config):
     if os.environ.get("GENAI_LEAK"):
         threading.Thread(target=time.sleep, args=(3600,), name=os.environ["GENAI_LEAK"]).start()
+    if os.environ.get("GENAI_LEAK_POOL"):
+        ThreadPoolExecutor(1, thread_name_prefix=os.environ["GENAI_LEAK_POOL"]).submit(time.sleep, 3600)
     die_at, how = os.environ.get("GENAI_DIE_AT"), os.environ.get("GENAI_DIE_HOW")
     dying = dict(x.split(":") for x in os.environ.get("GENAI_DIE", "").split(",") if x)  # case:how, case:how
     delay = float(os.environ.get("GENAI_CASE_S", "0.02"))
