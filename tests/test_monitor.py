@@ -111,15 +111,16 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        self.proc.wait(timeout=20)  # the CLI, reaped: from here on the group lives as long as its uvicorn
         deadline = time.monotonic() + 30
         while True:
+            self.proc.poll()  # the CLI, reaped once it is gone: from then on the group lives as long as its uvicorn
             try:
                 os.killpg(self.proc.pid, 0)
             except ProcessLookupError:
                 return
             if time.monotonic() > deadline:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
                 raise AssertionError(f"the server did not stop within 30 s of SIGTERM: {self.log.read_text()[-3000:]}")
             time.sleep(0.05)
 
